@@ -1,0 +1,37 @@
+"""lop-bench: the benchmark suite for loss of plasticity in deep continual learning.
+
+>>> import lop_bench
+>>> env = lop_bench.make("lop/SlowlyChangingRegression-v0", tier="smoke")
+>>> agent = lop_bench.make_agent("continual_backprop", env, seed=0)
+>>> result = lop_bench.run("lop/SlowlyChangingRegression-v0", "backprop", tier="smoke", seed=0)
+"""
+
+from __future__ import annotations
+
+from lop_bench.agents import Agent, list_agents, make_agent
+from lop_bench.errors import LopBenchError
+from lop_bench.registration import list_envs, make, register_envs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "LopBenchError",
+    "list_agents",
+    "list_envs",
+    "make",
+    "make_agent",
+    "run",
+    "__version__",
+]
+
+register_envs()
+
+
+def __getattr__(name: str):
+    # The runner pulls in torch and tqdm: load it on first use to keep import cheap.
+    if name == "run":
+        from lop_bench.runner import run
+
+        return run
+    raise AttributeError(f"module 'lop_bench' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The lop-bench streams, one module each (imported lazily through gymnasium's registry)."""

@@ -1,0 +1,89 @@
+"""The lop-bench error hierarchy.
+
+Every error the library raises on bad input is a :class:`LopBenchError`; each message names
+the problem and how to fix it. Catch ``LopBenchError`` to handle all of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import gymnasium
+
+__all__ = [
+    "LopBenchError",
+    "UnknownEnvError",
+    "UnknownTierError",
+    "UnknownAgentError",
+    "InvalidConfigError",
+    "InvalidActionError",
+    "StreamFinishedError",
+    "InvalidResultError",
+    "PhaseViolationError",
+    "DatasetNotFoundError",
+    "ChecksumError",
+    "DependencyNotInstalled",
+    "VectorizationNotSupported",
+    "did_you_mean",
+]
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean 'x' or 'y'?"`` for close matches of ``name``, or ``""``."""
+    matches = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=0.5)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+class LopBenchError(Exception):
+    """Base class of every error lop-bench raises on bad input."""
+
+
+class UnknownEnvError(LopBenchError, gymnasium.error.UnregisteredEnv):
+    """An env id that lop-bench does not register (the message lists close matches)."""
+
+
+class UnknownTierError(LopBenchError, ValueError):
+    """A tier name that the stream does not define."""
+
+
+class UnknownAgentError(LopBenchError, ValueError):
+    """An agent name that is neither a registered entry point nor ``module:function``."""
+
+
+class InvalidConfigError(LopBenchError, ValueError):
+    """An unknown configuration field, or a value out of its range."""
+
+
+class InvalidActionError(LopBenchError, ValueError):
+    """An action of the wrong type, shape or dtype, or with non-finite values."""
+
+
+class StreamFinishedError(LopBenchError, RuntimeError):
+    """``step`` after the stream has ended (``info["stream_done"]``); call ``reset(seed=...)``."""
+
+
+class InvalidResultError(LopBenchError, ValueError):
+    """A result file that is not valid JSON, does not follow the schema, or is inconsistent."""
+
+
+class PhaseViolationError(LopBenchError, RuntimeError):
+    """An agent changed its parameters or buffers during a ``val`` or ``test`` phase."""
+
+
+class DatasetNotFoundError(LopBenchError, FileNotFoundError):
+    """A dataset's files are missing; the message names the command that fetches them."""
+
+
+class ChecksumError(LopBenchError, ValueError):
+    """A dataset file whose checksum differs from the published one (corrupt or truncated)."""
+
+
+class DependencyNotInstalled(LopBenchError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class VectorizationNotSupported(LopBenchError, ValueError):
+    """A vectorized agent or env was asked of something that has none."""

@@ -1,0 +1,223 @@
+"""Tables, paper-style plots and the paper's qualitative findings, from result files.
+
+Used by ``lop-bench report`` and ``lop-bench reproduce``. Statistics over seeds are
+Student-t 95% intervals (:mod:`lop_bench.metrics`); comparisons between agents are paired
+by seed (the same seed gives both agents the same stream).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lop_bench.errors import LopBenchError
+from lop_bench.results import Result
+
+__all__ = ["Group", "group_results", "format_table", "plot", "Finding", "FINDINGS", "check_findings"]
+
+_STATS = ("initial", "final", "drop", "mean")
+
+
+@dataclass
+class Group:
+    """Results of one agent on one stream and tier, one per seed (sorted by seed)."""
+
+    env_id: str
+    tier: str
+    agent: str
+    results: list[Result]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.results]
+
+    def stat(self, key: str) -> dict[int, float]:
+        """Seed -> summary statistic ``key``."""
+        return {r.seed: r.summary[key] for r in self.results}
+
+    @property
+    def curves(self) -> np.ndarray:
+        lengths = {len(r.per_task) for r in self.results}
+        if len(lengths) != 1:
+            raise LopBenchError(
+                f"{self.agent} on {self.env_id} ({self.tier}): seeds have curves of different "
+                f"lengths {sorted(lengths)}; results of different settings cannot be averaged."
+            )
+        return np.array([r.per_task for r in self.results], dtype=float)
+
+
+def group_results(results: Sequence[Result]) -> list[Group]:
+    """Group by (env, tier or 'custom:<hash>', agent); a seed present twice is an error."""
+    groups: dict[tuple[str, str, str], list[Result]] = defaultdict(list)
+    for r in results:
+        tier = r.tier if not r.custom else f"{r.tier} (custom {r.data['protocol_hash'][7:15]})"
+        groups[(r.env_id, tier, r.agent_name)].append(r)
+    out = []
+    for (env_id, tier, agent), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.seed)
+        seeds = [r.seed for r in rs]
+        if len(set(seeds)) != len(seeds):
+            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise LopBenchError(f"{agent} on {env_id} ({tier}): seed(s) {dup} appear twice.")
+        hashes = {r.data["protocol_hash"] for r in rs}
+        if len(hashes) > 1:
+            raise LopBenchError(f"{agent} on {env_id} ({tier}): results of different protocols.")
+        out.append(Group(env_id, tier, agent, rs))
+    return out
+
+
+def _fmt(stats: dict[str, Any]) -> str:
+    mean = stats["mean"]
+    if stats["ci_low"] is None:
+        return f"{mean:.4g}"
+    half = (stats["ci_high"] - stats["ci_low"]) / 2
+    return f"{mean:.4g} ± {half:.2g}"
+
+
+def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) -> str:
+    """A plain-text table per (env, tier): agent, seeds, initial / final / drop / mean."""
+    from lop_bench.metrics import seed_stats, stream_metric
+
+    lines: list[str] = []
+    by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        by_stream[(g.env_id, g.tier)].append(g)
+    for (env_id, tier), gs in by_stream.items():
+        if order:
+            rank = {a: i for i, a in enumerate(order)}
+            gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
+        m = stream_metric(env_id)
+        better = "higher" if m.higher_is_better else "lower"
+        lines.append(f"{env_id}  tier={tier}  metric={m.metric} ({better} is better; "
+                     "mean ± 95% CI half-width over seeds)")
+        header = ["agent", "seeds", *_STATS]
+        rows = [header]
+        for g in gs:
+            rows.append([g.agent, str(len(g.results))]
+                        + [_fmt(seed_stats(list(g.stat(k).values()))) for k in _STATS])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        for j, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
+         order: Sequence[str] | None = None) -> Path:
+    """Paper-style figure: per stream, each agent's seed-mean curve in bins with a 95% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lop_bench.metrics import bin_curves, stream_metric
+
+    by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        by_stream[(g.env_id, g.tier)].append(g)
+    n = len(by_stream)
+    fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 4.2), squeeze=False)
+    for ax, ((env_id, tier), gs) in zip(axes[0], by_stream.items()):
+        m = stream_metric(env_id)
+        if order:
+            rank = {a: i for i, a in enumerate(order)}
+            gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
+        for g in gs:
+            curves = g.curves
+            size = bin_size or max(1, min(m.bin_size, curves.shape[1] // 10 or 1))
+            mean, half = bin_curves(curves, size)
+            x = (np.arange(len(mean)) + 0.5) * size
+            ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6)
+            if curves.shape[0] > 1:
+                ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0)
+        ax.set_title(f"{env_id} [{tier}]", fontsize=10)
+        ax.set_xlabel("task")
+        ax.set_ylabel(m.label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, metadata={"Software": None, "CreationDate": None}
+                if path.suffix == ".pdf" else {"Software": None})
+    plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A qualitative finding of the paper, checked paired by seed: ``left`` ``op`` ``right``.
+
+    ``left`` and ``right`` are (agent, summary statistic). ``op`` is ``"<"`` or ``">"``.
+    PASS when the 95% CI of the paired difference excludes 0 in the expected direction;
+    "weak" when only the mean difference points that way; FAIL otherwise.
+    """
+
+    text: str
+    left: tuple[str, str]
+    op: str
+    right: tuple[str, str]
+
+
+FINDINGS: dict[str, list[Finding]] = {
+    "lop/SlowlyChangingRegression-v0": [
+        Finding("backprop learns: its initial error is below the linear learner's",
+                ("backprop", "initial"), "<", ("linear", "initial")),
+        Finding("backprop loses plasticity: its final error is above its initial error",
+                ("backprop", "final"), ">", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final error is below backprop's",
+                ("continual_backprop", "final"), "<", ("backprop", "final")),
+    ],
+}
+
+
+def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, str]]]:
+    """Check the paper's findings on these results; returns (text, [(finding, verdict)])."""
+    from lop_bench.metrics import paired_difference
+
+    lines, verdicts = [], []
+    by_key = {(g.env_id, g.tier, g.agent): g for g in groups}
+    streams = sorted({(g.env_id, g.tier) for g in groups})
+    for env_id, tier in streams:
+        findings = FINDINGS.get(env_id, [])
+        if not findings:
+            continue
+        lines.append(f"The paper's findings on {env_id} [{tier}] (paired by seed, 95% CI):")
+        for f in findings:
+            gl = by_key.get((env_id, tier, f.left[0]))
+            gr = by_key.get((env_id, tier, f.right[0]))
+            if gl is None or gr is None:
+                missing = f.left[0] if gl is None else f.right[0]
+                lines.append(f"  [skip] {f.text} (no results for {missing})")
+                verdicts.append((f, "skip"))
+                continue
+            a, b = gl.stat(f.left[1]), gr.stat(f.right[1])
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
+                lines.append(f"  [skip] {f.text} (fewer than 2 common seeds)")
+                verdicts.append((f, "skip"))
+                continue
+            d = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+            sign = 1 if f.op == ">" else -1
+            lo, hi = d["ci_low"], d["ci_high"]
+            good = sum(1 for s in seeds if sign * (a[s] - b[s]) > 0)
+            if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
+                verdict = "PASS"
+            elif sign * d["mean"] > 0:
+                verdict = "weak"
+            else:
+                verdict = "FAIL"
+            verdicts.append((f, verdict))
+            lines.append(
+                f"  [{verdict}] {f.text}: {f.left[0]}.{f.left[1]} - {f.right[0]}.{f.right[1]} = "
+                f"{d['mean']:+.4g} (95% CI [{lo:+.4g}, {hi:+.4g}]), in {good} of {len(seeds)} seeds"
+            )
+        lines.append("")
+    return "\n".join(lines), verdicts

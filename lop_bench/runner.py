@@ -1,0 +1,246 @@
+"""``lop_bench.run``: the stepwise loop plus metrics, diagnostics, progress and a result file.
+
+The loop is exactly the one in DESIGN.md section 4 (an author may write it by hand and
+get the same per-task scores, which the env computes itself). On top of it the runner
+
+- records ``info["task_metrics"]`` at each task's end (the per-task curve);
+- measures diagnostics at task starts, every ``diagnostics_every`` tasks, on the env's
+  probe batch through ``agent.features`` / ``agent.parameters`` (under ``no_grad``; the
+  probe comes from a generator of its own, so the curve is the same with diagnostics off);
+- checks that the agent's parameters and buffers do not change inside ``val``/``test``
+  phases (:class:`~lop_bench.errors.PhaseViolationError`);
+- shows a progress bar and writes the result atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lop_bench.agents import AgentFactory, make_agent, resolve_factory
+from lop_bench.errors import LopBenchError, PhaseViolationError
+from lop_bench.registration import make
+from lop_bench.results import Result, save
+
+__all__ = ["run"]
+
+_PROGRESS_EVERY = 2048
+_EVAL_PHASES = ("val", "test")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lop-bench", "torch", "numpy", "gymnasium"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
+            out[pkg] = "unknown"
+    return out
+
+
+def _state_tensors(agent: Any) -> list[Any]:
+    tensors = []
+    for attr in ("parameters", "buffers"):
+        fn = getattr(agent, attr, None)
+        if callable(fn):
+            tensors.extend(t for t in fn() if hasattr(t, "detach"))
+    return tensors
+
+
+def _snapshot(agent: Any) -> list[Any]:
+    return [t.detach().clone() for t in _state_tensors(agent)]
+
+
+def _check_unchanged(agent: Any, snap: list[Any], phase: str, task: int) -> None:
+    import torch
+
+    now = _state_tensors(agent)
+    if len(now) != len(snap) or any(
+        a.shape != b.shape or not torch.equal(a, b) for a, b in zip(now, snap)
+    ):
+        raise PhaseViolationError(
+            f"the agent changed its parameters or buffers during the {phase!r} phase of task "
+            f"{task}. Agents must not learn (or update batch-norm statistics) on val/test "
+            "batches: check info['phase'] and info.get('target') in learn(), and use eval mode."
+        )
+
+
+def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
+    features = getattr(agent, "features", None)
+    probe = getattr(env, "probe", None)
+    if not callable(features) or not callable(probe):
+        return None
+    import torch
+
+    from lop_bench.diagnostics import measure
+
+    x = probe()
+    x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+    with torch.no_grad():
+        feats = features(x)
+        params = getattr(agent, "parameters", None)
+        return measure(list(feats), list(params()) if callable(params) else None)
+
+
+def run(
+    env_id: str,
+    agent: str | AgentFactory,
+    tier: str = "cpu",
+    seed: int = 0,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    agent_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+    diagnostics: bool = True,
+    diagnostics_every: int = 1,
+    progress: bool | Callable[[int], None] = True,
+    out: str | Path | None = None,
+) -> Result:
+    """Run one agent on one stream for one seed and return its :class:`Result`.
+
+    Args:
+        env_id: a stream id, e.g. ``"lop/SlowlyChangingRegression-v0"``.
+        agent: a registered agent name (``"backprop"``), ``"module:function"``, or a factory.
+        tier: ``"smoke"``, ``"cpu"`` or ``"paper"`` (or a stream's named variant).
+        seed: the stream and agent seed (the tier's seed set is ``0..num_seeds-1``).
+        env_kwargs: tier field overrides (the result is then *custom*, unranked).
+        agent_kwargs: hyperparameter overrides of the agent's preset.
+        device: torch device for the agent.
+        diagnostics: measure dormant units, ranks and weight magnitude at task starts.
+        diagnostics_every: measure every k-th task (task 0 always).
+        progress: show a progress bar (True), none (False), or a callback given the number
+            of steps done since its last call (used by the CLI's parallel workers).
+        out: write the result there (a ``.json`` path, or a directory for the default name).
+
+    Example::
+
+        result = lop_bench.run("lop/SlowlyChangingRegression-v0", "backprop", tier="smoke")
+        print(result.summary)
+    """
+    if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
+        raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    name, factory = resolve_factory(agent)
+    wrapped = make(env_id, tier=tier, **(env_kwargs or {}))
+    env = wrapped.unwrapped
+    obs, info = env.reset(seed=seed)
+    agent_obj = make_agent(factory, wrapped, seed=seed, device=device, **(agent_kwargs or {}))
+
+    metric = env.METRIC
+    per_task: list[float] = []
+    val_metrics: list[dict[str, Any]] = []
+    diag_tasks: list[int] = []
+    diag_rows: list[dict[str, Any]] = []
+
+    def diagnose(task: int) -> None:
+        if diagnostics and task % diagnostics_every == 0:
+            row = _measure(agent_obj, env)
+            if row is not None:
+                diag_tasks.append(task)
+                diag_rows.append(row)
+
+    bar = None
+    callback = progress if callable(progress) else None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=env.total_steps, desc=f"{name} seed {seed}", unit="step",
+                   unit_scale=True, leave=False, dynamic_ncols=True)
+    report = bar.update if bar is not None else callback
+
+    task = info["task"]
+    diagnose(task)
+    snapshot = None
+    eval_phase = None
+    steps = 0
+    countdown = _PROGRESS_EVERY
+    start = time.perf_counter()
+    act, learn, step = agent_obj.act, agent_obj.learn, env.step
+    try:
+        while True:
+            action = act(obs, info)
+            next_obs, reward, terminated, truncated, info = step(action)
+            steps += 1
+            if snapshot is not None and (info["phase"] != eval_phase or info["stream_done"]):
+                _check_unchanged(agent_obj, snapshot, eval_phase, task)
+                snapshot = None
+            learn(obs, action, reward, next_obs, terminated, truncated, info)
+            if info["task_end"]:
+                per_task.append(float(info["task_metrics"][metric]))
+            if "val_metrics" in info:
+                val_metrics.append({"task": task, "epoch": info.get("epoch", 0), **info["val_metrics"]})
+            if info["stream_done"]:
+                break
+            if snapshot is None and info["phase"] in _EVAL_PHASES:
+                eval_phase = info["phase"]
+                snapshot = _snapshot(agent_obj)
+            if info["task"] != task:
+                task = info["task"]
+                diagnose(task)
+            if terminated or truncated:
+                next_obs, info = env.reset()
+            obs = next_obs
+            countdown -= 1
+            if countdown == 0:
+                countdown = _PROGRESS_EVERY
+                if report is not None:
+                    report(_PROGRESS_EVERY)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - start
+    if report is not None and bar is None:
+        report(steps % _PROGRESS_EVERY)
+
+    from lop_bench.metrics import summarize
+
+    data: dict[str, Any] = env.describe()
+    data.update(
+        schema_version=1,
+        agent={
+            "name": name,
+            "preset": getattr(agent_obj, "preset", None),
+            "hparams": _jsonable(getattr(agent_obj, "hparams", None) or agent_kwargs or {}),
+            "vectorized": False,
+        },
+        seed=int(env.stream_seed),
+        steps=steps,
+        per_task=per_task,
+        summary=summarize(per_task, env.HIGHER_IS_BETTER),
+        diagnostics=_diag_table(diag_tasks, diag_rows, diagnostics_every),
+        run_info={
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "wall_time_s": wall,
+            "steps_per_s": steps / wall if wall > 0 else 0.0,
+            "versions": _versions(),
+        },
+    )
+    if val_metrics:
+        data["val_metrics"] = val_metrics
+    result = Result(data)
+    if out is not None:
+        save(result, out)
+    return result
+
+
+def _diag_table(tasks: list[int], rows: list[dict[str, Any]], every: int) -> dict[str, Any] | None:
+    if not rows:
+        return None
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) or v is None]
+    return {
+        "every": every,
+        "tasks": tasks,
+        "measures": {k: [row.get(k) for row in rows] for k in keys},
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
