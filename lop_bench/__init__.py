@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lop_bench.agents import Agent, list_agents, make_agent
 from lop_bench.errors import LopBenchError
-from lop_bench.registration import list_envs, make, register_envs
+from lop_bench.registration import list_envs, make, make_vec, register_envs
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "list_envs",
     "make",
     "make_agent",
+    "make_vec",
     "run",
     "__version__",
 ]

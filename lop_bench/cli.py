@@ -64,21 +64,25 @@ def _default_jobs() -> int:
 
 
 # -- parallel runs -------------------------------------------------------------------
-def _worker(job: dict[str, Any], queue: Any) -> dict[str, Any]:
+def _worker(job: dict[str, Any], queue: Any) -> list[dict[str, Any]]:
+    """One job: one seed (``job["seeds"]`` of length 1) or, vectorized, several at once."""
     import torch
 
     torch.set_num_threads(1)
-    from lop_bench.runner import run
+    from lop_bench.runner import run, run_vectorized
 
-    result = run(
-        job["env_id"], job["agent"], tier=job["tier"], seed=job["seed"],
+    common = dict(
         env_kwargs=job["env_kwargs"], agent_kwargs=job["agent_kwargs"],
         diagnostics=job["diagnostics"], diagnostics_every=job["diagnostics_every"],
-        progress=(lambda n: queue.put(n)) if queue is not None else False,
-        out=job["out"],
+        progress=(lambda n: queue.put(n)) if queue is not None else False, out=job["out"],
     )
-    return {"agent": job["agent"], "seed": job["seed"], "summary": result.summary,
-            "steps_per_s": result.data["run_info"]["steps_per_s"]}
+    if job["vectorized"]:
+        results = run_vectorized(job["env_id"], job["agent"], tier=job["tier"],
+                                 seeds=job["seeds"], **common)
+    else:
+        results = [run(job["env_id"], job["agent"], tier=job["tier"], seed=job["seeds"][0], **common)]
+    return [{"agent": job["agent"], "seed": r.seed, "summary": r.summary,
+             "steps_per_s": r.data["run_info"]["steps_per_s"]} for r in results]
 
 
 def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> list[dict[str, Any]]:
@@ -93,7 +97,7 @@ def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> 
         with tqdm(total=total_steps, unit="step", unit_scale=True, dynamic_ncols=True,
                   desc=f"{len(jobs)} runs") as bar:
             for job in jobs:
-                out.append(_worker(job, _BarQueue(bar)))
+                out.extend(_worker(job, _BarQueue(bar)))
         return out
 
     import multiprocessing as mp
@@ -113,7 +117,7 @@ def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> 
                 while not queue.empty():
                     bar.update(queue.get_nowait())
                 for fut in done:
-                    results.append(fut.result())
+                    results.extend(fut.result())
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -132,21 +136,54 @@ class _BarQueue:
         self.bar.update(n)
 
 
+def _supports_vectorized(env_id: str, agent: str, tier: str, env_kwargs: dict,
+                         agent_kwargs: dict) -> bool:
+    """Whether ``agent`` has a vectorized version for ``env_id`` (builds one for 1 seed)."""
+    from lop_bench.agents import make_agent
+    from lop_bench.errors import VectorizationNotSupported
+    from lop_bench.registration import VECTOR_STREAMS, make_vec
+
+    if env_id not in VECTOR_STREAMS:
+        return False
+    envs = make_vec(env_id, num_envs=1, tier=tier, seeds=(0,), **env_kwargs)
+    try:
+        agent_obj = make_agent(agent, envs, seed=(0,), **agent_kwargs)
+    except VectorizationNotSupported:
+        return False
+    return bool(getattr(agent_obj, "vectorized", False))
+
+
 def _jobs_for(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int],
-              env_kwargs: dict, agent_kwargs: dict, out: Path, args: argparse.Namespace):
+              env_kwargs: dict, agent_kwargs: dict, out: Path, args: argparse.Namespace,
+              vectorized: str = "no", num_workers: int = 1) -> list[dict[str, Any]]:
+    """Jobs for every (agent, seed). ``vectorized``: "no", "yes" (error if an agent has no
+    vectorized version) or "auto" (vectorized where the agent has one). A vectorized agent's
+    seeds are split into ``num_workers`` groups, one process each."""
     from lop_bench.agents import resolve_factory
+    from lop_bench.errors import VectorizationNotSupported
     from lop_bench.registration import make
 
     for a in agents:
         resolve_factory(a)  # fail fast on an unknown agent, before any run starts
-    env = make(env_id, tier=tier, **env_kwargs).unwrapped  # fail fast on bad config
-    jobs = [
-        {"env_id": env_id, "agent": a, "tier": tier, "seed": s, "env_kwargs": env_kwargs,
-         "agent_kwargs": agent_kwargs, "diagnostics": not args.no_diagnostics,
-         "diagnostics_every": args.diagnostics_every, "out": str(out)}
-        for a in agents for s in seeds
-    ]
-    return env, jobs
+    make(env_id, tier=tier, **env_kwargs)  # fail fast on a bad config
+    base = {"env_id": env_id, "tier": tier, "env_kwargs": env_kwargs,
+            "agent_kwargs": agent_kwargs, "diagnostics": not args.no_diagnostics,
+            "diagnostics_every": args.diagnostics_every, "out": str(out)}
+    jobs = []
+    for a in agents:
+        vec = vectorized != "no" and _supports_vectorized(env_id, a, tier, env_kwargs, agent_kwargs)
+        if vectorized == "yes" and not vec:
+            raise VectorizationNotSupported(
+                f"agent {a!r} has no vectorized version for {env_id}; run it without --vectorized."
+            )
+        if vec:
+            groups = max(1, min(num_workers, len(seeds)))
+            for g in range(groups):
+                chunk = list(seeds)[g::groups]
+                jobs.append({**base, "agent": a, "seeds": chunk, "vectorized": True})
+        else:
+            jobs.extend({**base, "agent": a, "seeds": [s], "vectorized": False} for s in seeds)
+    return jobs
 
 
 # -- subcommands ----------------------------------------------------------------------
@@ -174,14 +211,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = make(args.env, tier=args.tier, **env_kwargs).unwrapped
     seeds = parse_seeds(args.seeds) if args.seeds else list(env.seeds)
     out = Path(args.out)
-    _, jobs = _jobs_for(args.env, [args.agent], args.tier, seeds, env_kwargs, agent_kwargs, out, args)
+    jobs = _jobs_for(args.env, [args.agent], args.tier, seeds, env_kwargs, agent_kwargs, out, args,
+                     vectorized="yes" if args.vectorized else "no", num_workers=args.jobs)
     start = time.perf_counter()
-    done = run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(jobs))
+    done = run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(seeds))
     for d in sorted(done, key=lambda d: d["seed"]):
         s = d["summary"]
         print(f"seed {d['seed']}: initial {s['initial']:.4g}  final {s['final']:.4g}  "
               f"drop {s['drop']:+.4g}  ({d['steps_per_s']:,.0f} steps/s)")
-    print(f"{len(jobs)} result files in {out}/ ({time.perf_counter() - start:.0f} s). "
+    print(f"{len(done)} result files in {out}/ ({time.perf_counter() - start:.0f} s). "
           f"Next: lop-bench report {out}")
     return 0
 
@@ -215,24 +253,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     env = make(args.env, tier=args.tier).unwrapped
     seeds = parse_seeds(args.seeds) if args.seeds else list(env.seeds)
     out = Path(args.out) if args.out else Path(_DEFAULT_OUT) / f"{args.env.split('/')[-1]}-{args.tier}"
-    _, jobs = _jobs_for(args.env, agents, args.tier, seeds, {}, {}, out, args)
+    mode = "no" if args.no_vectorized else "auto"
+    jobs = _jobs_for(args.env, agents, args.tier, seeds, {}, {}, out, args, vectorized=mode,
+                     num_workers=1)
+    nvec = sum(1 for j in jobs if j["vectorized"])
+    how = f"{nvec} vectorized jobs" if nvec else "one process per seed"
     print(f"Reproducing {args.env} [{args.tier}]: {len(agents)} agents x {len(seeds)} seeds "
-          f"({env.total_steps:,} steps each) on {min(args.jobs, len(jobs))} processes -> {out}/")
+          f"({env.total_steps:,} steps each; {how}) on {min(args.jobs, len(jobs))} processes -> {out}/")
     start = time.perf_counter()
     # Longest jobs first keeps the processes busy until the end.
     jobs.sort(key=lambda j: j["agent"] != "continual_backprop")
-    run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(jobs))
+    run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(seeds) * len(agents))
     print(f"done in {time.perf_counter() - start:.0f} s\n")
-    files = [out / _filename(j) for j in jobs]
+    files = [out / _filename(args.env, a, args.tier, s) for a in agents for s in seeds]
     plot_path = args.plot or str(out / "plot.png")
     return _report([str(f) for f in files], plot_path, order=agents)
 
 
-def _filename(job: dict[str, Any]) -> str:
+def _filename(env_id: str, agent: str, tier: str, seed: int) -> str:
     from lop_bench.results import result_filename
 
-    return result_filename({"env_id": job["env_id"], "agent": {"name": job["agent"]},
-                            "custom": False, "tier": job["tier"], "seed": job["seed"]})
+    return result_filename({"env_id": env_id, "agent": {"name": agent}, "custom": False,
+                            "tier": tier, "seed": seed})
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -251,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
               lop-bench reproduce lop/SlowlyChangingRegression-v0 --tier cpu
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --tier cpu --seeds 0-4
               lop-bench report results/ --plot curves.png
+              lop-bench submit results/SlowlyChangingRegression-v0-cpu/*.json
+              lop-bench leaderboard build
         """),
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -276,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --tier cpu --seeds 0-4
               lop-bench run lop/SlowlyChangingRegression-v0 --agent continual_backprop --hp replacement_rate=1e-3
               lop-bench run lop/SlowlyChangingRegression-v0 --agent my_pkg.agents:make_agent --out my_results
+              lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --tier paper --seeds 0-99 --vectorized
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --set num_tasks=50  # custom: unranked
         """))
     sp.add_argument("env", metavar="ENV", help="stream id (lop-bench list)")
@@ -285,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hp", action="append", metavar="KEY=VALUE", help="agent hyperparameter override")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="stream config override (makes the result custom, unranked)")
+    sp.add_argument("--vectorized", action="store_true",
+                    help="learn all seeds at once (make_vec + the agent's vectorized version); "
+                         "seeds are split over --jobs processes")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser(
@@ -309,7 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="result directory (default: results/<stream>-<tier>)")
     sp.add_argument("--agents", help="comma-separated subset of agents (default: all reference agents)")
     sp.add_argument("--plot", metavar="FILE", help="plot path (default: <out>/plot.png)")
+    sp.add_argument("--no-vectorized", action="store_true",
+                    help="one process per seed even where an agent has a vectorized version")
     sp.set_defaults(func=cmd_reproduce)
+
+    from lop_bench.leaderboard import add_cli
+
+    add_cli(sub)
     return p
 
 

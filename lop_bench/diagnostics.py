@@ -92,13 +92,13 @@ def _activations(acts: Any, what: str = "acts") -> Any:
     return a
 
 
-def _unit_stats(acts: Any) -> dict[str, np.ndarray]:
+def _unit_stats(a: Any) -> dict[str, np.ndarray]:
     """Per-unit statistics over inputs (and spatial positions): float64 numpy vectors.
 
-    ``active``: fraction of (input, position) pairs with activation > 0 (exact counts);
-    ``any``: active at least once; ``mean``: mean activation; ``abs_mean``: mean |activation|.
+    ``a`` has passed :func:`_activations`. ``active``: fraction of (input, position) pairs
+    with activation > 0 (exact counts); ``any``: active at least once; ``mean``: mean
+    activation; ``abs_mean``: mean |activation|.
     """
-    a = _activations(acts)
     dims = tuple(d for d in range(a.ndim) if d != 1)
     count = math.prod(a.shape[d] for d in dims)
     if _is_torch(a):
@@ -173,13 +173,13 @@ def dormant_fraction(acts: Any, threshold: float = DORMANT_THRESHOLD) -> float:
     active on 2 of 200 inputs is not dormant, one active on 1 of 200 is.
     """
     t = _check_threshold(threshold, "threshold")
-    active = _unit_stats(acts)["active"]
+    active = _unit_stats(_activations(acts))["active"]
     return float(np.count_nonzero(active < t) / active.size)
 
 
 def dead_fraction(acts: Any) -> float:
     """Fraction of dead units: active (``> 0``) on none of the inputs (nor positions)."""
-    seen = _unit_stats(acts)["any"]
+    seen = _unit_stats(_activations(acts))["any"]
     return float(np.count_nonzero(~seen) / seen.size)
 
 
@@ -192,7 +192,7 @@ def rl_dormant_fraction(acts: Any, threshold: float = DORMANT_THRESHOLD) -> floa
     t = float(threshold)
     if not math.isfinite(t):
         raise ValueError(f"threshold must be finite, got {threshold!r}.")
-    mean = _unit_stats(acts)["mean"]
+    mean = _unit_stats(_activations(acts))["mean"]
     return float(np.count_nonzero(mean <= t) / mean.size)
 
 
@@ -205,7 +205,7 @@ def tau_dormant_fraction(acts: Any, tau: float = 0.0) -> float:
     With ``tau = 0`` this counts units whose activation is exactly zero everywhere.
     """
     t = _check_threshold(tau, "tau")
-    abs_mean = _unit_stats(acts)["abs_mean"]
+    abs_mean = _unit_stats(_activations(acts))["abs_mean"]
     denom = float(abs_mean.mean())
     scores = abs_mean / denom if denom > 0 else np.zeros_like(abs_mean)
     return float(np.count_nonzero(scores <= t) / scores.size)
@@ -315,7 +315,10 @@ def feature_norm(acts: Any) -> float:
 
     Conv activations ``(N, C, H, W)`` are flattened per input to ``C * H * W`` features.
     """
-    a = _activations(acts)
+    return _feature_norm(_activations(acts))
+
+
+def _feature_norm(a: Any) -> float:
     if _is_torch(a):
         import torch
 
@@ -350,7 +353,7 @@ def _layer_measures(
         "effective_rank": None,
         "stable_rank": None,
         "approximate_rank": None,
-        "feature_norm": feature_norm(a),
+        "feature_norm": _feature_norm(a),
     }
     if ranks:
         sv = singular_values(a.reshape(a.shape[0], -1))

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidActionError",
     "StreamFinishedError",
     "InvalidResultError",
+    "SubmissionRejected",
     "PhaseViolationError",
     "DatasetNotFoundError",
     "ChecksumError",
@@ -67,6 +68,17 @@ class StreamFinishedError(LopBenchError, RuntimeError):
 
 class InvalidResultError(LopBenchError, ValueError):
     """A result file that is not valid JSON, does not follow the schema, or is inconsistent."""
+
+
+class SubmissionRejected(InvalidResultError):
+    """``lop-bench submit`` refused result files; nothing was copied.
+
+    ``reasons`` lists ``(file or entry, reason)`` for every refusal.
+    """
+
+    def __init__(self, message: str, reasons: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons)
 
 
 class PhaseViolationError(LopBenchError, RuntimeError):

@@ -7,19 +7,30 @@ datasets or ray.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
 
-from lop_bench.errors import UnknownEnvError, did_you_mean
+from lop_bench.errors import (
+    InvalidConfigError,
+    UnknownEnvError,
+    VectorizationNotSupported,
+    did_you_mean,
+)
 
-__all__ = ["STREAMS", "register_envs", "make", "list_envs", "env_class"]
+__all__ = ["STREAMS", "VECTOR_STREAMS", "register_envs", "make", "make_vec", "list_envs", "env_class"]
 
 DEFAULT_TIER = "cpu"
 
 # id -> entry point. Only streams that exist are listed; see README for the roadmap.
 STREAMS: dict[str, str] = {
     "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionEnv",
+}
+
+# id -> vector entry point: N seeds generated together (``make_vec``).
+VECTOR_STREAMS: dict[str, str] = {
+    "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionVectorEnv",
 }
 
 # The paper's reference agents for each stream (names in the ``lop_bench.agents``
@@ -42,6 +53,7 @@ def register_envs() -> None:
             gymnasium.register(
                 id=env_id,
                 entry_point=entry_point,
+                vector_entry_point=VECTOR_STREAMS.get(env_id),
                 kwargs={"tier": DEFAULT_TIER},
                 max_episode_steps=None,
             )
@@ -80,3 +92,36 @@ def make(env_id: str, tier: str = DEFAULT_TIER, **kwargs: Any) -> gymnasium.Env:
     _check_id(env_id)
     register_envs()
     return gymnasium.make(env_id, tier=tier, **kwargs)
+
+
+def make_vec(
+    env_id: str,
+    num_envs: int | None = None,
+    tier: str = DEFAULT_TIER,
+    seeds: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> gymnasium.vector.VectorEnv:
+    """N seeds of one stream as a gymnasium ``VectorEnv``, generated with batched operations.
+
+    Sub-env ``i`` equals ``make(env_id, tier=tier).reset(seed=seeds[i])``. ``seeds``
+    defaults to ``0 .. num_envs - 1``; ``num_envs`` defaults to ``len(seeds)``. Same as
+    ``gymnasium.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", ...)``.
+
+    >>> envs = lop_bench.make_vec("lop/SlowlyChangingRegression-v0", num_envs=100, tier="cpu")
+    """
+    _check_id(env_id)
+    if env_id not in VECTOR_STREAMS:
+        raise VectorizationNotSupported(
+            f"{env_id} has no vectorized version yet; streams with one: "
+            f"{', '.join(sorted(VECTOR_STREAMS))}. Run its seeds as separate processes instead."
+        )
+    if num_envs is None:
+        if seeds is None:
+            raise InvalidConfigError("make_vec needs num_envs or seeds.")
+        num_envs = len(seeds)
+    register_envs()
+    extra = {} if seeds is None else {"seeds": tuple(seeds)}
+    return gymnasium.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tier=tier,
+        **extra, **kwargs,
+    )

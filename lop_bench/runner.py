@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from lop_bench.errors import LopBenchError, PhaseViolationError
 from lop_bench.registration import make
 from lop_bench.results import Result, save
 
-__all__ = ["run"]
+__all__ = ["run", "run_vectorized"]
 
 _PROGRESS_EVERY = 2048
 _EVAL_PHASES = ("val", "test")
+_DIAG_KEYS = ("dormant_fraction", "dead_fraction", "effective_rank", "stable_rank",
+              "approximate_rank", "feature_norm", "weight_magnitude")
 
 
 def _versions() -> dict[str, str]:
@@ -85,7 +87,13 @@ def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
     with torch.no_grad():
         feats = features(x)
         params = getattr(agent, "parameters", None)
-        return measure(list(feats), list(params()) if callable(params) else None)
+        try:
+            return measure(list(feats), list(params()) if callable(params) else None,
+                           layer_ranks=False)
+        except ValueError:
+            # Non-finite activations or weights (a diverged agent): the run goes on and
+            # this task's diagnostics are recorded as missing.
+            return dict.fromkeys(_DIAG_KEYS)
 
 
 def run(
@@ -244,3 +252,165 @@ def _jsonable(obj: Any) -> Any:
     import json
 
     return json.loads(json.dumps(obj, default=str))
+
+
+def run_vectorized(
+    env_id: str,
+    agent: str | AgentFactory,
+    tier: str = "cpu",
+    seeds: Sequence[int] | None = None,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    agent_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+    diagnostics: bool = True,
+    diagnostics_every: int = 1,
+    progress: bool | Callable[[int], None] = True,
+    out: str | Path | None = None,
+) -> list[Result]:
+    """Run one agent on N seeds at once (``make_vec`` + the agent's vectorized version).
+
+    Returns one :class:`Result` per seed, like :func:`run` for that seed (its ``agent``
+    record says ``vectorized: true``); with ``out``, writes one file per seed. ``seeds``
+    defaults to the tier's seed set. The factory receives the vector env's spec (its
+    ``kwargs`` hold ``vectorization_mode``) and the tuple of seeds as ``seed``; it returns
+    a vectorized agent or raises :class:`~lop_bench.errors.VectorizationNotSupported`.
+    """
+    import numpy as np
+
+    from lop_bench.registration import env_class, make_vec
+
+    if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
+        raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    name, factory = resolve_factory(agent)
+    if seeds is None:
+        cfg = env_class(env_id).tier_config(tier)
+        seeds = tuple(range(cfg.num_seeds))
+    seeds = tuple(seeds)
+    envs = make_vec(env_id, num_envs=len(seeds), tier=tier, seeds=seeds, **(env_kwargs or {}))
+    venv = envs.unwrapped
+    obs, infos = venv.reset(seed=list(seeds))
+    agent_obj = make_agent(factory, envs, seed=seeds, device=device, **(agent_kwargs or {}))
+    if not getattr(agent_obj, "vectorized", False):
+        from lop_bench.errors import VectorizationNotSupported
+
+        raise VectorizationNotSupported(
+            f"agent {name!r} returned a single-seed agent for a vector env; its factory must "
+            "return a vectorized agent (attribute vectorized = True) or raise "
+            "VectorizationNotSupported. Run it without --vectorized."
+        )
+    n = len(seeds)
+    metric = venv.METRIC
+    per_task: list[np.ndarray] = []
+    diag_tasks: list[int] = []
+    diag_rows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+
+    def diagnose(task: int) -> None:
+        if not (diagnostics and task % diagnostics_every == 0):
+            return
+        rows = _measure_vector(agent_obj, venv, n)
+        if rows is not None:
+            diag_tasks.append(task)
+            for i, row in enumerate(rows):
+                diag_rows[i].append(row)
+
+    bar = None
+    callback = progress if callable(progress) else None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=venv.total_steps * n, desc=f"{name} x{n} seeds", unit="seed-step",
+                   unit_scale=True, leave=False, dynamic_ncols=True)
+    report = bar.update if bar is not None else callback
+
+    task = int(infos["task"][0])
+    diagnose(task)
+    steps = 0
+    countdown = _PROGRESS_EVERY
+    start = time.perf_counter()
+    act, learn, step = agent_obj.act, agent_obj.learn, venv.step
+    try:
+        while True:
+            action = act(obs, infos)
+            next_obs, reward, terminated, truncated, infos = step(action)
+            steps += 1
+            learn(obs, action, reward, next_obs, terminated, truncated, infos)
+            if infos["task_end"][0]:
+                per_task.append(np.asarray(infos["task_metrics"][metric], dtype=np.float64))
+            if infos["stream_done"][0]:
+                break
+            if infos["task"][0] != task:
+                task = int(infos["task"][0])
+                diagnose(task)
+            obs = next_obs
+            countdown -= 1
+            if countdown == 0:
+                countdown = _PROGRESS_EVERY
+                if report is not None:
+                    report(_PROGRESS_EVERY * n)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - start
+    if report is not None and bar is None:
+        report((steps % _PROGRESS_EVERY) * n)
+
+    from lop_bench.metrics import summarize
+
+    curves = np.stack(per_task, axis=1)  # (N, tasks)
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    versions = _versions()
+    results = []
+    for i, seed in enumerate(seeds):
+        curve = [float(v) for v in curves[i]]
+        data: dict[str, Any] = venv.describe()
+        data.update(
+            schema_version=1,
+            agent={
+                "name": name,
+                "preset": getattr(agent_obj, "preset", None),
+                "hparams": _jsonable(getattr(agent_obj, "hparams", None) or agent_kwargs or {}),
+                "vectorized": True,
+            },
+            seed=int(seed),
+            steps=steps,
+            per_task=curve,
+            summary=summarize(curve, venv.HIGHER_IS_BETTER),
+            diagnostics=_diag_table(diag_tasks, diag_rows[i], diagnostics_every),
+            run_info={
+                "created": created,
+                "host": platform.node(),
+                "wall_time_s": wall,
+                "steps_per_s": steps * n / wall if wall > 0 else 0.0,
+                "num_envs": n,
+                "versions": versions,
+            },
+        )
+        result = Result(data)
+        if out is not None:
+            save(result, out)
+        results.append(result)
+    return results
+
+
+def _measure_vector(agent: Any, venv: Any, n: int) -> list[dict[str, Any]] | None:
+    features = getattr(agent, "features", None)
+    probe = getattr(venv, "probe", None)
+    if not callable(features) or not callable(probe):
+        return None
+    import torch
+
+    from lop_bench.diagnostics import measure
+
+    x = torch.as_tensor(probe())
+    with torch.no_grad():
+        feats = list(features(x))
+        params = list(agent.parameters()) if callable(getattr(agent, "parameters", None)) else None
+        rows = []
+        for i in range(n):
+            try:
+                rows.append(measure([f[i] for f in feats], [p[i] for p in params] if params else None,
+                                    layer_ranks=False))
+            except ValueError:
+                rows.append(dict.fromkeys(_DIAG_KEYS))
+    return rows

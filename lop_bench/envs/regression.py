@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from lop_bench.config import check_choice, check_positive, check_range
 from lop_bench.envs.base import ContinualStream
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
-from lop_bench.seeding import spawn_generators, task_generator
+from lop_bench.seeding import check_seed, spawn_generators, task_generator
 
-__all__ = ["RegressionConfig", "SlowlyChangingRegressionEnv", "TIERS", "LTUTarget"]
+__all__ = [
+    "RegressionConfig",
+    "SlowlyChangingRegressionEnv",
+    "SlowlyChangingRegressionVectorEnv",
+    "TIERS",
+    "LTUTarget",
+]
 
 _PURPOSES = ("target", "slow_bits", "random_bits", "probe")
 _PROBE = _PURPOSES.index("probe")
@@ -109,14 +118,86 @@ class LTUTarget:
         negatives = (self.w1 < 0).sum(axis=1) + (self.b1 < 0)
         self.tau = beta * (num_inputs + 1) - negatives
 
+        # float32 copies for fast BLAS products: every partial sum is a small integer,
+        # exact in float32, so the result equals integer arithmetic bit for bit.
+        self._w1t = self.w1.T.astype(np.float32)
+        self._b1 = self.b1.astype(np.float32)
+        self._w2 = self.w2.astype(np.float32)
+
     def hidden(self, x: np.ndarray) -> np.ndarray:
-        """LTU activations (0/1) for a batch of binary inputs ``x`` of shape (n, m)."""
-        pre = x.astype(np.int64) @ self.w1.T + self.b1
-        return (pre > self.tau).astype(np.int64)
+        """LTU activations (0/1, float32) for binary inputs ``x`` of shape (n, m)."""
+        pre = x.astype(np.float32, copy=False) @ self._w1t + self._b1
+        return (pre > self.tau).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Targets (n,) as float32 for binary inputs ``x`` of shape (n, m)."""
-        return (self.hidden(x) @ self.w2 + self.b2).astype(np.float32)
+        return self.hidden(x) @ self._w2 + np.float32(self.b2)
+
+    def with_fixed_prefix(self, prefix: np.ndarray, suffixes: np.ndarray) -> np.ndarray:
+        """Targets of inputs ``[prefix, suffixes[j]]`` for binary ``suffixes`` (n, k).
+
+        Equal to ``self(x)`` bit for bit, but computed from a table of the ``2**k``
+        possible suffixes (k = 5 random bits: 32 rows), then indexed: a task's 10,000
+        targets cost a lookup instead of a matrix product.
+        """
+        k = suffixes.shape[1]
+        if k > 12:
+            x = np.concatenate([np.broadcast_to(prefix, (len(suffixes), len(prefix))), suffixes], 1)
+            return self(x)
+        patterns = (np.arange(2**k)[:, None] >> np.arange(k - 1, -1, -1)) & 1
+        table = self(np.concatenate(
+            [np.broadcast_to(prefix, (2**k, len(prefix))), patterns], axis=1
+        ).astype(np.float32))
+        codes = suffixes.astype(np.int64) @ (1 << np.arange(k - 1, -1, -1))
+        return table[codes]
+
+
+class _SeedStream:
+    """One seed's stream: the target network and the inputs of the current task.
+
+    The single env holds one, the vector env one per seed, so that sub-env ``i`` of
+    ``make_vec`` is exactly the stream of ``make(...).reset(seed=seeds[i])``.
+    """
+
+    def __init__(self, cfg: RegressionConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.rng = spawn_generators(seed, _PURPOSES)
+        self.target = LTUTarget(cfg.num_inputs, cfg.target_hidden, cfg.beta, self.rng["target"])
+        self.slow = self.rng["slow_bits"].integers(0, 2, size=cfg.num_slow_bits).astype(np.float32)
+        self.task = 0
+
+    def inputs(self, n: int, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+        """``n`` inputs of the current task: its slow bits and fresh random bits."""
+        return self._inputs(n, rng, out)[0]
+
+    def _inputs(self, n: int, rng: np.random.Generator, out: np.ndarray | None = None):
+        cfg = self.cfg
+        x = np.empty((n, cfg.num_inputs), dtype=np.float32) if out is None else out
+        bits = rng.integers(0, 2, size=(n, cfg.num_random_bits), dtype=np.int8)
+        x[:, : cfg.num_slow_bits] = self.slow
+        x[:, cfg.num_slow_bits :] = bits
+        return x, bits
+
+    def task_data(self, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The current task's inputs (T, m) and targets (T,), drawn at once (one draw per task)."""
+        x, bits = self._inputs(self.cfg.change_period, self.rng["random_bits"], out)
+        return x, self.target.with_fixed_prefix(self.slow, bits)
+
+    def next_task(self) -> None:
+        """Change the slow bits: flip one (``flip_one``) or re-draw all (``redraw_all``)."""
+        cfg = self.cfg
+        rng = self.rng["slow_bits"]
+        if cfg.change == "flip_one":
+            k = int(rng.integers(cfg.num_slow_bits))
+            self.slow[k] = 1.0 - self.slow[k]
+        else:
+            self.slow = rng.integers(0, 2, size=cfg.num_slow_bits).astype(np.float32)
+        self.task += 1
+
+    def probe(self, n: int) -> np.ndarray:
+        """A diagnostics probe of the current task, from a generator of its own."""
+        return self.inputs(n, task_generator(self.seed, _PROBE, self.task))
 
 
 class SlowlyChangingRegressionEnv(ContinualStream):
@@ -141,9 +222,9 @@ class SlowlyChangingRegressionEnv(ContinualStream):
     ``reset(seed=s)`` restarts the stream; ``reset()`` keeps its position. The episode
     never terminates; the stream ends with ``info["stream_done"]``.
 
-    **Tiers.** ``smoke`` (2,000 steps), ``cpu`` (30 tasks of 10,000 steps; paper settings,
-    shorter), ``paper`` (300 tasks, 3,000,000 steps, 100 seeds), ``paper_redraw_all``
-    (the public code's variant: all slow bits re-drawn, 1,000,000 steps).
+    **Tiers.** ``smoke`` (2,000 steps), ``cpu`` (the paper's settings, fewer tasks),
+    ``paper`` (300 tasks, 3,000,000 steps, 100 seeds), ``paper_redraw_all`` (the public
+    code's variant: all slow bits re-drawn, 1,000,000 steps). See :data:`TIERS`.
 
     **Randomness.** Per-purpose generators spawned from the seed: target network, slow
     bits (initial values and flips), random bits (one draw per task), probe batches (one
@@ -168,50 +249,31 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         self._T = cfg.change_period
         self._done = False
 
+    @property
+    def target_net(self) -> LTUTarget:
+        """The current stream's target network."""
+        return self._stream.target
+
     # -- stream ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """``reset(seed=s)`` restarts the stream from task 0; ``reset()`` keeps its position."""
         new_seed = self._resolve_seed(seed)
         super().reset(seed=new_seed)
         if new_seed is not None:
-            self._start_stream(new_seed)
+            self.stream_seed = new_seed
+            self._stream_started = True
+            self._stream = _SeedStream(self.config, new_seed)
+            self._task = 0
+            self._done = False
+            self._make_task_data()
         elif self._done:
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
             )
         return self._X[self._i], self._context()
 
-    def _start_stream(self, seed: int) -> None:
-        cfg = self.config
-        self.stream_seed = seed
-        self._stream_started = True
-        self._rng = spawn_generators(seed, _PURPOSES)
-        self.target_net = LTUTarget(cfg.num_inputs, cfg.target_hidden, cfg.beta, self._rng["target"])
-        self._slow = self._rng["slow_bits"].integers(0, 2, size=cfg.num_slow_bits).astype(np.float32)
-        self._task = 0
-        self._done = False
-        self._make_task_data()
-
-    def _change_slow_bits(self) -> None:
-        cfg = self.config
-        rng = self._rng["slow_bits"]
-        if cfg.change == "flip_one":
-            k = int(rng.integers(cfg.num_slow_bits))
-            self._slow[k] = 1.0 - self._slow[k]
-        else:
-            self._slow = rng.integers(0, 2, size=cfg.num_slow_bits).astype(np.float32)
-
-    def _inputs(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        cfg = self.config
-        x = np.empty((n, cfg.num_inputs), dtype=np.float32)
-        x[:, : cfg.num_slow_bits] = self._slow
-        x[:, cfg.num_slow_bits :] = rng.integers(0, 2, size=(n, cfg.num_random_bits), dtype=np.int8)
-        return x
-
     def _make_task_data(self) -> None:
-        """Draw the current task's inputs and targets at once (one draw per task)."""
-        x = self._inputs(self._T, self._rng["random_bits"])
-        y = self.target_net(x)
+        x, y = self._stream.task_data()
         # A fresh array per task: observations handed out earlier stay valid.
         self._X = x.reshape(self._T, 1, -1)
         self._Y = y.reshape(self._T, 1, 1)
@@ -226,8 +288,7 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         never changes the stream, and the same task always gets the same probe.
         """
         self._check_started()
-        n = self.config.probe_size if n is None else n
-        return self._inputs(n, task_generator(self.stream_seed, _PROBE, self._task))
+        return self._stream.probe(self.config.probe_size if n is None else n)
 
     def _check_started(self) -> None:
         if not self._stream_started:
@@ -255,21 +316,180 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         i += 1
         if i < self._T:
             self._i = i
-            info["task"] = self._task
             obs = self._X[i]
         else:
             info["task_end"] = True
             info["task_metrics"] = {self.METRIC: self._sse / self._T}
             if self._task + 1 < self.num_tasks:
                 self._task += 1
-                self._change_slow_bits()
+                self._stream.next_task()
                 self._make_task_data()
                 obs = self._X[0]
             else:
                 self._done = True
                 obs = self._X[i - 1]
-            info["task"] = self._task
+        info["task"] = self._task
         info["phase"] = "train"
         info["epoch"] = 0
         info["stream_done"] = self._done
         return obs, -se, False, False, info
+
+
+class SlowlyChangingRegressionVectorEnv(VectorEnv):
+    """N seeds of slowly-changing regression, stepped together (``lop_bench.make_vec``).
+
+    Sub-env ``i`` is exactly the stream of ``make(id).reset(seed=seeds[i])``: each seed
+    keeps its own per-purpose generators and draws a whole task at once, as the single
+    env does; the vector env only stacks the tasks and scores all predictions in one
+    array operation. Observations ``(N, 1, 20)``, actions ``(N, 1, 1)``, rewards ``(N,)``.
+    ``infos`` follow gymnasium's vector convention (arrays of length N, ``_key`` masks):
+    ``target`` ``(N, 1, 1)``, ``task_end``, ``task``, ``phase``, ``epoch``,
+    ``stream_done`` and, at a task's end, ``task_metrics = {"mse": (N,)}``. All sub-envs
+    change task on the same steps. No autoreset (the stream never terminates):
+    ``metadata["autoreset_mode"]`` is ``DISABLED``.
+
+    ``reset(seed=s)`` with an int gives sub-env ``i`` the seed ``s + i`` (gymnasium's
+    rule); a list gives the seeds themselves; ``None`` uses the ``seeds`` given at
+    construction (default ``0 .. N-1``).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
+    ENV_ID = SlowlyChangingRegressionEnv.ENV_ID
+    METRIC = SlowlyChangingRegressionEnv.METRIC
+    HIGHER_IS_BETTER = SlowlyChangingRegressionEnv.HIGHER_IS_BETTER
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        tier: str = "cpu",
+        seeds: Sequence[int] | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise InvalidConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        # One single env describes the stream (tier, config, hash) and validates overrides.
+        self._template = SlowlyChangingRegressionEnv(tier, render_mode, **overrides)
+        self.num_envs = num_envs
+        self.default_seeds = self._check_seeds(range(num_envs) if seeds is None else seeds)
+        t = self._template
+        self.config, self.tier, self.custom = t.config, t.tier, t.custom
+        self.num_tasks, self._T = t.num_tasks, t._T
+        self.total_steps = t.total_steps
+        self.single_observation_space = t.observation_space
+        self.single_action_space = t.action_space
+        self.observation_space = batch_space(t.observation_space, num_envs)
+        self.action_space = batch_space(t.action_space, num_envs)
+        self.seeds: tuple[int, ...] | None = None
+        self._started = False
+        n = num_envs
+        self._false = np.zeros(n, dtype=bool)
+        self._true = np.ones(n, dtype=bool)
+        self._zeros_i = np.zeros(n, dtype=np.int64)
+        self._phase = np.full(n, "train", dtype=object)
+        for a in (self._false, self._true, self._zeros_i, self._phase):
+            a.flags.writeable = False
+
+    def _check_seeds(self, seeds: Any) -> tuple[int, ...]:
+        seeds = tuple(check_seed(s) for s in seeds)
+        if len(seeds) != self.num_envs:
+            raise InvalidConfigError(
+                f"{len(seeds)} seeds given for num_envs={self.num_envs}; give one per sub-env."
+            )
+        return seeds
+
+    # identity, as the single env reports it
+    protocol_hash = property(lambda self: self._template.protocol_hash)
+    dataset_fingerprint = property(lambda self: self._template.dataset_fingerprint)
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's identity as recorded in each sub-env's result file."""
+        return self._template.describe()
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+        """Restart every sub-env's stream (see the class docstring for ``seed``)."""
+        if seed is None:
+            seeds = self.default_seeds
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = self._check_seeds(range(check_seed(seed), check_seed(seed) + self.num_envs))
+        else:
+            seeds = self._check_seeds(seed)
+        super().reset(seed=int(seeds[0]))
+        self.seeds = seeds
+        self._streams = [_SeedStream(self.config, s) for s in seeds]
+        self._task = 0
+        self._done = False
+        self._started = True
+        self._make_task_data()
+        return self._X[0], self._context()
+
+    def _make_task_data(self) -> None:
+        cfg, n, T = self.config, self.num_envs, self._T
+        # Step-major (T, N, ...): the per-step slices handed out are contiguous.
+        X = np.empty((T, n, 1, cfg.num_inputs), dtype=np.float32)
+        Y64 = np.empty((T, n), dtype=np.float64)
+        for i, stream in enumerate(self._streams):
+            _, Y64[:, i] = stream.task_data(out=X[:, i, 0])
+        self._X = X
+        self._Y = Y64.astype(np.float32).reshape(T, n, 1, 1)
+        self._Y64 = Y64
+        self._i = 0
+        self._sse = np.zeros(n, dtype=np.float64)
+        self._task_arr = np.full(n, self._task, dtype=np.int64)
+        self._task_arr.flags.writeable = False
+
+    def probe(self, n: int | None = None) -> np.ndarray:
+        """Diagnostics probes of every sub-env: ``(N, n, 20)``, as each single env's."""
+        if not self._started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset() before probe().")
+        n = self.config.probe_size if n is None else n
+        return np.stack([s.probe(n) for s in self._streams])
+
+    def _context(self) -> dict[str, Any]:
+        t = self._true
+        return {
+            "task": self._task_arr, "_task": t, "phase": self._phase, "_phase": t,
+            "epoch": self._zeros_i, "_epoch": t,
+            "stream_done": self._true if self._done else self._false, "_stream_done": t,
+        }
+
+    def step(self, actions: Any):
+        """Score all N predictions, reveal their targets, move every stream on."""
+        if self._done or not self._started:
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended or was never started; call reset()."
+            )
+        shape = (self.num_envs, 1, 1)
+        actions = self._template._float_action(actions, shape)
+        i = self._i
+        y = self._Y[i]
+        # In float64, as the single env's Python floats: the same squared errors, bit for bit.
+        err = actions.reshape(-1).astype(np.float64) - self._Y64[i]
+        se = err * err
+        if not np.isfinite(se).all():
+            bad = np.flatnonzero(~np.isfinite(se)).tolist()
+            raise self._template._non_finite(f"in sub-envs {bad} at step {self._task * self._T + i}")
+        self._sse += se
+        t = self._true
+        infos: dict[str, Any] = {"target": y, "_target": t}
+        i += 1
+        if i < self._T:
+            self._i = i
+            obs = self._X[i]
+            infos["task_end"] = self._false
+        else:
+            infos["task_end"] = self._true
+            infos["task_metrics"] = {self.METRIC: self._sse / self._T}
+            infos["_task_metrics"] = t
+            if self._task + 1 < self.num_tasks:
+                self._task += 1
+                for stream in self._streams:
+                    stream.next_task()
+                self._make_task_data()
+                obs = self._X[0]
+            else:
+                self._done = True
+                obs = self._X[i - 1]
+        infos["_task_end"] = t
+        infos.update(self._context())
+        return obs, -se, self._false, self._false, infos

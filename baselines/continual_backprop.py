@@ -1,0 +1,375 @@
+"""Continual backprop: backprop plus generate-and-test (Dohare et al., Nature 2024).
+
+After every optimizer step, for every hidden layer:
+
+1. *Test.* Each unit's age grows by one; its running mean activation ``f`` and its
+   utility ``u`` are exponential averages with decay ``eta`` (0.99), both bias-corrected
+   like Adam's moments by ``1 - eta ** age``. The default utility is the paper's
+   "adaptable contribution"::
+
+       mean |outgoing weights| * mean over the batch |h - f_hat| / mean |incoming weights|
+
+   (``"contribution"``, ``mean |outgoing weights| * mean |h|``, is the option the image
+   experiments use).
+2. *Generate.* Units older than ``maturity_threshold`` are eligible. Each step adds
+   ``replacement_rate * (number eligible)`` to a per-layer accumulator; the integer part
+   is the number of units replaced now (the lowest bias-corrected utilities among the
+   eligible), the fraction is kept for later steps (deterministic, no coin flip).
+   A replaced unit gets fresh incoming weights (the network's init distribution, from
+   the agent's generator), incoming bias 0 and outgoing weights 0, and its optimizer
+   state, utility, mean activation and age are reset to 0. Before anything is zeroed,
+   its mean contribution ``outgoing weights * f_hat`` moves into the next layer's bias,
+   so the output changes only by the removed unit's deviation from its mean
+   (DESIGN.md section 5).
+
+Differences from the paper's code (``lop/algos/gnt.py``), which are bugs there:
+the configured maturity threshold is honoured (the code silently used 10); the bias
+correction uses the mean activation before it is reset (the code zeroed it first, so the
+correction never happened); the replaced units' optimizer state is reset for SGD with
+momentum and for Adam (torch's Adam was never reset). With ``optimizer="adam"`` the agent
+uses :class:`~baselines.backprop.EntrywiseAdam`, whose per-entry step count restarts the
+bias correction of the fresh entries too; with ``torch.optim.Adam`` (one step count per
+tensor) only ``exp_avg``/``exp_avg_sq`` can be reset, and the fresh entries' first
+updates are then smaller than a fresh Adam's.
+
+The replacement code works on a list of ``(layer, next_layer)`` pairs (incoming weights
+are rows of ``layer.weight``, outgoing weights columns of ``next_layer.weight``), so conv
+layers can join later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from baselines.backprop import (
+    PERMUTED_MNIST,
+    REGRESSION,
+    BackpropAgent,
+    BackpropConfig,
+    build_agent,
+)
+from lop_bench.config import check_choice, check_positive, check_range
+from lop_bench.errors import InvalidConfigError
+
+__all__ = [
+    "ContinualBackpropConfig",
+    "PRESETS",
+    "GenerateAndTest",
+    "reset_optimizer_entries",
+    "ContinualBackpropAgent",
+    "make_agent",
+]
+
+UTILITIES = ("adaptable_contribution", "contribution")
+
+
+@dataclass(frozen=True)
+class ContinualBackpropConfig(BackpropConfig):
+    """Backprop's hyperparameters plus those of generate-and-test."""
+
+    replacement_rate: float = 1e-4
+    """Fraction of the eligible units replaced per step. Regression: swept 1e-6 ... 1e-2,
+    1e-4 is a good default (PROTOCOLS.md; cfg/sgd/cbp/relu.json)."""
+    decay_rate: float = 0.99
+    """Decay ``eta`` of the running utility and mean activation (PROTOCOLS.md: 0.99)."""
+    maturity_threshold: int = 100
+    """Units are eligible for replacement once older than this many steps (PROTOCOLS.md:
+    100; the public code ignored the key and used 10, a bug not copied)."""
+    utility: str = "adaptable_contribution"
+    """``"adaptable_contribution"`` (the regression and MNIST-width experiments) or
+    ``"contribution"`` (the image experiments)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("replacement_rate", self.replacement_rate, 0.0, 1.0)
+        check_range("decay_rate", self.decay_rate, 0.0, 1.0)
+        if self.decay_rate >= 1.0:
+            raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
+        check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
+        check_choice("utility", self.utility, UTILITIES)
+
+
+PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
+    # Slowly-changing regression: backprop's preset (SGD lr 0.01, 20 -> 5 -> 1 ReLU) with
+    # replacement rate 1e-4, decay 0.99, maturity 100, adaptable contribution (PROTOCOLS.md).
+    (REGRESSION, "*"): ContinualBackpropConfig(),
+    # Online permuted MNIST: lr 0.003, replacement rate 1e-6, maturity 100, contribution
+    # utility (PROTOCOLS.md).
+    (PERMUTED_MNIST, "*"): ContinualBackpropConfig(
+        lr=0.003, hidden=(2000, 2000, 2000), replacement_rate=1e-6, utility="contribution"
+    ),
+}
+
+
+def reset_optimizer_entries(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, index: torch.Tensor, dim: int
+) -> None:
+    """Zero the optimizer state of ``param``'s entries ``index`` along ``dim``.
+
+    Every state tensor with the parameter's shape is reset: SGD's ``momentum_buffer``,
+    Adam's ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``), and
+    :class:`~baselines.backprop.EntrywiseAdam`'s per-entry ``step``. A per-tensor step
+    count (``torch.optim.Adam``) cannot be reset per entry and is left alone.
+    """
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value.index_fill_(dim, index, 0)
+
+
+class GenerateAndTest:
+    """Utilities, ages and replacement of the hidden units of ``(layer, next_layer)`` pairs.
+
+    ``init_bounds[i]`` is the bound of the uniform init of ``pairs[i][0]``'s weights.
+    State per layer: ``utility``, ``mean_act``, ``age`` (tensors on the layer's device),
+    ``accumulated`` (the fractional replacement count carried over) and ``num_replaced``.
+    """
+
+    def __init__(
+        self,
+        pairs: list[tuple[nn.Module, nn.Module]],
+        init_bounds: list[float] | tuple[float, ...],
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        *,
+        replacement_rate: float,
+        decay_rate: float,
+        maturity_threshold: int,
+        utility: str = "adaptable_contribution",
+    ) -> None:
+        if len(init_bounds) != len(pairs):
+            raise ValueError("one init bound per (layer, next_layer) pair is needed.")
+        check_choice("utility", utility, UTILITIES)
+        self.pairs = list(pairs)
+        self.init_bounds = list(init_bounds)
+        self.optimizer = optimizer
+        self.generator = generator
+        self.replacement_rate = float(replacement_rate)
+        self.decay_rate = float(decay_rate)
+        self.maturity_threshold = int(maturity_threshold)
+        self.utility_type = utility
+        self.step_count = 0
+        self.utility: list[torch.Tensor] = []
+        self.mean_act: list[torch.Tensor] = []
+        self.age: list[torch.Tensor] = []
+        self._bias_correction: list[torch.Tensor] = []  # 1 - eta ** age, per unit
+        for layer, _ in self.pairs:
+            w = layer.weight
+            n = w.shape[0]
+            self.utility.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+            self.mean_act.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+            self.age.append(torch.zeros(n, device=w.device, dtype=torch.long))
+            self._bias_correction.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+        num = len(self.pairs)
+        self.accumulated = [0.0] * num
+        self.num_replaced = [0] * num
+        # Host-side count of eligible units: it changes only when units are replaced or
+        # cross the threshold, so it is recounted (one device read) only then.
+        self._num_mature = [0] * num
+        self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
+
+    # -- the per-step update -------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, features: list[torch.Tensor]) -> None:
+        """Update ages, mean activations and utilities, then replace the units due.
+
+        ``features[i]``: the activations (batch, units) of ``pairs[i][0]`` in the forward
+        pass of the step just taken; the weights are those after the step.
+        """
+        self.step_count += 1
+        eta = self.decay_rate
+        adaptable = self.utility_type == "adaptable_contribution"
+        for i, ((layer, nxt), h) in enumerate(zip(self.pairs, features, strict=True)):
+            h = h.detach()
+            # Batch means; at batch size 1 a view of the single row does (no reduction).
+            single = h.shape[0] == 1
+            h_mean = h[0] if single else h.mean(0)
+            self.age[i].add_(1)
+            # 1 - eta ** age, kept by its recurrence c <- eta * c + (1 - eta) (c = 0 at age 0).
+            bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
+            mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
+            out_mag = nxt.weight.abs().mean(0)
+            if adaptable:
+                deviation = (h_mean if single else h) - mean_act / bias_correction
+                deviation = deviation.abs_() if single else deviation.abs_().mean(0)
+                new_util = out_mag.mul_(deviation).div_(layer.weight.abs().mean(1))
+            else:
+                new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(0))
+            self.utility[i].lerp_(new_util, 1.0 - eta)
+
+            if self.replacement_rate == 0.0:
+                continue
+            if self.step_count >= self._next_recount[i]:
+                self._recount(i)
+            if self._num_mature[i] == 0:
+                continue
+            acc = self.accumulated[i] + self.replacement_rate * self._num_mature[i]
+            k = int(acc)
+            self.accumulated[i] = acc - k
+            if k:
+                self._replace_lowest(i, min(k, self._num_mature[i]), bias_correction)
+
+    def _replace_lowest(self, i: int, k: int, bias_correction: torch.Tensor) -> None:
+        """Replace the ``k`` eligible units of layer ``i`` with the lowest utility."""
+        score = torch.nan_to_num(self.utility[i] / bias_correction, nan=0.0)
+        score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
+        self.replace(i, torch.topk(score, k, largest=False).indices)
+
+    # -- replacement -------------------------------------------------------------------
+    @torch.no_grad()
+    def replace(self, layer_index: int, indices: Any) -> None:
+        """Replace units ``indices`` of hidden layer ``layer_index`` by fresh ones.
+
+        Public so that tests and users can force a replacement; :meth:`step` calls it with
+        the lowest-utility eligible units.
+        """
+        i = layer_index
+        layer, nxt = self.pairs[i]
+        w_in, w_out = layer.weight, nxt.weight
+        idx = torch.unique(
+            torch.as_tensor(indices, dtype=torch.long, device=w_in.device).reshape(-1)
+        )
+        k = idx.numel()
+        if k == 0:
+            return
+        # 1. Move the removed units' mean contribution into the next layer's bias, before
+        #    the mean activation and the outgoing weights are zeroed.
+        mean = self.mean_activation(i)[idx]
+        if nxt.bias is not None:
+            nxt.bias.add_(w_out[:, idx] @ mean)
+        # 2. Fresh incoming weights (the net's init), zero incoming bias and outgoing weights.
+        bound = self.init_bounds[i]
+        fresh = torch.empty((k, *w_in.shape[1:]), device=w_in.device, dtype=w_in.dtype)
+        w_in[idx] = fresh.uniform_(-bound, bound, generator=self.generator)
+        if layer.bias is not None:
+            layer.bias[idx] = 0.0
+        w_out[:, idx] = 0.0
+        # 3. The optimizer state of every reset entry.
+        reset_optimizer_entries(self.optimizer, w_in, idx, 0)
+        if layer.bias is not None:
+            reset_optimizer_entries(self.optimizer, layer.bias, idx, 0)
+        reset_optimizer_entries(self.optimizer, w_out, idx, 1)
+        # 4. Statistics.
+        self.utility[i][idx] = 0.0
+        self.mean_act[i][idx] = 0.0
+        self.age[i][idx] = 0
+        self._bias_correction[i][idx] = 0.0
+        self.num_replaced[i] += k
+        self._recount(i)
+
+    @torch.no_grad()
+    def mean_activation(self, layer_index: int) -> torch.Tensor:
+        """The bias-corrected running mean activation of every unit of a layer (0 at age 0)."""
+        bias_correction = self._bias_correction[layer_index]
+        mean = self.mean_act[layer_index] / bias_correction
+        return torch.where(bias_correction > 0, mean, torch.zeros_like(mean))
+
+    def _recount(self, i: int) -> None:
+        """Count the eligible units of layer ``i`` and when the next one matures."""
+        ages = self.age[i].cpu()
+        mature = ages > self.maturity_threshold
+        self._num_mature[i] = int(mature.sum())
+        immature = ages[~mature]
+        if immature.numel():
+            oldest = int(immature.max())
+            self._next_recount[i] = float(self.step_count + self.maturity_threshold + 1 - oldest)
+        else:
+            self._next_recount[i] = math.inf
+
+    # -- state ---------------------------------------------------------------------------
+    def buffers(self) -> list[torch.Tensor]:
+        """Utilities, mean activations and ages of every layer."""
+        return [*self.utility, *self.mean_act, *self.age]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values (copies)."""
+        return {
+            "step_count": self.step_count,
+            "utility": [t.clone() for t in self.utility],
+            "mean_act": [t.clone() for t in self.mean_act],
+            "age": [t.clone() for t in self.age],
+            "bias_correction": [t.clone() for t in self._bias_correction],
+            "accumulated": list(self.accumulated),
+            "num_replaced": list(self.num_replaced),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.step_count = int(state["step_count"])
+        for name, dsts in (
+            ("utility", self.utility),
+            ("mean_act", self.mean_act),
+            ("age", self.age),
+            ("bias_correction", self._bias_correction),
+        ):
+            for dst, src in zip(dsts, state[name], strict=True):
+                dst.copy_(src)
+        self.accumulated = [float(a) for a in state["accumulated"]]
+        self.num_replaced = [int(n) for n in state["num_replaced"]]
+        for i in range(len(self.pairs)):
+            self._recount(i)
+
+
+class ContinualBackpropAgent(BackpropAgent):
+    """Backprop with a generate-and-test step after every optimizer step."""
+
+    def __init__(self, cfg: ContinualBackpropConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        self.gnt = GenerateAndTest(
+            self.net.linear_pairs(),
+            self.net.init_bounds[:-1],
+            self.optimizer,
+            self.generator,
+            replacement_rate=cfg.replacement_rate,
+            decay_rate=cfg.decay_rate,
+            maturity_threshold=cfg.maturity_threshold,
+            utility=cfg.utility,
+        )
+
+    def _after_step(self, feats: list[torch.Tensor]) -> None:
+        self.gnt.step(feats)
+
+    def buffers(self) -> list[torch.Tensor]:
+        """Generate-and-test's utilities, mean activations and ages."""
+        return self.gnt.buffers()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Backprop's state plus generate-and-test's."""
+        state = super().state_dict()
+        state["gnt"] = self.gnt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
+        self.gnt.load_state_dict(state["gnt"])
+
+
+def make_agent(
+    env_spec: Any,
+    observation_space: Any,
+    action_space: Any,
+    seed: int,
+    device: str | torch.device = "cpu",
+    **hparams: Any,
+) -> ContinualBackpropAgent:
+    """Continual backprop with its preset for the stream; ``hparams`` override
+    :class:`ContinualBackpropConfig`."""
+    return build_agent(
+        ContinualBackpropAgent,
+        PRESETS,
+        "continual_backprop",
+        env_spec,
+        observation_space,
+        action_space,
+        seed,
+        device,
+        hparams,
+    )

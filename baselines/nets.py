@@ -1,0 +1,137 @@
+"""The networks of the paper's experiments, initialized from an explicit ``torch.Generator``.
+
+Initialization follows the paper's code (``lop/nets/ffnn.py``): Kaiming-uniform weights,
+``U(-b, b)`` with ``b = gain * sqrt(3 / fan_in)``, and zero biases. Hidden layers use the
+gain of their activation (``torch.nn.init.calculate_gain``; swish and ELU take ReLU's gain,
+as in the paper's code, since torch defines none for them); the output layer uses gain 1
+("linear"). Every draw comes from the generator passed in, never from torch's global RNG:
+layers are created on the ``meta`` device (no default init) and filled afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lop_bench.config import check_choice
+from lop_bench.errors import InvalidConfigError
+
+__all__ = ["ACTIVATIONS", "activation_gain", "kaiming_uniform_bound", "MLP"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,  # negative slope 0.01, torch's default (and calculate_gain's)
+    "swish": nn.SiLU,
+    "linear": nn.Identity,
+}
+
+# The same activations as plain functions: calling them skips nn.Module.__call__, which
+# matters at batch size 1 and millions of steps.
+_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "elu": F.elu,
+    "leaky_relu": F.leaky_relu,
+    "swish": F.silu,
+    "linear": lambda x: x,
+}
+
+
+def activation_gain(activation: str) -> float:
+    """The Kaiming gain of ``activation`` (swish and ELU use ReLU's, as the paper's code)."""
+    check_choice("activation", activation, tuple(ACTIVATIONS))
+    if activation in ("swish", "elu"):
+        activation = "relu"
+    return torch.nn.init.calculate_gain(activation)
+
+
+def kaiming_uniform_bound(fan_in: int, activation: str) -> float:
+    """Bound ``b`` of the Kaiming-uniform init ``U(-b, b)``: ``gain * sqrt(3 / fan_in)``."""
+    return activation_gain(activation) * math.sqrt(3.0 / fan_in)
+
+
+class MLP(nn.Module):
+    """A fully connected network: ``in_features -> hidden... -> out_features``.
+
+    ``hidden=()`` gives a linear model. ``layers`` holds every ``nn.Linear`` (hidden layers
+    first, the output layer last); ``init_bounds[i]`` is the bound of ``layers[i]``'s
+    init, which generate-and-test reuses for fresh units.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> net = MLP(20, (5,), 1, "relu", generator=g)
+    >>> out, feats = net.forward_with_features(torch.zeros(1, 20))   # feats: [(1, 5)]
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        out_features: int,
+        activation: str = "relu",
+        *,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("activation", activation, tuple(ACTIVATIONS))
+        sizes = (int(in_features), *map(int, hidden), int(out_features))
+        if any(s <= 0 for s in sizes):
+            raise InvalidConfigError(f"layer sizes must be > 0, got {sizes}.")
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]()
+        self._act_fn = _FUNCTIONS[activation]
+        # On the meta device nn.Linear allocates nothing and draws nothing from the
+        # global RNG; to_empty then allocates, and reset_parameters fills from `generator`.
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, device="meta") for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.to_empty(device=device if device is not None else generator.device)
+        # Plain references for forward: slicing an nn.ModuleList builds a new one (about
+        # 10 us a call). object.__setattr__ keeps nn.Module from registering them twice.
+        object.__setattr__(self, "_hidden_layers", tuple(self.layers)[:-1])
+        object.__setattr__(self, "_output_layer", self.layers[-1])
+        gains = [activation] * len(hidden) + ["linear"]
+        self.init_bounds = tuple(
+            kaiming_uniform_bound(layer.in_features, g)
+            for layer, g in zip(self.layers, gains, strict=True)
+        )
+        self.reset_parameters(generator)
+
+    @property
+    def num_hidden(self) -> int:
+        """Number of hidden layers."""
+        return len(self.layers) - 1
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Kaiming-uniform weights (layer by layer, from ``generator``), zero biases."""
+        for layer, bound in zip(self.layers, self.init_bounds, strict=True):
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.zero_()
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output and the activations of every hidden layer, from one forward pass."""
+        feats = []
+        act = self._act_fn
+        for layer in self._hidden_layers:
+            x = act(F.linear(x, layer.weight, layer.bias))
+            feats.append(x)
+        last = self._output_layer
+        return F.linear(x, last.weight, last.bias), feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for inputs ``x`` of shape (batch, in_features)."""
+        return self.forward_with_features(x)[0]
+
+    def linear_pairs(self) -> list[tuple[nn.Linear, nn.Linear]]:
+        """``(layer, next_layer)`` for every hidden layer: the unit's incoming and outgoing
+        weights, as generate-and-test needs them."""
+        return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]

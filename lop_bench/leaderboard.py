@@ -1,0 +1,1031 @@
+"""The leaderboard: checked submissions and generated ``README.md`` / ``index.html``.
+
+``lop-bench submit RESULTS...`` (:func:`submit`) checks every result file before anything is
+written and copies them all, or none, under ``<dir>/submissions/``. A file is refused with
+its reason when it does not follow the result schema, its summary and per-task curve
+disagree, its stream or tier is unknown, its protocol hash or dataset fingerprint is not the
+tier's, its curve is not the tier's length, it ran custom (overridden) settings, or it
+duplicates a file already submitted. Files are grouped into *entries* (stream, tier, agent
+name, preset and hyperparameters); an entry must hold the tier's whole seed set
+``0 .. num_seeds - 1``, each seed once, and must not be on the leaderboard already.
+
+``lop-bench leaderboard build`` (:func:`build`) regenerates ``<dir>/README.md`` (one table per
+stream and tier, ranked by ``final``) and ``<dir>/index.html`` (the same tables and, per
+stream and tier, every entry's seed-mean curve in bins with a 95% band, as inline SVG: a
+static page with no scripts and no external resources). Every submitted string is escaped.
+Two builds of the same submissions give byte-identical files: no timestamps (the date shown
+is the newest ``run_info.created`` of an entry), sorted iteration, a seeded bootstrap and
+fixed float formatting.
+
+Layout of a leaderboard directory (default ``leaderboard/``, relative to the working
+directory)::
+
+    submissions/<Stream-vN>/<tier>/<agent>__<entry id>/seed<k>.json
+    README.md
+    index.html
+
+Streams that read a dataset declare the fingerprint of their data as a class constant
+``DATASET_FINGERPRINT`` (a string, or a mapping tier -> string); a stream without it is
+synthetic and its results must record ``dataset_fingerprint: null``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+import textwrap
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lop_bench.config import canonical_json, config_to_dict, protocol_hash
+from lop_bench.errors import (
+    InvalidResultError,
+    LopBenchError,
+    SubmissionRejected,
+    UnknownEnvError,
+    did_you_mean,
+)
+from lop_bench.results import Result, atomic_write_text, deterministic_part, load, validate
+
+__all__ = [
+    "DEFAULT_DIR",
+    "IQM_MIN_SEEDS",
+    "SubmissionRejected",
+    "Entry",
+    "check_result",
+    "check_submission",
+    "submit",
+    "submit_reference",
+    "load_board",
+    "rank_entries",
+    "build",
+    "add_cli",
+    "cmd_submit",
+    "cmd_leaderboard_build",
+]
+
+DEFAULT_DIR = Path("leaderboard")
+"""The leaderboard directory the command line uses unless given ``--dir``."""
+
+IQM_MIN_SEEDS = 10
+"""Entries with at least this many seeds also show the IQM of ``final`` (rliable)."""
+
+_SUBMISSIONS = "submissions"
+_BOOTSTRAP_REPS = 2000
+_BOOTSTRAP_SEED = 0
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_LINESTYLES = ("-", "--", ":", "-.")
+_DASH = "\u2014"
+
+
+# ---------------------------------------------------------------------------------------
+# entries
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ranked line: an agent with its preset and hyperparameters on a stream and tier.
+
+    ``results`` holds one validated result per seed of the tier's seed set, sorted by seed.
+    """
+
+    env_id: str
+    tier: str
+    agent: str
+    preset: str | None
+    hparams: dict[str, Any]
+    results: tuple[Result, ...]
+
+    @property
+    def key(self) -> tuple[str, str, str, str | None, str]:
+        return _entry_key(self.results[0].data)
+
+    @property
+    def id(self) -> str:
+        """A short, stable id of the entry (sha256 of its key), used in folder names."""
+        return _entry_id(self.results[0].data)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.results]
+
+    def stat(self, name: str) -> list[float]:
+        """The summary statistic ``name`` of every seed, in seed order."""
+        return [float(r.summary[name]) for r in self.results]
+
+    @property
+    def versions(self) -> dict[str, list[str]]:
+        """Package -> the versions recorded by its runs (sorted, usually one)."""
+        out: dict[str, set[str]] = defaultdict(set)
+        for r in self.results:
+            for pkg, ver in (r.data["run_info"].get("versions") or {}).items():
+                out[str(pkg)].add(str(ver))
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    @property
+    def created(self) -> str | None:
+        """The newest ``run_info.created`` of the entry's runs (ISO 8601), if recorded."""
+        newest: tuple[datetime, str] | None = None
+        for r in self.results:
+            text = r.data["run_info"].get("created")
+            when = _parse_time(text)
+            if when is not None and (newest is None or (when, text) > newest):
+                newest = (when, text)
+        return None if newest is None else newest[1]
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _entry_key(data: Mapping[str, Any]) -> tuple[str, str, str, str | None, str]:
+    agent = data["agent"]
+    return (data["env_id"], data["tier"], agent["name"], agent["preset"],
+            canonical_json(agent["hparams"]))
+
+
+def _entry_id(data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(list(_entry_key(data))).encode()).hexdigest()[:12]
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    s = "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "agent"
+    return s[:limit]
+
+
+def _entry_dir(data: Mapping[str, Any]) -> Path:
+    """``<Stream-vN>/<tier>/<agent>__<entry id>``, relative to ``submissions/``."""
+    stream = data["env_id"].split("/", 1)[-1]
+    return Path(_slug(stream), _slug(data["tier"]),
+                f"{_slug(data['agent']['name'])}__{_entry_id(data)}")
+
+
+def _fingerprint_of(data: Mapping[str, Any]) -> str:
+    text = canonical_json(deterministic_part(dict(data)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# checks
+
+
+_MISSING = object()
+
+
+def _expected_dataset_fingerprint(cls: type, tier: str) -> str | None:
+    fp = getattr(cls, "DATASET_FINGERPRINT", None)
+    if isinstance(fp, Mapping):
+        return fp.get(tier)
+    return fp
+
+
+def _problems(data: Mapping[str, Any]) -> list[str]:
+    """What keeps a schema-valid, self-consistent result off the leaderboard ([] if nothing)."""
+    from lop_bench.registration import env_class
+
+    env_id, tier = data["env_id"], data["tier"]
+    try:
+        cls = env_class(env_id)
+    except UnknownEnvError as exc:
+        return [str(exc)]
+    if tier not in cls.TIERS:
+        return [f"unknown tier {tier!r} for {env_id}.{did_you_mean(tier, cls.TIERS)} "
+                f"Ranked tiers: {', '.join(cls.TIERS)}."]
+    cfg = cls.TIERS[tier]
+    out: list[str] = []
+    want = config_to_dict(cfg)
+    got = data["config"]
+    changed = sorted(
+        k for k in set(want) | set(got) if want.get(k, _MISSING) != got.get(k, _MISSING)
+    )
+    if data["custom"] or changed:
+        detail = ", ".join(
+            f"{k}={_json_or_missing(got, k)} (tier {tier!r}: {_json_or_missing(want, k)})"
+            for k in changed
+        ) or "the file is marked custom"
+        out.append(
+            f"custom (overridden) settings are not ranked: {detail}. Run the tier as defined, "
+            f"without --set / env_kwargs."
+        )
+    if data["stream_revision"] != cls.STREAM_REVISION:
+        out.append(
+            f"stream_revision is {data['stream_revision']} but {env_id} is at revision "
+            f"{cls.STREAM_REVISION}: the stream changed since this run; run it again."
+        )
+    if data["metric"] != cls.METRIC or data["higher_is_better"] != cls.HIGHER_IS_BETTER:
+        out.append(
+            f"metric {data['metric']!r} (higher_is_better={data['higher_is_better']}) is not "
+            f"{env_id}'s {cls.METRIC!r} (higher_is_better={cls.HIGHER_IS_BETTER})."
+        )
+    expected_fp = _expected_dataset_fingerprint(cls, tier)
+    if data["dataset_fingerprint"] != expected_fp:
+        out.append(
+            f"dataset_fingerprint is {data['dataset_fingerprint']!r} but the {tier!r} tier of "
+            f"{env_id} uses {expected_fp!r}: a different or modified dataset."
+        )
+    expected_hash = protocol_hash(cls.ENV_ID, cls.STREAM_REVISION, cfg, data["dataset_fingerprint"])
+    if data["protocol_hash"] != expected_hash:
+        out.append(
+            f"protocol_hash {data['protocol_hash']} is not the {tier!r} tier's hash "
+            f"{expected_hash}: the run used another protocol, or the file was edited."
+        )
+    num_tasks = getattr(cfg, "num_tasks", None)
+    if num_tasks is not None and len(data["per_task"]) != num_tasks:
+        out.append(
+            f"the per-task curve has {len(data['per_task'])} tasks but the {tier!r} tier has "
+            f"{num_tasks}: an unfinished, truncated or edited run."
+        )
+    num_seeds = cfg.num_seeds
+    if data["seed"] >= num_seeds:
+        out.append(
+            f"seed {data['seed']} is outside the {tier!r} tier's seed set 0..{num_seeds - 1}."
+        )
+    return out
+
+
+def _json_or_missing(d: Mapping[str, Any], k: str) -> str:
+    return "(missing)" if k not in d else json.dumps(d[k])
+
+
+def check_result(result: Result | Mapping[str, Any]) -> None:
+    """Raise :class:`SubmissionRejected` unless one result may be ranked on its own.
+
+    Checks what a single file can show: the schema and summary (again), a known stream and
+    tier, no custom settings, the stream revision, metric, dataset fingerprint and protocol
+    hash of the tier, the curve's length and a seed of the tier's seed set. The seed set of
+    an entry and duplicates are checked by :func:`check_submission`.
+    """
+    data = result.data if isinstance(result, Result) else dict(result)
+    try:
+        validate(data)
+    except SubmissionRejected:
+        raise
+    except InvalidResultError as exc:
+        raise SubmissionRejected(str(exc), [("result", str(exc))]) from None
+    problems = _problems(data)
+    if problems:
+        raise SubmissionRejected("; ".join(problems), [("result", p) for p in problems])
+
+
+def _expand(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    files: list[Path] = []
+    reasons: list[tuple[str, str]] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.json") if not _hidden(f.relative_to(p)))
+            if not found:
+                reasons.append((str(p), "the directory holds no result files (*.json)."))
+            files.extend(found)
+        elif not p.exists():
+            reasons.append((str(p), "no such file."))
+        else:
+            files.append(p)
+    return files, reasons
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _strip_source(message: str, source: str) -> str:
+    prefix = f"{source}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _board_files(board: Path) -> list[Path]:
+    root = board / _SUBMISSIONS
+    if not root.is_dir():
+        return []
+    return sorted(f for f in root.rglob("*.json") if not _hidden(f.relative_to(root)))
+
+
+def _group(results: Iterable[tuple[str, Result]]) -> dict[tuple, list[tuple[str, Result]]]:
+    groups: dict[tuple, list[tuple[str, Result]]] = defaultdict(list)
+    for source, r in results:
+        groups[_entry_key(r.data)].append((source, r))
+    return dict(sorted(groups.items(), key=lambda kv: _sort_key(kv[0])))
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple("" if k is None else k for k in key)
+
+
+def _describe(key: tuple) -> str:
+    env_id, tier, agent, preset, hparams = key
+    return (f"entry {agent!r} (preset {preset!r}, hparams {hparams}) on {env_id} "
+            f"[{tier}]")
+
+
+def _seed_problems(key: tuple, seeds: list[int], num_seeds: int) -> list[str]:
+    counts = Counter(seeds)
+    twice = sorted(s for s, c in counts.items() if c > 1)
+    missing = sorted(set(range(num_seeds)) - set(counts))
+    out = []
+    if missing:
+        out.append(
+            f"seed(s) {missing} missing: the tier's seed set is 0..{num_seeds - 1} and every "
+            f"seed is needed to rank an entry (lop-bench run ... --tier {key[1]} runs them all)."
+        )
+    if twice:
+        out.append(f"seed(s) {twice} appear more than once.")
+    return out
+
+
+@dataclass(frozen=True)
+class _Checked:
+    files: list[tuple[Path, Result]]
+    groups: dict[tuple, list[tuple[str, Result]]]
+
+
+def _add_loose(seeds: dict[tuple, list[int]], path: Path) -> None:
+    """Count the seed of a file that failed its checks, when it still names its entry, so
+    that its entry is not also reported as missing that seed."""
+    try:
+        data = json.loads(path.read_text())
+        key, seed = _entry_key(data), data["seed"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if all(k is None or isinstance(k, str) for k in key) and isinstance(seed, int):
+        seeds[key].append(seed)
+
+
+def _seed_set_problems(seeds: Mapping[tuple, list[int]]) -> list[tuple[str, str]]:
+    """Entries that lack a seed of their tier's seed set or hold one twice."""
+    from lop_bench.registration import env_class
+
+    out = []
+    for key in sorted(seeds, key=_sort_key):
+        try:
+            num_seeds = env_class(key[0]).TIERS[key[1]].num_seeds
+        except (LopBenchError, KeyError):
+            continue  # reported per file
+        out.extend((_describe(key), p) for p in _seed_problems(key, seeds[key], num_seeds))
+    return out
+
+
+def _check(paths: Iterable[str | os.PathLike], board: Path) -> _Checked:
+    """Every check of :func:`submit`; raises :class:`SubmissionRejected` listing them all."""
+    files, reasons = _expand(paths)
+    loaded: list[tuple[Path, Result]] = []
+    seeds: dict[tuple, list[int]] = defaultdict(list)
+    for f in files:
+        try:
+            r = load(f)
+        except InvalidResultError as exc:
+            reasons.append((str(f), _strip_source(str(exc), str(f))))
+            _add_loose(seeds, f)
+            continue
+        loaded.append((f, r))
+        seeds[_entry_key(r.data)].append(r.seed)
+        reasons.extend((str(f), p) for p in _problems(r.data))
+
+    # duplicates of files already on the leaderboard, or of each other
+    on_board: dict[str, str] = {}
+    board_keys: dict[tuple, str] = {}
+    for bf in _board_files(board):
+        try:
+            data = json.loads(bf.read_text())
+            on_board.setdefault(_fingerprint_of(data), str(bf))
+            board_keys.setdefault(_entry_key(data), str(bf.parent))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # build reports broken files on the board
+    seen: dict[str, str] = {}
+    for f, r in loaded:
+        fp = _fingerprint_of(r.data)
+        if fp in on_board:
+            reasons.append((str(f), f"duplicate of {on_board[fp]}, already on the leaderboard."))
+        elif fp in seen:
+            reasons.append((str(f), f"duplicate of {seen[fp]} in the same submission."))
+        else:
+            seen[fp] = str(f)
+
+    for key in sorted(seeds, key=_sort_key):
+        if key in board_keys:
+            reasons.append((_describe(key), f"already on the leaderboard ({board_keys[key]}); "
+                                            "an entry is submitted once, with all its seeds."))
+    reasons.extend(_seed_set_problems(seeds))
+    groups = _group((str(f), r) for f, r in loaded)
+    if not files and not reasons:
+        reasons.append(("(no files)", "nothing to submit."))
+    if reasons:
+        bad = len({w for w, _ in reasons})
+        lines = "\n".join(f"  {w}: {why}" for w, why in reasons)
+        raise SubmissionRejected(
+            f"submission refused ({bad} file(s) or entries with problems, {len(files)} file(s) "
+            f"given); nothing was copied:\n{lines}",
+            reasons,
+        )
+    return _Checked(loaded, groups)
+
+
+def check_submission(
+    paths: Iterable[str | os.PathLike], board_dir: str | os.PathLike = DEFAULT_DIR
+) -> list[Entry]:
+    """Check result files as :func:`submit` does, copy nothing; return the entries they form.
+
+    Raises:
+        SubmissionRejected: every refused file or entry with its reason (``.reasons``).
+    """
+    checked = _check(paths, Path(board_dir))
+    return [_make_entry(key, [r for _, r in members]) for key, members in checked.groups.items()]
+
+
+def _make_entry(key: tuple, results: list[Result]) -> Entry:
+    rs = tuple(sorted(results, key=lambda r: r.seed))
+    a = rs[0].data["agent"]
+    return Entry(key[0], key[1], a["name"], a["preset"], dict(a["hparams"]), rs)
+
+
+def submit(
+    paths: Iterable[str | os.PathLike],
+    board_dir: str | os.PathLike = DEFAULT_DIR,
+    *,
+    dry_run: bool = False,
+) -> list[Path]:
+    """Check result files and copy them all under ``<board_dir>/submissions/``, or none.
+
+    Args:
+        paths: result files, or directories searched for ``*.json``.
+        board_dir: the leaderboard directory (default ``leaderboard/``).
+        dry_run: check only; write nothing and return ``[]``.
+
+    Returns:
+        The paths written, ``submissions/<Stream-vN>/<tier>/<agent>__<id>/seed<k>.json``.
+
+    Raises:
+        SubmissionRejected: a file or entry failed a check; ``.reasons`` lists every
+            ``(file or entry, reason)``. Nothing was written.
+    """
+    board = Path(board_dir)
+    checked = _check(paths, board)
+    if dry_run:
+        return []
+    root = board / _SUBMISSIONS
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+    moved: list[Path] = []
+    written: list[Path] = []
+    try:
+        for _, members in checked.groups.items():
+            rel = _entry_dir(members[0][1].data)
+            for _, r in members:
+                atomic_write_text(staging / rel / f"seed{r.seed}.json", r.to_json())
+        for _, members in checked.groups.items():
+            rel = _entry_dir(members[0][1].data)
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging / rel, target)
+            moved.append(target)
+            written.extend(target / f"seed{r.seed}.json"
+                           for r in sorted((r for _, r in members), key=lambda r: r.seed))
+    except BaseException:
+        for target in moved:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def submit_reference(
+    results_dir: str | os.PathLike,
+    board_dir: str | os.PathLike = DEFAULT_DIR,
+    *,
+    tier: str = "cpu",
+    build_pages: bool = True,
+) -> list[Path]:
+    """Submit the reference agents' results of ``tier`` found under ``results_dir``.
+
+    Picks the result files of every stream's reference agents
+    (``lop_bench.registration.REFERENCE_AGENTS``) on ``tier``, leaves out entries already on
+    the leaderboard (so it can be run again as more streams get results), submits the rest
+    with every check of :func:`submit`, and rebuilds the pages unless ``build_pages=False``.
+
+    Returns:
+        The paths written (``[]`` when every entry was already on the leaderboard).
+
+    Raises:
+        LopBenchError: no reference result of ``tier`` under ``results_dir``.
+        SubmissionRejected: a reference result failed a check; nothing was written.
+    """
+    from lop_bench.registration import REFERENCE_AGENTS
+
+    board = Path(board_dir)
+    files, reasons = _expand([results_dir])
+    if reasons:
+        raise LopBenchError(f"{results_dir}: {reasons[0][1]}")
+    on_board = set()
+    for bf in _board_files(board):
+        try:
+            on_board.add(_entry_key(json.loads(bf.read_text())))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    picked, matched = [], 0
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+            env_id, name = data["env_id"], data["agent"]["name"]
+            if data["tier"] != tier or name not in REFERENCE_AGENTS.get(env_id, ()):
+                continue
+            matched += 1
+            if _entry_key(data) in on_board:
+                continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # submit reports why
+        picked.append(f)
+    if not matched and not picked:
+        raise LopBenchError(
+            f"{results_dir}: no result of a reference agent on tier {tier!r}; run "
+            f"`lop-bench reproduce ENV --tier {tier}` first."
+        )
+    written = submit(picked, board) if picked else []
+    if build_pages:
+        build(board)
+    return written
+
+
+# ---------------------------------------------------------------------------------------
+# the board
+
+
+def load_board(board_dir: str | os.PathLike = DEFAULT_DIR) -> list[Entry]:
+    """Load and re-check every submission on the leaderboard; return its entries.
+
+    Raises:
+        SubmissionRejected: a file under ``submissions/`` fails a check (it was edited, or
+            the stream changed since); the message names it.
+    """
+    board = Path(board_dir)
+    reasons: list[tuple[str, str]] = []
+    loaded: list[tuple[str, Result]] = []
+    seeds: dict[tuple, list[int]] = defaultdict(list)
+    fingerprints: dict[str, str] = {}
+    for f in _board_files(board):
+        try:
+            r = load(f)
+        except InvalidResultError as exc:
+            reasons.append((str(f), _strip_source(str(exc), str(f))))
+            _add_loose(seeds, f)
+            continue
+        reasons.extend((str(f), p) for p in _problems(r.data))
+        fp = _fingerprint_of(r.data)
+        if fp in fingerprints:
+            reasons.append((str(f), f"duplicate of {fingerprints[fp]}."))
+        fingerprints.setdefault(fp, str(f))
+        loaded.append((str(f), r))
+        seeds[_entry_key(r.data)].append(r.seed)
+    reasons.extend(_seed_set_problems(seeds))
+    entries = [_make_entry(key, [r for _, r in members])
+               for key, members in _group(loaded).items()]
+    if reasons:
+        lines = "\n".join(f"  {w}: {why}" for w, why in reasons)
+        raise SubmissionRejected(
+            f"the leaderboard in {board} holds submissions that fail the checks; fix or "
+            f"remove them:\n{lines}",
+            reasons,
+        )
+    return entries
+
+
+def rank_entries(entries: Sequence[Entry], higher_is_better: bool) -> list[Entry]:
+    """Entries best first by the seed mean of ``final`` (ties: agent name, then entry id)."""
+    import numpy as np
+
+    sign = -1.0 if higher_is_better else 1.0
+    return sorted(entries, key=lambda e: (sign * float(np.mean(e.stat("final"))), e.agent, e.id))
+
+
+@dataclass(frozen=True)
+class _Table:
+    env_id: str
+    tier: str
+    metric: str
+    label: str
+    higher_is_better: bool
+    bin_size: int
+    protocol_hash: str
+    num_seeds: int
+    entries: list[Entry]
+    rows: list[dict[str, str]]
+
+
+_COLUMNS = (
+    ("rank", "#"),
+    ("agent", "agent"),
+    ("preset", "preset"),
+    ("hparams", "hyperparameters"),
+    ("seeds", "seeds"),
+    ("final", "final"),
+    ("final_iqm", "final IQM"),
+    ("initial", "initial"),
+    ("drop", "drop"),
+    ("versions", "versions"),
+    ("date", "date"),
+)
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _mean_ci(values: list[float]) -> str:
+    from lop_bench.metrics import seed_stats
+
+    s = seed_stats(values)
+    if s["ci_low"] is None:
+        return _num(s["mean"])
+    return f"{_num(s['mean'])} ± {(s['ci_high'] - s['ci_low']) / 2:.2g}"
+
+
+def _iqm_ci(values: list[float]) -> str:
+    if len(values) < IQM_MIN_SEEDS:
+        return _DASH
+    from lop_bench.metrics import iqm_bootstrap_ci
+
+    s = iqm_bootstrap_ci(values, reps=_BOOTSTRAP_REPS, seed=_BOOTSTRAP_SEED)
+    return f"{_num(s['iqm'])} [{_num(s['ci_low'])}, {_num(s['ci_high'])}]"
+
+
+def _hparams_text(hparams: Mapping[str, Any]) -> str:
+    if not hparams:
+        return _DASH
+    return ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
+        for k, v in sorted(hparams.items())
+    )
+
+
+def _versions_text(versions: Mapping[str, list[str]]) -> str:
+    order = sorted(versions, key=lambda k: (k != "lop-bench", k))
+    return ", ".join(f"{k} {'/'.join(versions[k])}" for k in order) or _DASH
+
+
+def _row(rank: int, e: Entry) -> dict[str, str]:
+    created = e.created
+    return {
+        "rank": str(rank),
+        "agent": e.agent,
+        "preset": _DASH if e.preset is None else e.preset,
+        "hparams": _hparams_text(e.hparams),
+        "seeds": str(len(e.results)),
+        "final": _mean_ci(e.stat("final")),
+        "final_iqm": _iqm_ci(e.stat("final")),
+        "initial": _mean_ci(e.stat("initial")),
+        "drop": _mean_ci(e.stat("drop")),
+        "versions": _versions_text(e.versions),
+        "date": _DASH if created is None else created[:10],
+    }
+
+
+def _tables(entries: Sequence[Entry]) -> list[_Table]:
+    from lop_bench.metrics import STREAMS as METRICS
+    from lop_bench.registration import env_class
+
+    by_stream: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in entries:
+        by_stream[(e.env_id, e.tier)].append(e)
+
+    def order(k: tuple[str, str]) -> tuple:
+        tiers = list(env_class(k[0]).TIERS)
+        return (k[0], tiers.index(k[1]) if k[1] in tiers else len(tiers), k[1])
+
+    out = []
+    for env_id, tier in sorted(by_stream, key=order):
+        cls = env_class(env_id)
+        m = METRICS.get(env_id)
+        ranked = rank_entries(by_stream[(env_id, tier)], cls.HIGHER_IS_BETTER)
+        out.append(_Table(
+            env_id=env_id, tier=tier, metric=cls.METRIC,
+            label=m.label if m else cls.METRIC,
+            higher_is_better=cls.HIGHER_IS_BETTER,
+            bin_size=m.bin_size if m else 1,
+            protocol_hash=ranked[0].results[0].data["protocol_hash"],
+            num_seeds=cls.TIERS[tier].num_seeds,
+            entries=ranked,
+            rows=[_row(i + 1, e) for i, e in enumerate(ranked)],
+        ))
+    return out
+
+
+_ABOUT = (
+    "Ranked by `final`, the mean {what} of the last 10% of tasks (seed mean; {direction}). "
+    "Cells show the mean over the tier's seeds ± the half-width of its 95% Student-t "
+    "confidence interval; `final IQM` (entries with {iqm}+ seeds) is the interquartile mean "
+    "with a 95% stratified-bootstrap interval ({reps} replicates, seed {seed}), as rliable "
+    "recommends. `drop` is signed so that a loss of plasticity is positive. Dates are those "
+    "of the entry's newest run."
+)
+
+
+# ---------------------------------------------------------------------------------------
+# README.md
+
+
+def _md(text: str) -> str:
+    """Escape a string for a Markdown table cell: HTML-escaped, no table or code syntax."""
+    s = html.escape(str(text), quote=False)
+    for ch in ("\\", "`", "*", "[", "]", "|"):
+        s = s.replace(ch, "\\" + ch)
+    return " ".join(s.split())
+
+
+def _readme(tables: list[_Table]) -> str:
+    lines = [
+        "# lop-bench leaderboard",
+        "",
+        "Generated by `lop-bench leaderboard build` from the result files under "
+        "`submissions/`; do not edit by hand. Add yours with `lop-bench submit RESULTS...` "
+        "(every seed of a named tier, no custom settings), then rebuild. `index.html` shows "
+        "the same tables with the curves.",
+        "",
+    ]
+    if not tables:
+        lines += ["No submissions yet.", ""]
+    for t in tables:
+        direction = "higher is better" if t.higher_is_better else "lower is better"
+        lines += [
+            f"## {_md(t.env_id)} — tier {_md(t.tier)}",
+            "",
+            f"Metric: {_md(t.metric)} ({_md(t.label)}, {direction}); {t.num_seeds} seeds per "
+            f"entry; protocol {_md(t.protocol_hash[:19])}…",
+            "",
+            "| " + " | ".join(title for _, title in _COLUMNS) + " |",
+            "|" + "|".join("---:" if k in ("rank", "seeds") else "---" for k, _ in _COLUMNS) + "|",
+        ]
+        for row in t.rows:
+            lines.append("| " + " | ".join(_md(row[k]) for k, _ in _COLUMNS) + " |")
+        lines.append("")
+    lines += [
+        _ABOUT.format(what="score", direction="best first", iqm=IQM_MIN_SEEDS,
+                      reps=f"{_BOOTSTRAP_REPS:,}", seed=_BOOTSTRAP_SEED),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# index.html
+
+
+def _h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _mpl_text(text: str, limit: int = 40) -> str:
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("$", r"\$")
+
+
+def _svg(t: _Table, index: int) -> str:
+    """The table's curves as inline SVG (matplotlib, deterministic: fixed salt, no date)."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from lop_bench.metrics import bin_curves
+
+    with matplotlib.rc_context({"svg.hashsalt": f"lop-bench-leaderboard-{index}",
+                                "svg.fonttype": "none", "font.size": 9}):
+        fig = Figure(figsize=(8.4, 3.8))
+        ax = fig.add_subplot()
+        size = 1
+        for i, e in enumerate(t.entries):
+            curves = np.array([r.per_task for r in e.results], dtype=float)
+            size = max(1, min(t.bin_size, curves.shape[1] // 10 or 1))
+            mean, half = bin_curves(curves, size)
+            x = (np.arange(len(mean)) + 0.5) * size
+            color = _COLORS[i % len(_COLORS)]
+            ls = _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]
+            ax.plot(x, mean, color=color, ls=ls, lw=1.6, label=_mpl_text(f"#{i + 1} {e.agent}"))
+            if curves.shape[0] > 1:
+                ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.18, lw=0)
+        ax.set_xlabel(f"task (bins of {size})" if size > 1 else "task")
+        ax.set_ylabel(_mpl_text(t.label))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):].strip()
+
+
+_CSS = """\
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+max-width:1400px;padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #ddd}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;width:100%}
+th,td{border:1px solid #ddd;padding:.3rem .45rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4;white-space:nowrap}td.num{text-align:right;white-space:nowrap}
+td.agent{min-width:6rem;max-width:14rem;overflow-wrap:anywhere;font-weight:600}
+td.small{font-size:.78rem;color:#333;overflow-wrap:anywhere}
+td.preset{min-width:6rem;max-width:11rem}td.hp{min-width:9rem;max-width:18rem}td.ver{min-width:7rem}
+td.date{white-space:nowrap}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;border-radius:2px}
+.meta{color:#555;font-size:.9rem}figure{margin:1rem 0}figcaption{color:#555;font-size:.85rem}
+figure svg{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 .2em}
+"""
+
+_CELL_CLASS = {"agent": "agent", "preset": "small preset", "hparams": "small hp",
+               "versions": "small ver", "date": "date"}
+_NUMERIC = {"rank", "seeds", "final", "final_iqm", "initial", "drop"}
+
+
+def _anchor(t: _Table) -> str:
+    return _slug(f"{t.env_id.split('/')[-1]}-{t.tier}", 80)
+
+
+def _index(tables: list[_Table]) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\">",
+        "<title>lop-bench leaderboard</title>",
+        f"<style>\n{_CSS}</style>",
+        "</head>",
+        "<body>",
+        "<h1>lop-bench leaderboard</h1>",
+        '<p class="meta">Generated by <code>lop-bench leaderboard build</code> from the '
+        "checked result files under <code>submissions/</code>. Add yours with "
+        "<code>lop-bench submit RESULTS...</code> (every seed of a named tier, no custom "
+        "settings).</p>",
+    ]
+    if not tables:
+        out.append("<p>No submissions yet.</p>")
+    else:
+        out.append("<nav><ul>")
+        for t in tables:
+            out.append(f'<li><a href="#{_h(_anchor(t))}">{_h(t.env_id)} — tier '
+                       f"{_h(t.tier)}</a> ({len(t.entries)} entries)</li>")
+        out.append("</ul></nav>")
+    for i, t in enumerate(tables):
+        direction = "higher is better" if t.higher_is_better else "lower is better"
+        out += [
+            f'<section id="{_h(_anchor(t))}">',
+            f"<h2>{_h(t.env_id)} — tier {_h(t.tier)}</h2>",
+            f'<p class="meta">Metric: {_h(t.metric)} ({_h(t.label)}, {direction}); '
+            f"{t.num_seeds} seeds per entry; protocol <code>{_h(t.protocol_hash)}</code></p>",
+            '<div class="scroll"><table class="board">',
+            "<thead><tr>" + "".join(f"<th>{_h(title)}</th>" for _, title in _COLUMNS)
+            + "</tr></thead>",
+            "<tbody>",
+        ]
+        for j, row in enumerate(t.rows):
+            cells = []
+            for k, _ in _COLUMNS:
+                cls = "num" if k in _NUMERIC else _CELL_CLASS.get(k, "")
+                attr = f' class="{cls}"' if cls else ""
+                text = _h(row[k])
+                if k == "rank":
+                    color = _COLORS[j % len(_COLORS)]
+                    text = f'<span class="swatch" style="background:{color}"></span>{text}'
+                cells.append(f"<td{attr}>{text}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out += [
+            "</tbody>",
+            "</table></div>",
+            '<figure class="curves">',
+            _svg(t, i),
+            f"<figcaption>Per-task {_h(t.label)} of every entry: the mean over seeds in bins "
+            "of consecutive tasks, with its 95% confidence band (Student's t over seeds). "
+            "Numbers in the legend are ranks.</figcaption>",
+            "</figure>",
+            "</section>",
+        ]
+    out += [
+        '<p class="meta">' + _h(_ABOUT.format(
+            what="score", direction="best first", iqm=IQM_MIN_SEEDS,
+            reps=f"{_BOOTSTRAP_REPS:,}", seed=_BOOTSTRAP_SEED)).replace("`", "") + "</p>",
+        "</body>",
+        "</html>",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.is_file() and path.read_text() == text:
+        return False
+    atomic_write_text(path, text)
+    return True
+
+
+def build(board_dir: str | os.PathLike = DEFAULT_DIR) -> tuple[Path, Path]:
+    """Regenerate ``<board_dir>/README.md`` and ``<board_dir>/index.html``.
+
+    The submissions are re-checked (:func:`load_board`). The output depends only on them:
+    building twice gives byte-identical files (an unchanged file is not rewritten).
+
+    Returns:
+        The paths of ``README.md`` and ``index.html``.
+
+    Raises:
+        SubmissionRejected: a submission on the board fails the checks.
+    """
+    board = Path(board_dir)
+    tables = _tables(load_board(board))
+    readme, index = board / "README.md", board / "index.html"
+    _write_if_changed(readme, _readme(tables))
+    _write_if_changed(index, _index(tables))
+    return readme, index
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``lop-bench submit``: check result files and copy them to the leaderboard."""
+    if args.dry_run:
+        entries = check_submission(args.results, args.dir)
+        n = sum(len(e.results) for e in entries)
+        print(f"{n} result file(s) in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
+              "pass every check (dry run: nothing copied).")
+        return 0
+    written = submit(args.results, args.dir)
+    entries = sorted({p.parent for p in written})
+    print(f"accepted {len(written)} result file(s) in {len(entries)} "
+          f"entr{'y' if len(entries) == 1 else 'ies'}:")
+    for d in entries:
+        print(f"  {d}/")
+    print(f"Next: lop-bench leaderboard build --dir {args.dir}")
+    return 0
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    """``lop-bench leaderboard build``: regenerate README.md and index.html."""
+    readme, index = build(args.dir)
+    print(f"wrote {readme} and {index}")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    """Add ``submit`` and ``leaderboard build`` to the ``lop-bench`` subcommands."""
+    sp = subparsers.add_parser(
+        "submit", help="check result files and add them to the leaderboard",
+        formatter_class=_formatter,
+        description="Check result files (schema, summary vs curve, tier hash, full seed set, "
+                    "no custom settings, no duplicates) and copy them all, or none, under "
+                    "DIR/submissions/.",
+        epilog=textwrap.dedent("""\
+            examples:
+              lop-bench run lop/SlowlyChangingRegression-v0 --agent my_pkg.agents:make_agent --tier cpu --out mine
+              lop-bench submit mine/ --dry-run
+              lop-bench submit mine/*.json
+              lop-bench leaderboard build
+        """))
+    sp.add_argument("results", nargs="+", metavar="RESULTS",
+                    help="result files, or directories searched for *.json")
+    sp.add_argument("--dir", default=str(DEFAULT_DIR),
+                    help=f"leaderboard directory (default: {DEFAULT_DIR})")
+    sp.add_argument("--dry-run", action="store_true", help="check only; copy nothing")
+    sp.set_defaults(func=cmd_submit)
+
+    lp = subparsers.add_parser(
+        "leaderboard", help="regenerate the leaderboard pages", formatter_class=_formatter,
+        epilog="examples:\n  lop-bench leaderboard build\n"
+               "  lop-bench leaderboard build --dir leaderboard")
+    lsub = lp.add_subparsers(dest="leaderboard_command", metavar="ACTION")
+    bp = lsub.add_parser(
+        "build", help="regenerate DIR/README.md and DIR/index.html from DIR/submissions/",
+        formatter_class=_formatter,
+        epilog="examples:\n  lop-bench leaderboard build\n"
+               "  lop-bench leaderboard build --dir /tmp/board")
+    bp.add_argument("--dir", default=str(DEFAULT_DIR),
+                    help=f"leaderboard directory (default: {DEFAULT_DIR})")
+    bp.set_defaults(func=cmd_leaderboard_build)
+
+    def _help(args: argparse.Namespace) -> int:
+        lp.print_help()
+        return 2
+
+    lp.set_defaults(func=_help)

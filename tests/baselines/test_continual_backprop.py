@@ -1,0 +1,225 @@
+"""baselines.continual_backprop: generate-and-test's replacement, bias correction,
+optimizer-state reset, fractional accumulation and maturity threshold."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines import backprop, continual_backprop
+from baselines.continual_backprop import reset_optimizer_entries
+
+from . import TRAIN, data, make, params, same, train
+
+
+def _agent(**kw):
+    kw.setdefault("replacement_rate", 0.0)  # replacements only where a test forces them
+    return make(continual_backprop, **kw)
+
+
+def _snapshot(agent):
+    layer, nxt = agent.net.layers
+    opt = agent.optimizer
+    snap = {
+        "w_in": layer.weight,
+        "b_in": layer.bias,
+        "w_out": nxt.weight,
+        "b_out": nxt.bias,
+        "util": agent.gnt.utility[0],
+        "mean": agent.gnt.mean_act[0],
+        "age": agent.gnt.age[0],
+    }
+    for key, p in (("w_in", layer.weight), ("b_in", layer.bias), ("w_out", nxt.weight)):
+        for name, value in opt.state[p].items():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                snap[f"{key}.{name}"] = value
+    return {k: v.detach().clone() for k, v in snap.items()}
+
+
+def _check_replaced(before, after, unit, bound):
+    rows = torch.arange(before["w_in"].shape[0]) != unit
+    # fresh incoming weights from the init distribution, zero incoming bias
+    assert not torch.equal(after["w_in"][unit], before["w_in"][unit])
+    assert after["w_in"][unit].abs().max() <= bound
+    assert after["w_in"][unit].abs().max() > 0
+    assert after["b_in"][unit] == 0
+    # zero outgoing weights
+    assert (after["w_out"][:, unit] == 0).all()
+    # every other unit untouched
+    for key in ("w_in", "b_in", "util", "mean", "age"):
+        assert torch.equal(after[key][rows], before[key][rows]), key
+    assert torch.equal(after["w_out"][:, rows], before["w_out"][:, rows])
+    for key in ("util", "mean", "age"):
+        assert after[key][unit] == 0, key
+    # optimizer state: the unit's rows (incoming) and columns (outgoing) zeroed, rest kept
+    opt_keys = [k for k in before if "." in k]
+    assert opt_keys
+    for key in opt_keys:
+        if key.startswith("w_out"):
+            assert (before[key][:, unit] != 0).all(), key  # a reset that shows
+            assert (after[key][:, unit] == 0).all(), key
+            assert torch.equal(after[key][:, rows], before[key][:, rows]), key
+        else:
+            assert (before[key][unit] != 0).all(), key
+            assert (after[key][unit] == 0).all(), key
+            assert torch.equal(after[key][rows], before[key][rows]), key
+
+
+@pytest.mark.parametrize(
+    "opt_kw,state_keys",
+    [
+        ({"momentum": 0.9, "lr": 1e-3}, {"momentum_buffer"}),
+        ({"optimizer": "adam", "lr": 1e-3}, {"exp_avg", "exp_avg_sq", "step"}),
+    ],
+)
+def test_forced_replacement_resets_the_unit(opt_kw, state_keys):
+    agent = _agent(**opt_kw)
+    train(agent, *data(300))
+    gnt = agent.gnt
+    mean_hat = gnt.mean_activation(0)
+    unit = int(torch.argmax(mean_hat))
+    assert mean_hat[unit] > 0.05  # an active unit: the bias correction is visible
+    before = _snapshot(agent)
+    assert {k.split(".")[1] for k in before if "." in k} == state_keys
+    gnt.replace(0, [unit])
+    after = _snapshot(agent)
+    _check_replaced(before, after, unit, agent.net.init_bounds[0])
+    # the removed unit's mean contribution moved into the next layer's bias
+    expected = before["b_out"] + before["w_out"][:, unit] * mean_hat[unit]
+    assert torch.allclose(after["b_out"], expected, atol=1e-7)
+    assert not torch.equal(after["b_out"], before["b_out"])
+    assert gnt.num_replaced == [1]
+    if opt_kw.get("optimizer") == "adam":  # per-entry step counts restart
+        assert agent.optimizer.state[agent.net.layers[0].weight]["step"][unit].eq(0).all()
+        other = (unit + 1) % 5
+        assert agent.optimizer.state[agent.net.layers[1].weight]["step"][0, other] == 300
+
+
+def test_reset_with_torch_adam_zeroes_moments_and_keeps_the_tensor_step():
+    p = torch.nn.Parameter(torch.randn(4, 3))
+    opt = torch.optim.Adam([p])
+    for _ in range(3):
+        p.grad = torch.randn(4, 3)
+        opt.step()
+    reset_optimizer_entries(opt, p, torch.tensor([1]), 0)
+    state = opt.state[p]
+    assert (state["exp_avg"][1] == 0).all() and (state["exp_avg_sq"][1] == 0).all()
+    assert (state["exp_avg"][0] != 0).all()
+    assert float(state["step"]) == 3
+
+
+def _constant_unit_agent():
+    """An agent whose hidden unit 0 outputs 0.5 for every input (zero incoming weights)."""
+    agent = _agent(hidden=(6,))
+    layer = agent.net.layers[0]
+    with torch.no_grad():
+        layer.weight[0] = 0.0
+        layer.bias[0] = 0.5
+    rng = np.random.default_rng(0)
+    for _ in range(500):  # running means from the forward pass, weights kept fixed
+        x = torch.from_numpy(rng.integers(0, 2, (1, 20)).astype(np.float32))
+        agent.gnt.step(agent.net.forward_with_features(x)[1])
+    return agent
+
+
+def test_replacing_a_constant_unit_leaves_the_output_unchanged():
+    agent = _constant_unit_agent()
+    nxt = agent.net.layers[1]
+    x = torch.randint(0, 2, (64, 20)).float()
+    w0 = nxt.weight[0, 0].item()
+    assert abs(w0) > 1e-2
+    out_before = agent.net(x).detach()
+    bias_before = nxt.bias.detach().clone()
+    agent.gnt.replace(0, [0])
+    assert torch.allclose(agent.net(x).detach(), out_before, atol=1e-6)
+    # the paper's correction: without it the output would shift by -w0 * 0.5
+    assert torch.allclose(nxt.bias - bias_before, torch.tensor([w0 * 0.5]), atol=1e-6)
+
+
+def test_output_changes_only_by_the_removed_units_deviation():
+    agent = _constant_unit_agent()
+    gnt, nxt = agent.gnt, agent.net.layers[1]
+    x = torch.randint(0, 2, (64, 20)).float()
+    out_before, feats = agent.net.forward_with_features(x)
+    mean_hat = gnt.mean_activation(0)
+    deviation = feats[0] - mean_hat  # (64, 6)
+    unit = int(deviation.abs().mean(0).argmax())
+    assert deviation[:, unit].abs().max() > 0.1
+    w = nxt.weight[:, unit].detach().clone()
+    gnt.replace(0, [unit])
+    change = agent.net(x) - out_before
+    assert torch.allclose(change, -deviation[:, unit : unit + 1] * w, atol=1e-5)
+
+
+def test_fractional_accumulation_replaces_floor_of_the_sum():
+    rate, steps, units = 1 / 64, 1000, 5
+    agent = _agent(replacement_rate=rate, maturity_threshold=0, hidden=(units,))
+    train(agent, *data(steps))
+    expected = steps * units * rate  # every unit is eligible at every step (age >= 1)
+    assert agent.gnt.num_replaced == [math.floor(expected)]
+    assert agent.gnt.accumulated[0] == pytest.approx(expected - math.floor(expected))
+
+
+def test_maturity_threshold_is_honoured():
+    mt = 5
+    agent = _agent(replacement_rate=1.0, maturity_threshold=mt, hidden=(4,))
+    x, y = data(40)
+    for xi, yi in zip(x, y, strict=True):
+        age_before = agent.gnt.age[0].clone()
+        train(agent, xi[None], yi[None])
+        replaced = agent.gnt.age[0] == 0
+        assert (age_before[replaced] + 1 > mt).all()  # only units older than the threshold
+        assert (agent.gnt.age[0] <= mt + 1).all()  # ... and all of them, at rate 1
+    # every unit is replaced at ages 6, 12, ..., 36
+    assert agent.gnt.num_replaced == [4 * (40 // (mt + 1))]
+
+
+def test_default_maturity_is_100_not_10():
+    agent = _agent(replacement_rate=1.0)
+    x, y = data(101)
+    train(agent, x[:100], y[:100])
+    assert agent.gnt.num_replaced == [0]
+    train(agent, x[100:], y[100:])
+    assert agent.gnt.num_replaced == [5]
+
+
+def test_lowest_utility_eligible_units_are_replaced():
+    agent = _agent(maturity_threshold=10)
+    gnt = agent.gnt
+    state = gnt.state_dict()
+    state["age"][0][:] = 50
+    state["age"][0][3] = 5  # lowest utility but not mature: must be kept
+    state["bias_correction"][0][:] = 1.0
+    state["utility"][0][:] = torch.tensor([5.0, 1.0, 3.0, 0.5, 4.0])
+    gnt.load_state_dict(state)
+    gnt.replacement_rate = 0.5  # 4 eligible units -> 2 replaced this step
+    train(agent, *data(1))
+    assert gnt.num_replaced == [2]
+    assert sorted(torch.nonzero(gnt.age[0] == 0).flatten().tolist()) == [1, 2]
+
+
+def test_zero_rate_is_backprop():
+    x, y = data(500)
+    cbp = make(continual_backprop, replacement_rate=0.0)
+    bp = make(backprop)
+    train(cbp, x, y)
+    train(bp, x, y)
+    assert same(params(cbp), params(bp))
+    assert cbp.gnt.num_replaced == [0]
+    assert (cbp.gnt.age[0] == 500).all() and (cbp.gnt.utility[0] > 0).any()
+
+
+def test_buffers_and_no_update_on_test_batches():
+    agent = make(continual_backprop)
+    train(agent, *data(20))
+    buffers = agent.buffers()
+    assert len(buffers) == 3 and buffers[2].dtype == torch.long
+    before = [b.clone() for b in buffers]
+    x = np.ones((1, 20), np.float32)
+    agent.learn(x, agent.act(x, {"phase": "test"}), 0.0, x, False, False, {"phase": "test"})
+    assert same(before, list(agent.buffers()))
+    agent.learn(
+        x, agent.act(x, TRAIN), 0.0, x, False, False, {"target": np.ones((1, 1), np.float32)}
+    )
+    assert not same(before, list(agent.buffers()))

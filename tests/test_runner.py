@@ -1,0 +1,110 @@
+import gymnasium
+import numpy as np
+import pytest
+
+import lop_bench
+from lop_bench import registration
+from lop_bench.errors import PhaseViolationError, UnknownAgentError
+from lop_bench.results import deterministic_part
+
+from .helpers import make_cheating_agent, make_mean_agent
+
+REG = "lop/SlowlyChangingRegression-v0"
+
+
+@pytest.fixture
+def fake_stream(monkeypatch):
+    monkeypatch.setitem(registration.STREAMS, "lop/FakePhases-v0", "tests.helpers:FakePhasesEnv")
+    registration.register_envs()
+    yield "lop/FakePhases-v0"
+    gymnasium.registry.pop("lop/FakePhases-v0", None)
+
+
+def test_same_seed_gives_the_same_result_and_other_seeds_differ():
+    a = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=0, progress=False)
+    b = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=0, progress=False)
+    c = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=1, progress=False)
+    assert deterministic_part(a.data) == deterministic_part(b.data)
+    assert a.per_task != c.per_task
+
+
+def test_result_records_stream_agent_and_summary():
+    r = lop_bench.run(REG, "backprop", tier="smoke", seed=1, progress=False)
+    d = r.data
+    assert d["env_id"] == REG and d["tier"] == "smoke" and d["custom"] is False
+    assert d["agent"]["name"] == "backprop" and d["agent"]["preset"]
+    assert d["agent"]["hparams"]["lr"] == 0.01
+    assert len(d["per_task"]) == 10 and d["steps"] == 2000 and d["seed"] == 1
+    assert d["protocol_hash"] == lop_bench.make(REG, tier="smoke").unwrapped.protocol_hash
+    assert d["diagnostics"]["tasks"] == list(range(10))
+    assert 0.0 <= d["diagnostics"]["measures"]["dormant_fraction"][0] <= 1.0
+
+
+def test_the_curve_equals_a_hand_written_loop():
+    """The per-task scores come from the env: the DESIGN.md loop by hand gives the same."""
+    env = lop_bench.make(REG, tier="smoke")
+    agent = lop_bench.make_agent("backprop", env, seed=2)
+    obs, info = env.reset(seed=2)
+    scores = []
+    while True:
+        action = agent.act(obs, info)
+        next_obs, reward, term, trunc, info = env.step(action)
+        agent.learn(obs, action, reward, next_obs, term, trunc, info)
+        if info["task_end"]:
+            scores.append(info["task_metrics"]["mse"])
+        if info["stream_done"]:
+            break
+        obs = next_obs
+    r = lop_bench.run(REG, "backprop", tier="smoke", seed=2, progress=False)
+    assert r.per_task == scores
+
+
+def test_diagnostics_off_does_not_change_the_curve():
+    on = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=3, progress=False)
+    off = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=3, progress=False,
+                        diagnostics=False)
+    sparse = lop_bench.run(REG, "continual_backprop", tier="smoke", seed=3, progress=False,
+                           diagnostics_every=4)
+    assert on.per_task == off.per_task == sparse.per_task
+    assert off.diagnostics is None and sparse.diagnostics["tasks"] == [0, 4, 8]
+
+
+def test_agents_by_module_function_and_callable_and_overrides():
+    r1 = lop_bench.run(REG, "tests.helpers:make_mean_agent", tier="smoke", progress=False,
+                       agent_kwargs={"lr": 0.05})
+    r2 = lop_bench.run(REG, make_mean_agent, tier="smoke", progress=False, agent_kwargs={"lr": 0.05})
+    assert r1.per_task == r2.per_task
+    assert r1.data["agent"]["hparams"] == {"lr": 0.05}
+    custom = lop_bench.run(REG, make_mean_agent, tier="smoke", progress=False,
+                           env_kwargs={"num_tasks": 3})
+    assert custom.custom and len(custom.per_task) == 3
+
+
+def test_unknown_agents_are_named():
+    with pytest.raises(UnknownAgentError, match="Did you mean 'backprop'"):
+        lop_bench.run(REG, "backprob", tier="smoke")
+    with pytest.raises(UnknownAgentError, match="no attribute"):
+        lop_bench.run(REG, "tests.helpers:nope", tier="smoke")
+    with pytest.raises(UnknownAgentError, match="cannot import"):
+        lop_bench.run(REG, "no_such_pkg.mod:f", tier="smoke")
+
+
+def test_agent_updating_during_a_test_phase_fails_the_run(fake_stream):
+    ok = lop_bench.run(fake_stream, make_mean_agent, tier="smoke", progress=False)
+    assert len(ok.per_task) == 3
+    with pytest.raises(PhaseViolationError, match="'test' phase"):
+        lop_bench.run(fake_stream, make_cheating_agent, tier="smoke", progress=False)
+
+
+def test_progress_callback_counts_every_step():
+    seen = []
+    lop_bench.run(REG, make_mean_agent, tier="smoke", progress=seen.append)
+    assert sum(seen) == 2000
+
+
+def test_out_writes_a_loadable_file(tmp_path):
+    r = lop_bench.run(REG, make_mean_agent, tier="smoke", progress=False, out=tmp_path)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    assert lop_bench.results.load(files[0]).per_task == r.per_task
+    assert np.isfinite(r.summary["final"])
