@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from baselines.nets import ACTIVATIONS, MLP
-from lop_bench.agents import select_preset
+from lop_bench.agents import is_vector_spec, select_preset, vector_seeds
 from lop_bench.config import (
     check_choice,
     check_positive,
@@ -374,6 +374,11 @@ def build_agent(
     """Pick the preset for ``env_spec``, apply ``hparams`` (checked) and build the agent."""
     preset, cfg = select_preset(presets, env_spec, name)
     cfg = replace_checked(cfg, what=f"{name} hyperparameter", **hparams)
+    if is_vector_spec(env_spec):  # make_vec: one batched agent for all seeds
+        from baselines.vectorized import build_vectorized
+
+        return build_vectorized(cfg, observation_space, action_space,
+                                vector_seeds(env_spec, seed), device, preset)
     return agent_cls(cfg, observation_space, action_space, seed, device, preset=preset)
 
 

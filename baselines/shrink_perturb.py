@@ -21,6 +21,7 @@ from baselines.backprop import (
     BackpropConfig,
     build_agent,
 )
+from baselines.vectorized import noise_chunk_size
 from lop_bench.config import check_positive
 
 __all__ = ["ShrinkPerturbConfig", "PRESETS", "ShrinkPerturbAgent", "make_agent"]
@@ -59,15 +60,44 @@ class ShrinkPerturbAgent(BackpropAgent):
     def __init__(self, cfg: ShrinkPerturbConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(cfg, *args, **kwargs)
         self._params = list(self.net.parameters())
+        self._num_params = sum(p.numel() for p in self._params)
+        # Noise for a chunk of steps is drawn at once, one row per step (weights and biases
+        # in parameter order): fewer generator calls, and the vectorized agent draws the
+        # very same numbers per seed (baselines.vectorized.noise_chunk_size).
+        self._chunk = noise_chunk_size(self._num_params)
+        self._noise: torch.Tensor | None = None
+        self._row = 0
 
     @torch.no_grad()
     def _after_step(self, feats: list[torch.Tensor]) -> None:
         std = self.cfg.noise_std
         if std == 0.0:
             return
-        g = self.generator
+        if self._noise is None or self._row == self._chunk:
+            p0 = self._params[0]
+            self._noise = torch.randn(self._chunk, self._num_params, generator=self.generator,
+                                      device=p0.device, dtype=p0.dtype)
+            self._row = 0
+        row = self._noise[self._row]
+        self._row += 1
+        offset = 0
         for p in self._params:
-            p.add_(torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype), alpha=std)
+            k = p.numel()
+            p.add_(row[offset:offset + k].view_as(p), alpha=std)
+            offset += k
+
+    def state_dict(self) -> dict[str, Any]:
+        """Backprop's state plus the noise drawn ahead."""
+        state = super().state_dict()
+        state["noise"] = None if self._noise is None else self._noise.clone()
+        state["noise_row"] = self._row
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
+        self._noise = None if state["noise"] is None else state["noise"].clone()
+        self._row = int(state["noise_row"])
 
 
 def make_agent(

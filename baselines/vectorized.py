@@ -31,7 +31,7 @@ from baselines.nets import kaiming_uniform_bound
 from lop_bench.errors import VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
-__all__ = ["VectorMLPAgent", "noise_chunk_size"]
+__all__ = ["VectorMLPAgent", "build_vectorized", "noise_chunk_size"]
 
 _NOISE_CHUNK_ELEMENTS = 1 << 20
 
@@ -39,6 +39,19 @@ _NOISE_CHUNK_ELEMENTS = 1 << 20
 def noise_chunk_size(num_params: int) -> int:
     """Steps of shrink-and-perturb noise drawn at once (same rule single and vectorized)."""
     return max(1, min(1024, _NOISE_CHUNK_ELEMENTS // max(1, num_params)))
+
+
+def build_vectorized(cfg: Any, observation_space: Any, action_space: Any,
+                     seeds: Sequence[int], device: Any, preset: str | None) -> VectorMLPAgent:
+    """The vectorized agent for a reference agent's config: plain SGD (backprop, l2,
+    linear), with noise (``noise_std``: shrink and perturb), with generate-and-test
+    (``replacement_rate``: continual backprop)."""
+    gnt = None
+    if hasattr(cfg, "replacement_rate"):
+        gnt = dict(replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
+                   maturity_threshold=cfg.maturity_threshold, utility=cfg.utility)
+    return VectorMLPAgent(cfg, observation_space, action_space, seeds, device, preset,
+                          noise_std=getattr(cfg, "noise_std", 0.0), gnt=gnt)
 
 
 def _derivative(activation: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -132,6 +145,9 @@ class VectorMLPAgent:
             for W, bound in zip(self.W, self.init_bounds):
                 W[i].uniform_(-bound, bound, generator=g)
         self.params = [t for pair in zip(self.W, self.b) for t in pair]
+        # Views made once (they follow the in-place updates): fewer Python-level ops per step.
+        self._Wt = [W.transpose(1, 2) for W in self.W]
+        self._b3 = [b.unsqueeze(1) for b in self.b]
         self.lr = float(cfg.lr)
         self.weight_decay = float(cfg.weight_decay)
         self.momentum = float(cfg.momentum)
@@ -150,30 +166,25 @@ class VectorMLPAgent:
         x = torch.as_tensor(obs, device=self.device)
         if x.dtype != torch.float32:
             x = x.float()
-        return x.reshape(x.shape[0], x.shape[1], -1)
+        return x if x.dim() == 3 else x.reshape(x.shape[0], x.shape[1], -1)
 
     def _forward(self, x: torch.Tensor):
+        # The weights never require grad: no autograd graph is built, no no_grad needed.
         zs, hs = [], [x]
         h = x
-        last = len(self.W) - 1
-        for l, (W, b) in enumerate(zip(self.W, self.b)):
-            z = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
-            if l < last:
-                zs.append(z)
-                h = self._act(z)
-                hs.append(h)
-            else:
-                return z, zs, hs
-        raise AssertionError  # pragma: no cover
+        act = self._act
+        for Wt, b in zip(self._Wt[:-1], self._b3[:-1]):
+            z = torch.baddbmm(b, h, Wt)
+            zs.append(z)
+            h = act(z)
+            hs.append(h)
+        return torch.baddbmm(self._b3[-1], h, self._Wt[-1]), zs, hs
 
-    @torch.no_grad()
     def act(self, obs: Any, infos: dict) -> np.ndarray:
         """Predictions ``(N, batch, outputs)`` for observations ``(N, batch, in)``."""
-        out, zs, hs = self._forward(self._input(obs))
-        self._cache = (out, zs, hs)
-        return out.cpu().numpy()
+        out, zs, hs = self._cache = self._forward(self._input(obs))
+        return out.numpy() if out.device.type == "cpu" else out.cpu().numpy()
 
-    @torch.no_grad()
     def learn(self, obs, action, reward, next_obs, terminated, truncated, infos: dict) -> None:
         """One SGD step per seed on the kept predictions against ``infos["target"]``."""
         target = infos.get("target")
@@ -183,15 +194,22 @@ class VectorMLPAgent:
         if cache is None:
             cache = self._forward(self._input(obs))
         out, zs, hs = cache
-        y = torch.as_tensor(target, device=self.device).reshape(out.shape).to(out.dtype)
+        y = torch.as_tensor(target, device=self.device)
+        if y.shape != out.shape:
+            y = y.reshape(out.shape)
         # MSE, mean over batch and outputs (as F.mse_loss): d loss / d out.
-        delta = (out - y).mul_(2.0 / (out.shape[1] * out.shape[2]))
+        delta = torch.sub(out, y).mul_(2.0 / (out.shape[1] * out.shape[2]))
         grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
+        relu = self.activation == "relu"
         for l in range(len(self.W) - 1, -1, -1):
             grads[2 * l] = torch.bmm(delta.transpose(1, 2), hs[l])
             grads[2 * l + 1] = delta.sum(1)
             if l > 0:
-                delta = torch.bmm(delta, self.W[l]).mul_(_derivative(self.activation, zs[l - 1], hs[l]))
+                delta = torch.bmm(delta, self.W[l])
+                if relu:  # autograd's own ReLU backward: one op
+                    delta = torch.ops.aten.threshold_backward(delta, hs[l], 0)
+                else:
+                    delta.mul_(_derivative(self.activation, zs[l - 1], hs[l]))
         self._sgd(grads)
         if self.noise_std > 0:
             self._perturb()
@@ -228,7 +246,6 @@ class VectorMLPAgent:
             offset += k
 
     # -- diagnostics ---------------------------------------------------------------------
-    @torch.no_grad()
     def features(self, x: Any) -> list[torch.Tensor]:
         """Hidden activations per hidden layer, each ``(N, batch, units)``."""
         return self._forward(self._input(x))[2][1:]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from lop_bench.errors import InvalidConfigError, UnknownAgentError, did_you_mean
@@ -29,6 +29,8 @@ __all__ = [
     "make_agent",
     "select_preset",
     "tier_of",
+    "is_vector_spec",
+    "vector_seeds",
 ]
 
 ENTRY_POINT_GROUP = "lop_bench.agents"
@@ -171,5 +173,23 @@ def make_agent(
     return agent_obj
 
 
-def _iter_tensors(obj: Iterable[Any] | None) -> list[Any]:
-    return [] if obj is None else list(obj)
+def is_vector_spec(env_spec: Any) -> bool:
+    """Whether a factory is building for a vector env (``make_vec``: N seeds at once)."""
+    kwargs = getattr(env_spec, "kwargs", None) or {}
+    return "vectorization_mode" in kwargs
+
+
+def vector_seeds(env_spec: Any, seed: int | Sequence[int]) -> tuple[int, ...]:
+    """The seeds of a vector env's sub-envs, as a factory receives them: a sequence (one per
+    sub-env) or an int ``s`` meaning ``s, s+1, ...`` (gymnasium's rule)."""
+    from lop_bench.seeding import check_seed
+
+    kwargs = getattr(env_spec, "kwargs", None) or {}
+    num_envs = int(kwargs.get("num_envs", 1))
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        seeds = tuple(check_seed(s) for s in seed)
+        if len(seeds) != num_envs:
+            raise InvalidConfigError(f"{len(seeds)} seeds for a vector env of {num_envs} sub-envs.")
+        return seeds
+    base = check_seed(seed)
+    return tuple(range(base, base + num_envs))

@@ -184,6 +184,15 @@ class _SeedStream:
         x, bits = self._inputs(self.cfg.change_period, self.rng["random_bits"], out)
         return x, self.target.with_fixed_prefix(self.slow, bits)
 
+    def task_bits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current task's random bits (T, k) int8 and targets (T,): the same draw as
+        :meth:`task_data`, without building the inputs (the vector env builds them in chunks)."""
+        cfg = self.cfg
+        bits = self.rng["random_bits"].integers(
+            0, 2, size=(cfg.change_period, cfg.num_random_bits), dtype=np.int8
+        )
+        return bits, self.target.with_fixed_prefix(self.slow, bits)
+
     def next_task(self) -> None:
         """Change the slow bits: flip one (``flip_one``) or re-draw all (``redraw_all``)."""
         cfg = self.cfg
@@ -421,18 +430,43 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
         self._done = False
         self._started = True
         self._make_task_data()
-        return self._X[0], self._context()
+        return self._obs(0), self._context()
 
     def _make_task_data(self) -> None:
+        """Draw the task's random bits and targets for every seed; inputs are built in
+        chunks of steps (memory stays O(N * chunk), not O(N * T), for thousands of seeds)."""
         cfg, n, T = self.config, self.num_envs, self._T
-        # Step-major (T, N, ...): the per-step slices handed out are contiguous.
-        X = np.empty((T, n, 1, cfg.num_inputs), dtype=np.float32)
-        Y64 = np.empty((T, n), dtype=np.float64)
+        k = cfg.num_random_bits
+        bits = np.empty((T, n, k), dtype=np.int8)  # step-major: per-step slices are contiguous
+        Y = np.empty((T, n), dtype=np.float32)
         for i, stream in enumerate(self._streams):
-            _, Y64[:, i] = stream.task_data(out=X[:, i, 0])
-        self._X = X
-        self._Y = Y64.astype(np.float32).reshape(T, n, 1, 1)
-        self._Y64 = Y64
+            bits[:, i], Y[:, i] = stream.task_bits()
+        self._bits = bits
+        self._Y = Y.reshape(T, n, 1, 1)
+        self._Y64 = Y  # cast per step to float64 (the single env's Python floats)
+        self._slow = np.stack([s.slow for s in self._streams])  # (N, num_slow_bits)
+        self._chunk = max(1, min(T, self._CHUNK_ELEMENTS // max(1, n * cfg.num_inputs)))
+        self._chunk_start = -self._chunk
+        self._i = 0
+        self._sse = np.zeros(n, dtype=np.float64)
+        self._task_arr = np.full(n, self._task, dtype=np.int64)
+        self._task_arr.flags.writeable = False
+
+    _CHUNK_ELEMENTS = 1 << 22
+
+    def _obs(self, i: int) -> np.ndarray:
+        """The observations (N, 1, m) of step ``i`` of the task (a fresh chunk when due)."""
+        j = i - self._chunk_start
+        if j >= self._chunk or j < 0:
+            self._chunk_start = i
+            stop = min(self._T, i + self._chunk)
+            cfg = self.config
+            X = np.empty((stop - i, self.num_envs, 1, cfg.num_inputs), dtype=np.float32)
+            X[:, :, 0, : cfg.num_slow_bits] = self._slow
+            X[:, :, 0, cfg.num_slow_bits :] = self._bits[i:stop]
+            self._Xc = X
+            j = 0
+        return self._Xc[j]
         self._i = 0
         self._sse = np.zeros(n, dtype=np.float64)
         self._task_arr = np.full(n, self._task, dtype=np.int64)
@@ -464,7 +498,7 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
         i = self._i
         y = self._Y[i]
         # In float64, as the single env's Python floats: the same squared errors, bit for bit.
-        err = actions.reshape(-1).astype(np.float64) - self._Y64[i]
+        err = actions.reshape(-1).astype(np.float64) - self._Y64[i].astype(np.float64)
         se = err * err
         if not np.isfinite(se).all():
             bad = np.flatnonzero(~np.isfinite(se)).tolist()
@@ -475,7 +509,7 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
         i += 1
         if i < self._T:
             self._i = i
-            obs = self._X[i]
+            obs = self._obs(i)
             infos["task_end"] = self._false
         else:
             infos["task_end"] = self._true
@@ -486,10 +520,10 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
                 for stream in self._streams:
                     stream.next_task()
                 self._make_task_data()
-                obs = self._X[0]
+                obs = self._obs(0)
             else:
                 self._done = True
-                obs = self._X[i - 1]
+                obs = self._obs(i - 1)
         infos["_task_end"] = t
         infos.update(self._context())
         return obs, -se, self._false, self._false, infos
