@@ -377,8 +377,9 @@ def build_agent(
     if is_vector_spec(env_spec):  # make_vec: one batched agent for all seeds
         from baselines.vectorized import build_vectorized
 
-        return build_vectorized(cfg, observation_space, action_space,
-                                vector_seeds(env_spec, seed), device, preset)
+        return build_vectorized(
+            cfg, observation_space, action_space, vector_seeds(env_spec, seed), device, preset
+        )
     return agent_cls(cfg, observation_space, action_space, seed, device, preset=preset)
 
 

@@ -31,9 +31,12 @@ __all__ = ["ShrinkPerturbConfig", "PRESETS", "ShrinkPerturbAgent", "make_agent"]
 class ShrinkPerturbConfig(BackpropConfig):
     """Backprop's hyperparameters plus the noise scale."""
 
-    noise_std: float = 1e-4
+    weight_decay: float = 1e-2
+    """The shrink: coupled L2 penalty of the optimizer (public regression config: 1e-2)."""
+    noise_std: float = 1e-3
     """Standard deviation of the Gaussian noise added to every weight and bias after each
-    step (``perturb_scale`` in the paper's code). 0 gives the ``l2`` agent exactly."""
+    step (``perturb_scale`` in the paper's code; regression: see PRESETS). 0 gives the
+    ``l2`` agent exactly."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,12 +44,14 @@ class ShrinkPerturbConfig(BackpropConfig):
 
 
 PRESETS: dict[tuple[str, str], ShrinkPerturbConfig] = {
-    # Slowly-changing regression: SGD lr 0.01, weight decay 1e-2 as the public config
-    # (cfg/sgd/bp/relu_snp.json, which sweeps the noise over 1e-6 ... 1e-1 and gives no
-    # single value). Noise 1e-3 won a short sweep of ours on the cpu tier (30 tasks, 3
-    # seeds, noise {1e-4, 1e-3, 1e-2} at weight decay 1e-2): lower noise behaves like L2,
-    # 1e-2 adds error every step.
-    (REGRESSION, "*"): ShrinkPerturbConfig(weight_decay=1e-2, noise_std=1e-3),
+    # Slowly-changing regression: SGD lr 0.01 and weight decay 1e-2 as the public config
+    # (cfg/sgd/bp/relu_snp.json), which sweeps the noise over 1e-6 ... 1e-1 and gives no
+    # single value. A short sweep of ours (cpu tier: 30 tasks of 10,000 steps, seeds 0-2;
+    # mean error of the last 3 tasks, of all tasks): noise 1e-4 0.66, 0.93; 1e-3 0.51,
+    # 0.88; 1e-2 0.77, 0.95; and wd 1e-3 with noise 1e-3 0.99, 1.12 (backprop 1.01, 1.24;
+    # continual backprop 0.52, 0.78). Noise 1e-3 is best on both; its final error is the
+    # lowest of the noises in every seed.
+    (REGRESSION, "*"): ShrinkPerturbConfig(),
     # Online permuted MNIST: lr 0.003, weight decay 1e-4, noise 1e-5 (PROTOCOLS.md).
     (PERMUTED_MNIST, "*"): ShrinkPerturbConfig(
         lr=0.003, hidden=(2000, 2000, 2000), weight_decay=1e-4, noise_std=1e-5
@@ -75,15 +80,20 @@ class ShrinkPerturbAgent(BackpropAgent):
             return
         if self._noise is None or self._row == self._chunk:
             p0 = self._params[0]
-            self._noise = torch.randn(self._chunk, self._num_params, generator=self.generator,
-                                      device=p0.device, dtype=p0.dtype)
+            self._noise = torch.randn(
+                self._chunk,
+                self._num_params,
+                generator=self.generator,
+                device=p0.device,
+                dtype=p0.dtype,
+            )
             self._row = 0
         row = self._noise[self._row]
         self._row += 1
         offset = 0
         for p in self._params:
             k = p.numel()
-            p.add_(row[offset:offset + k].view_as(p), alpha=std)
+            p.add_(row[offset : offset + k].view_as(p), alpha=std)
             offset += k
 
     def state_dict(self) -> dict[str, Any]:

@@ -201,15 +201,15 @@ class VectorMLPAgent:
         delta = torch.sub(out, y).mul_(2.0 / (out.shape[1] * out.shape[2]))
         grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
         relu = self.activation == "relu"
-        for l in range(len(self.W) - 1, -1, -1):
-            grads[2 * l] = torch.bmm(delta.transpose(1, 2), hs[l])
-            grads[2 * l + 1] = delta.sum(1)
-            if l > 0:
-                delta = torch.bmm(delta, self.W[l])
+        for k in range(len(self.W) - 1, -1, -1):
+            grads[2 * k] = torch.bmm(delta.transpose(1, 2), hs[k])
+            grads[2 * k + 1] = delta.sum(1)
+            if k > 0:
+                delta = torch.bmm(delta, self.W[k])
                 if relu:  # autograd's own ReLU backward: one op
-                    delta = torch.ops.aten.threshold_backward(delta, hs[l], 0)
+                    delta = torch.ops.aten.threshold_backward(delta, hs[k], 0)
                 else:
-                    delta.mul_(_derivative(self.activation, zs[l - 1], hs[l]))
+                    delta.mul_(_derivative(self.activation, zs[k - 1], hs[k]))
         self._sgd(grads)
         if self.noise_std > 0:
             self._perturb()

@@ -131,7 +131,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
             gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
         for g in gs:
             curves = g.curves
-            size = bin_size or max(1, min(m.bin_size, curves.shape[1] // 10 or 1))
+            size = bin_size or max(m.bin_size, curves.shape[1] // 30, 1)
             mean, half = bin_curves(curves, size)
             x = (np.arange(len(mean)) + 0.5) * size
             ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6)

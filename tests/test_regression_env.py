@@ -147,7 +147,7 @@ def test_info_keys_transition_vs_context():
     env = SlowlyChangingRegressionEnv(tier="smoke")
     obs, info = env.reset(seed=0)
     assert set(info) == {"task", "phase", "epoch", "stream_done"}  # no transition keys at reset
-    for t in range(200):
+    for _ in range(200):
         obs, _, _, _, info = env.step(ZERO)
     # the 200th action ended task 0: task_end is about that action, task about the next obs
     assert info["task_end"] and info["task"] == 1 and "task_metrics" in info
@@ -199,8 +199,8 @@ def test_unknown_id_tier_and_config_are_named():
 
 def test_overrides_make_the_stream_custom_and_change_the_hash():
     base = lop_bench.make(REG, tier="cpu").unwrapped
-    same = lop_bench.make(REG, tier="cpu", num_tasks=30).unwrapped
-    other = lop_bench.make(REG, tier="cpu", num_tasks=31).unwrapped
+    same = lop_bench.make(REG, tier="cpu", num_tasks=150).unwrapped
+    other = lop_bench.make(REG, tier="cpu", num_tasks=151).unwrapped
     cadence = lop_bench.make(REG, tier="cpu", probe_size=10).unwrapped
     assert not base.custom and not same.custom and other.custom and cadence.custom
     assert base.protocol_hash == same.protocol_hash != other.protocol_hash

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,13 +83,19 @@ class RegressionConfig:
 TIERS: dict[str, RegressionConfig] = {
     # Seconds: for tests and CI.
     "smoke": RegressionConfig(change_period=200, num_tasks=10, num_seeds=2, probe_size=200),
-    # The paper's settings (T = 10,000, one bit flips) cut to 30 tasks = 300,000 steps.
-    # PROTOCOLS.md: on the original code 300,000 steps already show the effect in 5 of 5
-    # seeds (backprop's error rises, continual backprop's stays low); 100,000 and 200,000
-    # do not reliably. Backprop learns within the first 10% of tasks (below the linear
-    # learner), so the first-10% vs last-10% comparison is meaningful. 5 seeds, as every
-    # cpu tier (DESIGN section 6).
-    "cpu": RegressionConfig(num_tasks=30, num_seeds=5),
+    # The paper's settings (T = 10,000 steps, one bit flips, lr 0.01 learners) cut to 150
+    # tasks = 1,500,000 steps, over 10 seeds. Why: with the LTU threshold as the paper
+    # defines it (not the public code's), the per-task error swings with how many target
+    # units the task's slow bits switch on, and one seed's first-10% vs last-10% comparison
+    # is noisy. Measured with this package (30 seeds x 300 tasks, the vectorized agents):
+    # over seeds 0-9, backprop's rise (final - initial) has a 95% CI of [+0.09, +0.64] at
+    # 100 tasks and [+0.31, +0.89] at 150; at 30 tasks (the 300,000 steps that suffice on
+    # the public code) it is [-0.35, +0.65]: no reliable rise. At 150 tasks backprop's
+    # initial error is below the linear learner's (CI of the gap [+0.12, +0.43]) and
+    # continual backprop ends below backprop (CI [+0.73, +1.29]). 10 seeds, not the 5 of
+    # other cpu tiers: the vectorized agents learn all seeds in the same operations, so
+    # extra seeds cost little and the paired statistics gain a lot.
+    "cpu": RegressionConfig(num_tasks=150, num_seeds=10),
     # PROTOCOLS.md: one bit flips every 10,000 steps, 3,000,000 steps, 100 seeds.
     "paper": RegressionConfig(num_tasks=300, num_seeds=100),
     # The public code's configs behind its README figure: all 15 slow bits re-drawn every
@@ -231,7 +237,8 @@ class SlowlyChangingRegressionEnv(ContinualStream):
     ``reset(seed=s)`` restarts the stream; ``reset()`` keeps its position. The episode
     never terminates; the stream ends with ``info["stream_done"]``.
 
-    **Tiers.** ``smoke`` (2,000 steps), ``cpu`` (the paper's settings, fewer tasks),
+    **Tiers.** ``smoke`` (2,000 steps), ``cpu`` (the paper's settings, 150 tasks = 1,500,000
+    steps, 10 seeds: minutes with the vectorized agents),
     ``paper`` (300 tasks, 3,000,000 steps, 100 seeds), ``paper_redraw_all`` (the public
     code's variant: all slow bits re-drawn, 1,000,000 steps). See :data:`TIERS`.
 
@@ -467,10 +474,6 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
             self._Xc = X
             j = 0
         return self._Xc[j]
-        self._i = 0
-        self._sse = np.zeros(n, dtype=np.float64)
-        self._task_arr = np.full(n, self._task, dtype=np.int64)
-        self._task_arr.flags.writeable = False
 
     def probe(self, n: int | None = None) -> np.ndarray:
         """Diagnostics probes of every sub-env: ``(N, n, 20)``, as each single env's."""

@@ -15,7 +15,9 @@ SEEDS = (0, 1, 2)
 RTOL = 1e-4
 
 
-@pytest.mark.parametrize("agent", ["linear", "backprop", "l2", "shrink_perturb", "continual_backprop"])
+@pytest.mark.parametrize(
+    "agent", ["linear", "backprop", "l2", "shrink_perturb", "continual_backprop"]
+)
 def test_vectorized_curve_equals_single_seed_curve(agent):
     vec = run_vectorized(REG, agent, tier="smoke", seeds=SEEDS, progress=False)
     for r in vec:
@@ -27,17 +29,20 @@ def test_vectorized_curve_equals_single_seed_curve(agent):
         dv, ds = r.diagnostics, single.diagnostics
         if ds is not None:
             assert dv["tasks"] == ds["tasks"]
-            np.testing.assert_allclose(dv["measures"]["dormant_fraction"],
-                                       ds["measures"]["dormant_fraction"])
+            np.testing.assert_allclose(
+                dv["measures"]["dormant_fraction"], ds["measures"]["dormant_fraction"]
+            )
 
 
 def test_continual_backprop_replaces_units_in_both_paths():
     hp = {"replacement_rate": 0.01, "maturity_threshold": 20}
-    vec = run_vectorized(REG, "continual_backprop", tier="smoke", seeds=SEEDS, progress=False,
-                         agent_kwargs=hp)
+    vec = run_vectorized(
+        REG, "continual_backprop", tier="smoke", seeds=SEEDS, progress=False, agent_kwargs=hp
+    )
     for r in vec:
-        single = run(REG, "continual_backprop", tier="smoke", seed=r.seed, progress=False,
-                     agent_kwargs=hp)
+        single = run(
+            REG, "continual_backprop", tier="smoke", seed=r.seed, progress=False, agent_kwargs=hp
+        )
         np.testing.assert_allclose(r.per_task, single.per_task, rtol=1e-3)
 
 
@@ -69,5 +74,6 @@ def test_unsupported_settings_are_named():
     with pytest.raises(VectorizationNotSupported, match="sgd"):
         lop_bench.make_agent("backprop", envs, seed=SEEDS, optimizer="adam")
     with pytest.raises(VectorizationNotSupported, match="vectorized"):
-        run_vectorized(REG, "tests.helpers:make_mean_agent", tier="smoke", seeds=SEEDS,
-                       progress=False)
+        run_vectorized(
+            REG, "tests.helpers:make_mean_agent", tier="smoke", seeds=SEEDS, progress=False
+        )
