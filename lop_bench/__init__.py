@@ -23,6 +23,7 @@ __all__ = [
     "make_agent",
     "make_vec",
     "run",
+    "run_vectorized",
     "__version__",
 ]
 
@@ -31,8 +32,8 @@ register_envs()
 
 def __getattr__(name: str):
     # The runner pulls in torch and tqdm: load it on first use to keep import cheap.
-    if name == "run":
-        from lop_bench.runner import run
+    if name in ("run", "run_vectorized"):
+        from lop_bench import runner
 
-        return run
+        return getattr(runner, name)
     raise AttributeError(f"module 'lop_bench' has no attribute {name!r}")

@@ -94,7 +94,7 @@ def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> 
 
         torch.set_num_threads(1)
         out = []
-        with tqdm(total=total_steps, unit="step", unit_scale=True, dynamic_ncols=True,
+        with tqdm(total=total_steps, unit="seed-step", unit_scale=True, dynamic_ncols=True,
                   desc=f"{len(jobs)} runs") as bar:
             for job in jobs:
                 out.extend(_worker(job, _BarQueue(bar)))
@@ -108,7 +108,7 @@ def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> 
     queue = manager.Queue()
     results: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx) as pool, \
-            tqdm(total=total_steps, unit="step", unit_scale=True, dynamic_ncols=True,
+            tqdm(total=total_steps, unit="seed-step", unit_scale=True, dynamic_ncols=True,
                  desc=f"{len(jobs)} runs on {num_workers} processes") as bar:
         pending = {pool.submit(_worker, job, queue) for job in jobs}
         try:
@@ -159,13 +159,14 @@ def _jobs_for(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int
     """Jobs for every (agent, seed). ``vectorized``: "no", "yes" (error if an agent has no
     vectorized version) or "auto" (vectorized where the agent has one). A vectorized agent's
     seeds are split into ``num_workers`` groups, one process each."""
-    from lop_bench.agents import resolve_factory
+    from lop_bench.agents import make_agent
     from lop_bench.errors import VectorizationNotSupported
     from lop_bench.registration import make
 
+    # Fail fast, before any process starts: a bad config, an unknown agent or hyperparameter.
+    env = make(env_id, tier=tier, **env_kwargs)
     for a in agents:
-        resolve_factory(a)  # fail fast on an unknown agent, before any run starts
-    make(env_id, tier=tier, **env_kwargs)  # fail fast on a bad config
+        make_agent(a, env, seed=seeds[0], **agent_kwargs)
     base = {"env_id": env_id, "tier": tier, "env_kwargs": env_kwargs,
             "agent_kwargs": agent_kwargs, "diagnostics": not args.no_diagnostics,
             "diagnostics_every": args.diagnostics_every, "out": str(out)}

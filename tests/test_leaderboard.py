@@ -364,3 +364,24 @@ def test_cli_submit_and_build(tmp_path, runs, capsys):
     assert _run(["leaderboard", "build", "--dir", board]) == 0
     assert (board / "README.md").is_file() and (board / "index.html").is_file()
     assert _run(["leaderboard"]) == 2
+
+
+def test_committed_leaderboard_is_valid_and_up_to_date(tmp_path):
+    """The repository's own board: every submission passes the checks and the pages are
+    what a build makes of them (rebuild after submitting)."""
+    import shutil
+    from pathlib import Path
+
+    from lop_bench.leaderboard import build, load_board
+
+    repo_board = Path(__file__).resolve().parents[1] / "leaderboard"
+    copy = tmp_path / "board"
+    shutil.copytree(repo_board, copy)
+    entries = load_board(copy)
+    agents = {e.agent for e in entries}
+    assert {"linear", "backprop", "l2", "shrink_perturb", "continual_backprop"} <= agents
+    build(copy)
+    for name in ("README.md", "index.html"):
+        assert (copy / name).read_bytes() == (repo_board / name).read_bytes(), (
+            f"leaderboard/{name} is stale: run `lop-bench leaderboard build`"
+        )
