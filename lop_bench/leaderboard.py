@@ -802,7 +802,7 @@ def _svg(t: _Table, index: int) -> str:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from lop_bench.metrics import bin_curves
+    from lop_bench.metrics import bin_curves, plot_bin_size
 
     with matplotlib.rc_context({"svg.hashsalt": f"lop-bench-leaderboard-{index}",
                                 "svg.fonttype": "none", "font.size": 9}):
@@ -811,7 +811,7 @@ def _svg(t: _Table, index: int) -> str:
         size = 1
         for i, e in enumerate(t.entries):
             curves = np.array([r.per_task for r in e.results], dtype=float)
-            size = max(1, min(t.bin_size, curves.shape[1] // 10 or 1))
+            size = plot_bin_size(t.bin_size, curves.shape[1])
             mean, half = bin_curves(curves, size)
             x = (np.arange(len(mean)) + 0.5) * size
             color = _COLORS[i % len(_COLORS)]

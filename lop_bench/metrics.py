@@ -39,6 +39,7 @@ __all__ = [
     "summarize",
     "seed_stats",
     "paired_difference",
+    "plot_bin_size",
     "bin_curve",
     "bin_curves",
     "iqm",
@@ -286,6 +287,12 @@ def paired_difference(
 
 # ---------------------------------------------------------------------------------------
 # binning for plots
+
+
+def plot_bin_size(stream_bin_size: int, num_tasks: int, max_bins: int = 30) -> int:
+    """Tasks per bin in plots: the stream's own bin (the paper's), widened so that a
+    curve has at most about ``max_bins`` bins (long streams stay readable)."""
+    return max(1, int(stream_bin_size), int(num_tasks) // max_bins)
 
 
 def bin_curve(curve: ArrayLike, bin_size: int) -> np.ndarray:

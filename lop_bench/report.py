@@ -117,31 +117,39 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lop_bench.metrics import bin_curves, stream_metric
+    from lop_bench.metrics import bin_curves, plot_bin_size, stream_metric
 
     by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for g in groups:
         by_stream[(g.env_id, g.tier)].append(g)
-    n = len(by_stream)
-    fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 4.2), squeeze=False)
-    for ax, ((env_id, tier), gs) in zip(axes[0], by_stream.items()):
+    # Per stream: the score curve, then the diagnostics behind it (when recorded).
+    panels = [("score", None)] + [(k, label) for k, label in _DIAG_PANELS
+                                  if any(_diag_curves(g, k) is not None for g in groups)]
+    n, cols = len(by_stream), len(panels)
+    fig, axes = plt.subplots(n, cols, figsize=(5.6 * cols, 4.0 * n), squeeze=False)
+    for row, ((env_id, tier), gs) in zip(axes, by_stream.items()):
         m = stream_metric(env_id)
         if order:
             rank = {a: i for i, a in enumerate(order)}
             gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
-        for g in gs:
-            curves = g.curves
-            size = bin_size or max(m.bin_size, curves.shape[1] // 30, 1)
-            mean, half = bin_curves(curves, size)
-            x = (np.arange(len(mean)) + 0.5) * size
-            ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6)
-            if curves.shape[0] > 1:
-                ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0)
-        ax.set_title(f"{env_id} [{tier}]", fontsize=10)
-        ax.set_xlabel("task")
-        ax.set_ylabel(m.label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for col, (ax, (key, label)) in enumerate(zip(row, panels)):
+            for i, g in enumerate(gs):
+                curves = g.curves if key == "score" else _diag_curves(g, key)
+                color = f"C{i}"
+                if curves is None:
+                    continue
+                size = bin_size or plot_bin_size(m.bin_size, curves.shape[1])
+                mean, half = bin_curves(curves, size)
+                x = (np.arange(len(mean)) + 0.5) * size
+                ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6, color=color)
+                if curves.shape[0] > 1:
+                    ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0, color=color)
+            ax.set_title(f"{env_id} [{tier}]" if col == 0 else label, fontsize=10)
+            ax.set_xlabel("task")
+            ax.set_ylabel(m.label if col == 0 else label)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +157,26 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
                 if path.suffix == ".pdf" else {"Software": None})
     plt.close(fig)
     return path
+
+
+_DIAG_PANELS = (
+    ("dormant_fraction", "dormant units (fraction, at task start)"),
+    ("effective_rank", "effective rank of the last hidden layer"),
+)
+
+
+def _diag_curves(g: Group, key: str) -> np.ndarray | None:
+    """Seeds x tasks array of a diagnostic measured at every task start, or None."""
+    rows = []
+    for r in g.results:
+        d = r.diagnostics
+        if not d or key not in d["measures"] or d["every"] != 1:
+            return None
+        values = d["measures"][key]
+        if any(v is None for v in values):
+            return None
+        rows.append(values)
+    return np.array(rows, dtype=float) if rows and len({len(v) for v in rows}) == 1 else None
 
 
 @dataclass(frozen=True)
