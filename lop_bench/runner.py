@@ -152,14 +152,7 @@ def run(
                 diag_tasks.append(task)
                 diag_rows.append(row)
 
-    bar = None
-    callback = progress if callable(progress) else None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=env.total_steps, desc=f"{name} seed {seed}", unit="step",
-                   unit_scale=True, leave=False, dynamic_ncols=True)
-    report = bar.update if bar is not None else callback
+    bar, report = _progress(progress, env.total_steps, f"{name} seed {seed}", "step")
 
     task = info["task"]
     diagnose(task)
@@ -205,29 +198,11 @@ def run(
     if report is not None and bar is None:
         report(steps % _PROGRESS_EVERY)
 
-    from lop_bench.metrics import summarize
-
-    data: dict[str, Any] = env.describe()
-    data.update(
-        schema_version=1,
-        agent={
-            "name": name,
-            "preset": getattr(agent_obj, "preset", None),
-            "hparams": _jsonable(getattr(agent_obj, "hparams", None) or agent_kwargs or {}),
-            "vectorized": False,
-        },
-        seed=int(env.stream_seed),
-        steps=steps,
-        per_task=per_task,
-        summary=summarize(per_task, env.HIGHER_IS_BETTER),
+    data = _result_data(
+        env, name, agent_obj, agent_kwargs, vectorized=False, seed=env.stream_seed,
+        steps=steps, per_task=per_task,
         diagnostics=_diag_table(diag_tasks, diag_rows, diagnostics_every),
-        run_info={
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": platform.node(),
-            "wall_time_s": wall,
-            "steps_per_s": steps / wall if wall > 0 else 0.0,
-            "versions": _versions(),
-        },
+        run_info=_run_info(wall, steps / wall if wall > 0 else 0.0),
     )
     if val_metrics:
         data["val_metrics"] = val_metrics
@@ -235,6 +210,54 @@ def run(
     if out is not None:
         save(result, out)
     return result
+
+
+def _progress(progress: bool | Callable[[int], None], total: int, desc: str, unit: str):
+    """``(bar, report)``: a tqdm bar (``progress=True``) or the caller's callback, or none."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
+                   dynamic_ncols=True)
+        return bar, bar.update
+    return None, (progress if callable(progress) else None)
+
+
+def _run_info(wall: float, rate: float, **extra: Any) -> dict[str, Any]:
+    """The non-deterministic part of a result: date, host, timing, versions."""
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "wall_time_s": wall,
+        "steps_per_s": rate,
+        **extra,
+        "versions": _versions(),
+    }
+
+
+def _result_data(env: Any, name: str, agent: Any, agent_kwargs: dict[str, Any] | None, *,
+                 vectorized: bool, seed: int, steps: int, per_task: list[float],
+                 diagnostics: dict[str, Any] | None, run_info: dict[str, Any]) -> dict[str, Any]:
+    """A result document: the stream's identity, the agent, the curve and its summary."""
+    from lop_bench.metrics import summarize
+
+    data: dict[str, Any] = env.describe()
+    data.update(
+        schema_version=1,
+        agent={
+            "name": name,
+            "preset": getattr(agent, "preset", None),
+            "hparams": _jsonable(getattr(agent, "hparams", None) or agent_kwargs or {}),
+            "vectorized": vectorized,
+        },
+        seed=int(seed),
+        steps=steps,
+        per_task=per_task,
+        summary=summarize(per_task, env.HIGHER_IS_BETTER),
+        diagnostics=diagnostics,
+        run_info=run_info,
+    )
+    return data
 
 
 def _diag_table(tasks: list[int], rows: list[dict[str, Any]], every: int) -> dict[str, Any] | None:
@@ -314,14 +337,7 @@ def run_vectorized(
             for i, row in enumerate(rows):
                 diag_rows[i].append(row)
 
-    bar = None
-    callback = progress if callable(progress) else None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=venv.total_steps * n, desc=f"{name} x{n} seeds", unit="seed-step",
-                   unit_scale=True, leave=False, dynamic_ncols=True)
-    report = bar.update if bar is not None else callback
+    bar, report = _progress(progress, venv.total_steps * n, f"{name} x{n} seeds", "seed-step")
 
     task = int(infos["task"][0])
     diagnose(task)
@@ -355,36 +371,15 @@ def run_vectorized(
     if report is not None and bar is None:
         report((steps % _PROGRESS_EVERY) * n)
 
-    from lop_bench.metrics import summarize
-
     curves = np.stack(per_task, axis=1)  # (N, tasks)
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    versions = _versions()
+    run_info = _run_info(wall, steps * n / wall if wall > 0 else 0.0, num_envs=n)
     results = []
     for i, seed in enumerate(seeds):
-        curve = [float(v) for v in curves[i]]
-        data: dict[str, Any] = venv.describe()
-        data.update(
-            schema_version=1,
-            agent={
-                "name": name,
-                "preset": getattr(agent_obj, "preset", None),
-                "hparams": _jsonable(getattr(agent_obj, "hparams", None) or agent_kwargs or {}),
-                "vectorized": True,
-            },
-            seed=int(seed),
-            steps=steps,
-            per_task=curve,
-            summary=summarize(curve, venv.HIGHER_IS_BETTER),
+        data = _result_data(
+            venv, name, agent_obj, agent_kwargs, vectorized=True, seed=seed, steps=steps,
+            per_task=[float(v) for v in curves[i]],
             diagnostics=_diag_table(diag_tasks, diag_rows[i], diagnostics_every),
-            run_info={
-                "created": created,
-                "host": platform.node(),
-                "wall_time_s": wall,
-                "steps_per_s": steps * n / wall if wall > 0 else 0.0,
-                "num_envs": n,
-                "versions": versions,
-            },
+            run_info=dict(run_info),
         )
         result = Result(data)
         if out is not None:
