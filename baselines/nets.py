@@ -4,7 +4,8 @@ Initialization follows the paper's code (``lop/nets/ffnn.py``): Kaiming-uniform 
 ``U(-b, b)`` with ``b = gain * sqrt(3 / fan_in)``, and zero biases. Hidden layers use the
 gain of their activation (``torch.nn.init.calculate_gain``; swish and ELU take ReLU's gain,
 as in the paper's code, since torch defines none for them); the output layer uses gain 1
-("linear"). Every draw comes from the generator passed in, never from torch's global RNG:
+("linear"). ``init="lecun"`` (the paper's PPO networks, ``lecun_init`` in
+``lop/utils/miscellaneous.py``) uses gain 1 for every layer: ``b = sqrt(3 / fan_in)``. Every draw comes from the generator passed in, never from torch's global RNG:
 layers are created on the ``meta`` device (no default init) and filled afterwards.
 """
 
@@ -20,7 +21,7 @@ from torch import nn
 from lop_bench.config import check_choice
 from lop_bench.errors import InvalidConfigError
 
-__all__ = ["ACTIVATIONS", "activation_gain", "kaiming_uniform_bound", "MLP"]
+__all__ = ["ACTIVATIONS", "INITS", "activation_gain", "kaiming_uniform_bound", "MLP"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -45,6 +46,10 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+INITS = ("kaiming", "lecun")
+"""Weight inits of :class:`MLP`: Kaiming-uniform with the activation's gain, or LeCun-uniform."""
+
+
 def activation_gain(activation: str) -> float:
     """The Kaiming gain of ``activation`` (swish and ELU use ReLU's, as the paper's code)."""
     check_choice("activation", activation, tuple(ACTIVATIONS))
@@ -63,7 +68,9 @@ class MLP(nn.Module):
 
     ``hidden=()`` gives a linear model. ``layers`` holds every ``nn.Linear`` (hidden layers
     first, the output layer last); ``init_bounds[i]`` is the bound of ``layers[i]``'s
-    init, which generate-and-test reuses for fresh units.
+    init, which generate-and-test reuses for fresh units. ``init``: ``"kaiming"`` (default:
+    hidden layers use their activation's gain, the output layer gain 1) or ``"lecun"``
+    (gain 1 everywhere, ``U(-sqrt(3 / fan_in), sqrt(3 / fan_in))``: the paper's PPO nets).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> net = MLP(20, (5,), 1, "relu", generator=g)
@@ -79,9 +86,11 @@ class MLP(nn.Module):
         *,
         generator: torch.Generator,
         device: torch.device | str | None = None,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         check_choice("activation", activation, tuple(ACTIVATIONS))
+        check_choice("init", init, INITS)
         sizes = (int(in_features), *map(int, hidden), int(out_features))
         if any(s <= 0 for s in sizes):
             raise InvalidConfigError(f"layer sizes must be > 0, got {sizes}.")
@@ -98,7 +107,8 @@ class MLP(nn.Module):
         # 10 us a call). object.__setattr__ keeps nn.Module from registering them twice.
         object.__setattr__(self, "_hidden_layers", tuple(self.layers)[:-1])
         object.__setattr__(self, "_output_layer", self.layers[-1])
-        gains = [activation] * len(hidden) + ["linear"]
+        hidden_gain = activation if init == "kaiming" else "linear"
+        gains = [hidden_gain] * len(hidden) + ["linear"]
         self.init_bounds = tuple(
             kaiming_uniform_bound(layer.in_features, g)
             for layer, g in zip(self.layers, gains, strict=True)

@@ -190,7 +190,7 @@ def _jobs_for(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int
 # -- subcommands ----------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from lop_bench.agents import list_agents
-    from lop_bench.registration import REFERENCE_AGENTS, env_class, list_envs
+    from lop_bench.registration import REFERENCE_AGENTS, VECTOR_STREAMS, env_class, list_envs
 
     print("Streams (lop_bench.make(ID, tier=...)):")
     for env_id in list_envs():
@@ -198,6 +198,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         tiers = ", ".join(f"{t} ({c.num_seeds} seeds)" for t, c in cls.TIERS.items())
         print(f"  {env_id}\n    tiers: {tiers}")
         print(f"    reference agents: {', '.join(REFERENCE_AGENTS.get(env_id, ()))}")
+        if env_id in VECTOR_STREAMS:
+            print("    vectorized: yes (lop_bench.make_vec; lop-bench run ... --vectorized)")
     print("Agents (entry-point group lop_bench.agents):")
     for name in list_agents():
         print(f"  {name}")

@@ -77,3 +77,13 @@ def test_unsupported_settings_are_named():
         run_vectorized(
             REG, "tests.helpers:make_mean_agent", tier="smoke", seeds=SEEDS, progress=False
         )
+
+
+def test_a_seed_does_not_depend_on_the_other_seeds_in_the_batch():
+    """Seed 0 alone, or batched with others in any order, gives the same file (bit for bit):
+    so splitting seeds over processes (--jobs) never changes a result."""
+    from lop_bench.results import deterministic_part
+
+    alone = run_vectorized(REG, "continual_backprop", tier="smoke", seeds=[0], progress=False)[0]
+    batch = run_vectorized(REG, "continual_backprop", tier="smoke", seeds=[3, 0, 1], progress=False)
+    assert deterministic_part(batch[1].data) == deterministic_part(alone.data)
