@@ -374,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lop-bench`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `--agent my_module:make_agent` finds modules in the current directory, as `python -m`
+    # would (a console script's sys.path starts at its own bin/ directory instead).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

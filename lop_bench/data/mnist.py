@@ -1,0 +1,621 @@
+"""MNIST: where its files live, their checksums, and the fingerprint of the decoded arrays.
+
+Three sources give the same arrays (PROTOCOLS.md, "Data formats"):
+
+- ``"torchvision"``: torchvision's layout ``<root>/MNIST/raw/{train,t10k}-{images-idx3,
+  labels-idx1}-ubyte`` (the IDX files, or their ``.gz`` archives), read by :func:`read_idx`
+  (big-endian header, uint8 data); ``download=True`` fetches them with
+  ``torchvision.datasets.MNIST``.
+- ``"hf"``: a Hugging Face ``datasets`` id (default ``ylecun/mnist``: columns ``image``, a
+  PNG, and ``label``), loaded with ``datasets.load_dataset`` (its cache under
+  ``<root>/huggingface``); or the copy that ``lop-bench data download mnist --source hf``
+  saves to ``<root>/MNIST/hf``.
+- ``"dir"``: a directory the user names, holding either format: IDX files (directly, in
+  ``raw/`` or in ``MNIST/raw/``), a ``save_to_disk`` copy, or parquet files with the hub's
+  schema (``train-*.parquet``, as on the hub).
+
+``"auto"`` (the default) tries ``<root>/MNIST/raw``, then ``<root>/MNIST/hf``, then
+``<root>`` itself as a ``"dir"``, and never touches the network. ``root`` defaults to the
+cache directory (:func:`~lop_bench.data.cache.data_root`: ``$LOP_BENCH_DATA`` or
+``~/.cache/lop_bench``).
+
+**Checksums.** The ``.gz`` archives, when present, are checked against the published md5s
+(:data:`MNIST_MD5`); a mismatch raises :class:`~lop_bench.errors.ChecksumError` naming the
+file, the expected and the actual md5. A truncated or malformed IDX file raises it too.
+torchvision itself only checks that the extracted files exist, so lop-bench identifies the
+data by the sha256 of the decoded arrays (:func:`fingerprint`), which every result records
+and which enters the stream's protocol hash. A dataset other than the official one (a
+subset, a modified copy) runs, but its results carry its own fingerprint and are not
+ranked; when the official fingerprint is known (:data:`MNIST_TRAIN_FINGERPRINT`) a
+:class:`DatasetMismatchWarning` says so at load time.
+
+torchvision, ``datasets`` and PIL are imported only when a source needs them (the
+``lop-bench[data]`` extra); ``import lop_bench`` never imports them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import math
+import os
+import struct
+import warnings
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lop_bench.data.cache import data_root
+from lop_bench.errors import (
+    ChecksumError,
+    DatasetNotFoundError,
+    DependencyNotInstalled,
+    InvalidConfigError,
+    did_you_mean,
+)
+
+__all__ = [
+    "HF_ID",
+    "SOURCES",
+    "SPLITS",
+    "IMAGE_SHAPE",
+    "MNIST_MD5",
+    "MNIST_TRAIN_FINGERPRINT",
+    "MNIST_TRAIN_SIZE",
+    "DOWNLOAD_COMMAND",
+    "DatasetMismatchWarning",
+    "MNISTData",
+    "read_idx",
+    "parse_idx",
+    "fingerprint",
+    "check_archives",
+    "load_mnist",
+    "download_mnist",
+    "clear_cache",
+]
+
+HF_ID = "ylecun/mnist"
+"""The Hugging Face hub id of MNIST (columns ``image``, ``label``)."""
+
+SOURCES = ("auto", "torchvision", "hf", "dir")
+"""Where :func:`load_mnist` reads MNIST from (see the module docstring)."""
+
+SPLITS = {"train": "train", "test": "t10k"}
+"""Split name -> the IDX files' prefix."""
+
+IMAGE_SHAPE = (28, 28)
+MNIST_TRAIN_SIZE = 60_000
+DOWNLOAD_COMMAND = "lop-bench data download mnist"
+"""The command that fetches MNIST into the cache (named by every "not found" error)."""
+
+MNIST_MD5: dict[str, str] = {
+    # The published archives (PROTOCOLS.md; torchvision.datasets.MNIST.resources).
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+"""md5 of the official ``.gz`` archives, checked whenever an archive is present."""
+
+MNIST_TRAIN_FINGERPRINT: str | None = None
+"""The fingerprint (:func:`fingerprint`) of the official 60,000-image training set.
+
+TODO: must be filled in once computed on real MNIST (``lop-bench data verify`` prints it):
+no machine that built lop-bench could download MNIST. While it is ``None`` the official
+fingerprint is unknown: every MNIST result records its own fingerprint and the leaderboard
+refuses them (the stream's ``DATASET_FINGERPRINT`` is this constant). The torchvision
+files and the ``ylecun/mnist`` parquet should give the same value (PNG is lossless, the
+order is the same); check both when filling it in.
+"""
+
+_HF_COPY = ("MNIST", "hf")  # where ``download --source hf`` saves its copy, under the root
+_TV_RAW = ("MNIST", "raw")  # torchvision's layout, under the root
+
+
+class DatasetMismatchWarning(UserWarning):
+    """The loaded dataset is not the official one (its fingerprint differs): runs go on, but
+    their results record its fingerprint and are not ranked."""
+
+
+@dataclass(frozen=True, eq=False)
+class MNISTData:
+    """One MNIST split, decoded: the arrays, their fingerprint and where they came from.
+
+    ``images`` is ``(N, 784)`` uint8 (rows are the 28 x 28 images, row-major), ``labels``
+    ``(N,)`` uint8 in 0..9; both read-only and shared by every env that loads the same
+    files in this process (a task permutes an index into them, never a copy).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    fingerprint: str
+    """``"sha256:..."`` of the decoded arrays (:func:`fingerprint`)."""
+    source: str
+    """``"torchvision"``, ``"hf"`` or ``"dir"``: the format actually read."""
+    location: str
+    """The directory, file or hub id read."""
+    split: str = "train"
+    checked_archives: tuple[str, ...] = field(default=())
+    """The ``.gz`` archives whose md5 was checked (and matched)."""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def official(self) -> bool | None:
+        """True/False when the official fingerprint of this split is known, else None."""
+        if self.split != "train" or MNIST_TRAIN_FINGERPRINT is None:
+            return None
+        return self.fingerprint == MNIST_TRAIN_FINGERPRINT
+
+
+# ---------------------------------------------------------------------------------------
+# IDX files
+
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode an IDX buffer: magic ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32 sizes,
+    then the data (big-endian). Returns a read-only array (native byte order).
+
+    Raises :class:`~lop_bench.errors.ChecksumError` naming ``name`` when the buffer is not
+    an IDX file, is truncated or has trailing bytes.
+    """
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in _IDX_DTYPES:
+        raise ChecksumError(
+            f"{name}: not an IDX file (the first bytes are {bytes(buf[:4]).hex() or 'missing'}, "
+            f"expected 0000 then a type code and the number of dimensions). {_REFETCH}"
+        )
+    ndim = buf[3]
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise ChecksumError(f"{name}: truncated IDX file ({len(buf)} bytes, shorter than its "
+                            f"header of {header} bytes). {_REFETCH}")
+    dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
+    dtype = np.dtype(_IDX_DTYPES[buf[2]])
+    count = math.prod(dims)
+    need, have = count * dtype.itemsize, len(buf) - header
+    if have != need:
+        what = "truncated IDX file" if have < need else "IDX file with trailing bytes"
+        raise ChecksumError(
+            f"{name}: {what}: its header declares shape {tuple(dims)} ({need:,} bytes of data) "
+            f"but it holds {have:,}. {_REFETCH}"
+        )
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+    if dtype.byteorder == ">":
+        arr = arr.astype(dtype.newbyteorder("="))
+    arr.flags.writeable = False
+    return arr
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file, or its gzip archive when the name ends in ``.gz`` (:func:`parse_idx`)."""
+    path = Path(path)
+    buf = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            buf = gzip.decompress(buf)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ChecksumError(f"{path}: corrupt gzip archive ({exc}). {_REFETCH}") from None
+    return parse_idx(buf, str(path))
+
+
+_REFETCH = f"Delete it and fetch MNIST again: {DOWNLOAD_COMMAND}."
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """``"sha256:<hex>"`` of the decoded arrays in a canonical byte order.
+
+    The bytes hashed are the images as uint8 in C order (image by image, each row-major
+    28 x 28), then the labels as uint8. So ``hashlib.sha256(x.tobytes() + y.tobytes())``
+    with ``x`` of shape (N, 28, 28) or (N, 784) and ``y`` of shape (N,), both uint8,
+    gives the same value whatever the files' format.
+    """
+    x = np.ascontiguousarray(images, dtype=np.uint8)
+    y = np.ascontiguousarray(labels, dtype=np.uint8)
+    h = hashlib.sha256()
+    h.update(memoryview(x).cast("B"))
+    h.update(memoryview(y).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_archives(directory: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Check the md5 of every published ``.gz`` archive present in ``directory``.
+
+    Returns the names checked (absent archives are skipped). Raises
+    :class:`~lop_bench.errors.ChecksumError` naming the file, the expected and the actual md5.
+    """
+    directory = Path(directory)
+    checked = []
+    for name, expected in MNIST_MD5.items():
+        path = directory / name
+        if not path.is_file():
+            continue
+        got = _md5(path)
+        if got != expected:
+            raise ChecksumError(
+                f"{path}: md5 {got}, expected {expected} (the published MNIST archive). The file "
+                f"is corrupt, truncated or not the official archive. {_REFETCH}"
+            )
+        checked.append(name)
+    return tuple(checked)
+
+
+def _idx_file(directory: Path, base: str) -> Path | None:
+    for p in (directory / base, directory / f"{base}.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _idx_pair(directory: Path, split: str) -> tuple[Path, Path] | None:
+    prefix = SPLITS[split]
+    images = _idx_file(directory, f"{prefix}-images-idx3-ubyte")
+    labels = _idx_file(directory, f"{prefix}-labels-idx1-ubyte")
+    return (images, labels) if images and labels else None
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate decoded MNIST arrays; return images (N, 784) and labels (N,), uint8, read-only."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise ChecksumError(
+            f"{where}: the images are {images.dtype} of shape {images.shape}, expected uint8 "
+            f"(N, 28, 28): not MNIST images. {_REFETCH}"
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "ui":
+        raise ChecksumError(f"{where}: the labels are {labels.dtype} of shape {labels.shape}, "
+                            f"expected integers of shape (N,). {_REFETCH}")
+    if len(labels) != len(images):
+        raise ChecksumError(f"{where}: {len(images):,} images but {len(labels):,} labels. {_REFETCH}")
+    if len(labels) == 0:
+        raise ChecksumError(f"{where}: the dataset is empty. {_REFETCH}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi > 9:
+        raise ChecksumError(f"{where}: labels range over {lo}..{hi}, expected 0..9. {_REFETCH}")
+    x = images.reshape(len(images), -1)
+    y = labels.astype(np.uint8, copy=False)
+    for a in (x, y):
+        a.flags.writeable = False
+    return x, y
+
+
+def _read_idx_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    pair = _idx_pair(directory, split)
+    if pair is None:
+        raise DatasetNotFoundError(f"{directory}: no MNIST {split} files ({DOWNLOAD_COMMAND}).")
+    images, labels = (read_idx(p) for p in pair)
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face ``datasets`` copies (save_to_disk, parquet, hub)
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pip = {"PIL": "pillow"}.get(module, module)
+        raise DependencyNotInstalled(
+            f"reading MNIST from this source needs {pip!r}: pip install \"lop-bench[data]\" "
+            f"(or pip install {pip})."
+        ) from None
+
+
+def _is_saved_dataset(directory: Path) -> bool:
+    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
+
+
+def _parquet_files(directory: Path, split: str) -> list[Path]:
+    """Parquet files of ``split`` in ``directory`` or one level below (the hub's layout
+    ``mnist/train-00000-of-00001.parquet``): names starting with the split, or in a folder
+    named after it."""
+    found = sorted(directory.glob("*.parquet")) + sorted(directory.glob("*/*.parquet"))
+    return [p for p in found
+            if p.name == f"{split}.parquet" or p.name.startswith(f"{split}-")
+            or p.name.startswith(f"{split}.") or (p.parent.name == split and p.parent != directory)]
+
+
+def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels from an arrow table with the hub's schema:
+    ``image`` a struct of PNG ``bytes`` (or a file ``path``) and ``label`` an integer."""
+    names = list(table.column_names)
+    if "image" not in names or "label" not in names:
+        raise ChecksumError(
+            f"{where}: columns {names}, expected 'image' and 'label' (the schema of {HF_ID})."
+        )
+    image_col = table.column("image").combine_chunks()
+    try:
+        blobs = image_col.field("bytes").to_pylist()
+        paths = image_col.field("path").to_pylist()
+    except (KeyError, AttributeError, TypeError):
+        raise ChecksumError(
+            f"{where}: column 'image' is {image_col.type}, expected struct<bytes, path> "
+            f"(a datasets Image feature, as in {HF_ID})."
+        ) from None
+    Image = _require("PIL.Image")
+    images = np.empty((len(blobs), *IMAGE_SHAPE), dtype=np.uint8)
+    for i, (blob, path) in enumerate(zip(blobs, paths)):
+        try:
+            with Image.open(io.BytesIO(blob) if blob is not None else path) as im:
+                if im.mode != "L" or im.size != IMAGE_SHAPE:
+                    raise ChecksumError(
+                        f"{where}: image {i} is {im.mode} {im.size[0]}x{im.size[1]}, expected "
+                        "8-bit grayscale 28x28 (mode L)."
+                    )
+                images[i] = np.asarray(im)
+        except ChecksumError:
+            raise
+        except Exception as exc:  # PIL raises many types for a broken image
+            raise ChecksumError(f"{where}: image {i} cannot be decoded ({exc}). {_REFETCH}") from None
+    labels = np.asarray(table.column("label").to_numpy(zero_copy_only=False))
+    return images, labels
+
+
+def _read_parquet(files: list[Path], where: str) -> tuple[np.ndarray, np.ndarray]:
+    pq = _require("pyarrow.parquet")
+    pa = _require("pyarrow")
+    table = pa.concat_tables([pq.read_table(f, columns=["image", "label"]) for f in files])
+    return _decode_table(table, where)
+
+
+def _dataset_arrays(ds: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a ``datasets.Dataset`` through its arrow rows (the PNG bytes, not PIL objects)."""
+    table = ds.with_format("arrow")[:]
+    return _decode_table(table, where)
+
+
+def _read_saved(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    datasets = _require("datasets")
+    ds = datasets.load_from_disk(str(directory))
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DatasetNotFoundError(
+                f"{directory}: the saved dataset has splits {sorted(ds)}, not {split!r}."
+            )
+        ds = ds[split]
+    return _dataset_arrays(ds, str(directory))
+
+
+def _read_hub(hf_id: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    datasets = _require("datasets")
+    try:
+        ds = datasets.load_dataset(hf_id, split=split, cache_dir=str(root / "huggingface"))
+    except Exception as exc:  # offline, unknown id, network: datasets raises many types
+        raise DatasetNotFoundError(
+            f"could not load {hf_id!r} (split {split!r}) with datasets: {type(exc).__name__}: "
+            f"{exc}. Fetch it with `{DOWNLOAD_COMMAND} --source hf{_root_flag(root)}` (saves a "
+            f"copy under {root / Path(*_HF_COPY)}), or use the torchvision files: "
+            f"`{DOWNLOAD_COMMAND}{_root_flag(root)}`."
+        ) from exc
+    return _dataset_arrays(ds, hf_id)
+
+
+# ---------------------------------------------------------------------------------------
+# finding and loading
+
+_CACHE: OrderedDict[tuple, MNISTData] = OrderedDict()
+_CACHE_SIZE = 2
+
+
+def clear_cache() -> None:
+    """Forget the decoded arrays kept in memory (each process keeps the last two loads)."""
+    _CACHE.clear()
+
+
+def _stat_key(paths: list[Path]) -> tuple:
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _root_flag(root: Path) -> str:
+    return "" if root == data_root() else f" --root {root}"
+
+
+def _not_found(root: Path, source: str, split: str) -> DatasetNotFoundError:
+    prefix = SPLITS[split]
+    tv = root / Path(*_TV_RAW)
+    looked = {
+        "torchvision": f"{tv}/{prefix}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's layout)",
+        "hf": f"{root / Path(*_HF_COPY)} (a saved `datasets` copy)",
+        "dir": f"MNIST files in {root} (IDX files, a save_to_disk copy, or {split}-*.parquet)",
+    }
+    where = [looked[s] for s in (("torchvision", "hf", "dir") if source == "auto" else (source,))]
+    flag = _root_flag(root)
+    return DatasetNotFoundError(
+        f"MNIST ({split}) not found. Looked for: {'; '.join(where)}. Fetch it with "
+        f"`{DOWNLOAD_COMMAND}{flag}` (torchvision's files; or `{DOWNLOAD_COMMAND} --source hf"
+        f"{flag}`), or pass root= a directory holding the IDX files or a `datasets` copy "
+        f"(columns image, label). The cache directory is $LOP_BENCH_DATA, default "
+        f"~/.cache/lop_bench (`lop-bench data path`)."
+    )
+
+
+def _locate(root: Path, source: str, split: str) -> tuple[str, Path, list[Path]] | None:
+    """``(kind, location, files)`` of the first MNIST copy found, or None. ``kind`` is
+    ``"idx"``, ``"saved"`` or ``"parquet"``."""
+    candidates: list[tuple[str, Path]] = []
+    if source in ("auto", "torchvision"):
+        candidates.append(("idx", root / Path(*_TV_RAW)))
+    if source in ("auto", "hf"):
+        candidates.append(("saved", root / Path(*_HF_COPY)))
+    if source in ("auto", "dir"):
+        candidates += [("idx", root), ("idx", root / "raw"), ("saved", root),
+                       ("parquet", root)]
+        if source == "dir":
+            candidates += [("idx", root / Path(*_TV_RAW)), ("saved", root / Path(*_HF_COPY))]
+    for kind, d in candidates:
+        if not d.is_dir():
+            continue
+        if kind == "idx":
+            pair = _idx_pair(d, split)
+            if pair:
+                return kind, d, list(pair)
+        elif kind == "saved":
+            if _is_saved_dataset(d):
+                return kind, d, sorted(p for p in d.rglob("*") if p.is_file())
+        else:
+            files = _parquet_files(d, split)
+            if files:
+                return kind, d, files
+    return None
+
+
+def load_mnist(
+    root: str | os.PathLike[str] | None = None,
+    source: str = "auto",
+    *,
+    split: str = "train",
+    download: bool = False,
+    hf_id: str = HF_ID,
+    use_cache: bool = True,
+) -> MNISTData:
+    """Load one MNIST split as uint8 arrays, with its fingerprint (see the module docstring).
+
+    Args:
+        root: the directory to read (default: the cache, ``$LOP_BENCH_DATA`` or
+            ``~/.cache/lop_bench``). For ``source="dir"``, the directory holding the files.
+        source: ``"auto"``, ``"torchvision"``, ``"hf"`` or ``"dir"``.
+        split: ``"train"`` (the 60,000 images the streams use) or ``"test"``.
+        download: fetch the files when they are missing (``"torchvision"`` or ``"auto"``:
+            torchvision's download into ``root``). The ``"hf"`` source always goes through
+            ``datasets.load_dataset``, which uses its cache and the network as Hugging
+            Face's settings allow (``HF_HUB_OFFLINE=1``: cache only).
+        hf_id: the hub id, or a local directory of parquet files, for ``source="hf"``.
+        use_cache: reuse arrays already decoded in this process from the same, unchanged
+            files (the archives' md5s are checked again in any case).
+
+    Raises:
+        DatasetNotFoundError: the files are missing (the message names the command that
+            fetches them).
+        ChecksumError: an archive's md5 differs from the published one, or a file is
+            truncated or malformed.
+        DependencyNotInstalled: the source needs torchvision, datasets or PIL.
+    """
+    if source not in SOURCES:
+        raise InvalidConfigError(
+            f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}."
+            + did_you_mean(str(source), SOURCES)
+        )
+    if split not in SPLITS:
+        raise InvalidConfigError(f"split must be 'train' or 'test', got {split!r}.")
+    if download and source == "dir":
+        raise InvalidConfigError(
+            "download=True applies to source 'torchvision', 'hf' or 'auto'; a 'dir' is read as is."
+        )
+    base = data_root(root)
+    if source == "hf" and (hf_id != HF_ID or not _is_saved_dataset(base / Path(*_HF_COPY))):
+        key = ("hub", hf_id, split, str(base))
+        if use_cache and key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        images, labels = _read_hub(hf_id, split, base)
+        x, y = _check_arrays(images, labels, hf_id)
+        return _finish(key, MNISTData(x, y, fingerprint(x, y), "hf", hf_id, split))
+
+    found = _locate(base, source, split)
+    if found is None and download:
+        download_mnist(base, source="torchvision")
+        found = _locate(base, "torchvision", split)
+    if found is None:
+        raise _not_found(base, source, split)
+    kind, location, files = found
+    checked = check_archives(location) if kind == "idx" else ()
+    key = (kind, split, _stat_key(files))
+    if use_cache and key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    where = str(location)
+    if kind == "idx":
+        images, labels = _read_idx_dir(location, split)
+    elif kind == "saved":
+        images, labels = _read_saved(location, split)
+    else:
+        images, labels = _read_parquet(files, where)
+    x, y = _check_arrays(images, labels, where)
+    tv_layout = location == base / Path(*_TV_RAW)
+    hf_layout = location == base / Path(*_HF_COPY)
+    src = "torchvision" if tv_layout and kind == "idx" else "hf" if hf_layout else "dir"
+    data = MNISTData(x, y, fingerprint(x, y), src, where, split, checked)
+    return _finish(key, data)
+
+
+def _finish(key: tuple, data: MNISTData) -> MNISTData:
+    if data.official is False:
+        warnings.warn(
+            DatasetMismatchWarning(
+                f"MNIST at {data.location} is not the official training set: fingerprint "
+                f"{data.fingerprint}, official {MNIST_TRAIN_FINGERPRINT}. Runs on it go on, but "
+                "their results record its fingerprint and the leaderboard does not rank them."
+            ),
+            stacklevel=3,
+        )
+    _CACHE[key] = data
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return data
+
+
+def download_mnist(
+    root: str | os.PathLike[str] | None = None,
+    source: str = "torchvision",
+    *,
+    hf_id: str = HF_ID,
+) -> Path:
+    """Fetch MNIST into ``root`` (default: the cache directory); returns where it lies.
+
+    ``source="torchvision"``: ``torchvision.datasets.MNIST(root, download=True)`` for both
+    splits, into ``<root>/MNIST/raw`` (torchvision checks the archives' md5s; nothing is
+    fetched when the files are there). ``source="hf"``: ``datasets.load_dataset(hf_id)``
+    (cache under ``<root>/huggingface``), saved with ``save_to_disk`` to ``<root>/MNIST/hf``,
+    which ``source="auto"`` then reads without any network access.
+    """
+    base = data_root(root)
+    if source == "torchvision":
+        tv = _require("torchvision.datasets")
+        try:
+            for train in (True, False):
+                tv.MNIST(str(base), train=train, download=True)
+        except Exception as exc:  # URLError, RuntimeError from the mirrors, OSError
+            raise DatasetNotFoundError(
+                f"could not download MNIST into {base / Path(*_TV_RAW)}: {type(exc).__name__}: "
+                f"{exc}. Without network access, copy the four files "
+                f"{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz there by hand, or point "
+                f"root= at a directory holding them."
+            ) from exc
+        raw = base / Path(*_TV_RAW)
+        check_archives(raw)
+        return raw
+    if source == "hf":
+        datasets = _require("datasets")
+        target = base / Path(*_HF_COPY)
+        try:
+            ds = datasets.load_dataset(hf_id, cache_dir=str(base / "huggingface"))
+        except Exception as exc:
+            raise DatasetNotFoundError(
+                f"could not fetch {hf_id!r} with datasets: {type(exc).__name__}: {exc}. Without "
+                f"network access, use `{DOWNLOAD_COMMAND}` elsewhere and copy {base} here."
+            ) from exc
+        ds.save_to_disk(str(target))
+        return target
+    raise InvalidConfigError(f"download source must be 'torchvision' or 'hf', got {source!r}.")
