@@ -1,0 +1,38 @@
+"""Datasets of the lop-bench streams: the cache directory, loaders, checksums, fingerprints.
+
+>>> from lop_bench.data import load_mnist
+>>> mnist = load_mnist()            # $LOP_BENCH_DATA or ~/.cache/lop_bench
+>>> mnist.images.shape, mnist.fingerprint
+((60000, 784), 'sha256:...')
+
+The command line: ``lop-bench data download mnist``, ``lop-bench data verify``,
+``lop-bench data path``. Nothing here imports torchvision or ``datasets`` until a source
+needs them (the ``lop-bench[data]`` extra).
+"""
+
+from __future__ import annotations
+
+from lop_bench.data.cache import ENV_VAR, data_root
+from lop_bench.data.mnist import (
+    MNIST_MD5,
+    MNIST_TRAIN_FINGERPRINT,
+    DatasetMismatchWarning,
+    MNISTData,
+    download_mnist,
+    fingerprint,
+    load_mnist,
+    read_idx,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "data_root",
+    "MNIST_MD5",
+    "MNIST_TRAIN_FINGERPRINT",
+    "DatasetMismatchWarning",
+    "MNISTData",
+    "download_mnist",
+    "fingerprint",
+    "load_mnist",
+    "read_idx",
+]
