@@ -280,6 +280,10 @@ class _VectorGnT:
         self.birth = [np.zeros((n, h), dtype=np.int64) for h in hidden]  # age = step - birth
         self.accumulated = [np.zeros(n, dtype=np.float64) for _ in hidden]
         self.num_replaced = [np.zeros(n, dtype=np.int64) for _ in hidden]
+        # Per seed, replacement_rate * (eligible units): it changes only when a unit matures
+        # or is replaced, so it is recounted then, not every step.
+        self._due_rate = [np.zeros(n, dtype=np.float64) for _ in hidden]
+        self._next_recount = [self.maturity + 1] * len(hidden)
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.utility, *self.mean_act, *self.bias_correction]
@@ -309,16 +313,30 @@ class _VectorGnT:
             self.utility[i].lerp_(new_util, 1.0 - eta)
             if self.replacement_rate == 0.0:
                 continue
-            mature = self.ages(i) > self.maturity
-            num_mature = mature.sum(1)
-            acc = self.accumulated[i] + self.replacement_rate * num_mature
+            if self.step_count >= self._next_recount[i]:
+                self._recount(i)
+            acc = self.accumulated[i] + self._due_rate[i]
+            self.accumulated[i] = acc
+            if acc.max() < 1.0:  # nothing due in any seed (the common case)
+                continue
             k = acc.astype(np.int64)
             self.accumulated[i] = acc - k
-            due = np.flatnonzero(k)
-            for s in due.tolist():
+            mature = self.ages(i) > self.maturity
+            num_mature = mature.sum(1)
+            for s in np.flatnonzero(k).tolist():
                 kk = min(int(k[s]), int(num_mature[s]))
                 if kk:
                     self._replace_lowest(i, s, kk, mature[s])
+            self._recount(i)
+
+    def _recount(self, i: int) -> None:
+        """Eligible units per seed of layer ``i``, and the step at which the next one matures."""
+        ages = self.ages(i)
+        mature = ages > self.maturity
+        self._due_rate[i] = self.replacement_rate * mature.sum(1)
+        young = ages[~mature]
+        self._next_recount[i] = (self.step_count + self.maturity + 1 - int(young.max())
+                                 if young.size else np.iinfo(np.int64).max)
 
     def _replace_lowest(self, i: int, s: int, k: int, mature: np.ndarray) -> None:
         score = torch.nan_to_num(self.utility[i][s] / self.bias_correction[i][s], nan=0.0)

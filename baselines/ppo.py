@@ -1,0 +1,605 @@
+"""PPO with the settings of Dohare et al. (Nature 2024) on the changing-friction Ant.
+
+Proximal policy optimization (Schulman et al. 2017), one environment, as in the paper's
+code (``lop/algos/rl/ppo.py``, configs ``lop/rl/cfg/ant/*.yml``):
+
+- a Gaussian policy (mean from a 2 x 256 ReLU network, a state-independent log-std) and a
+  value network (2 x 256 ReLU), LeCun-uniform init, zero biases;
+- every ``batch_size`` (2048) steps: values of the batch's states and next states, GAE
+  advantages (gamma 0.99, lambda 0.95) normalized over the batch, then 10 epochs of 16
+  shuffled minibatches (128 transitions) minimizing the clipped surrogate (clip 0.2) plus
+  the squared value error (no weight, no entropy bonus), with one Adam over both networks
+  and the log-std. No observation or reward normalization, no gradient clipping.
+
+What lop-bench does differently from the paper's code: a time-limit end (``truncated``)
+bootstraps from the value of the last state, while a termination does not (the code treated
+both as terminal); actions are clipped to ``[-1, 1]`` before the env sees them (the log-prob
+is of the unclipped sample, as in CleanRL; MuJoCo clamps the controls the same way, so the
+dynamics are unchanged); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
+backprop resets a replaced unit's Adam state and step count (torch's Adam in the paper's
+code was never reset).
+
+Variants (entry points; presets in :data:`PRESETS`): ``ppo`` (standard Adam), ``ppo_proper_adam``
+(betas 0.99, 0.99), ``ppo_l2`` (weight decay), ``ppo_cbp`` (continual backprop:
+generate-and-test on both networks after every minibatch update, with that minibatch's
+hidden activations) and ``ppo_shrink_perturb`` (weight decay and Gaussian noise after every
+update; beyond the paper, which has no shrink-and-perturb run on the Ant).
+
+Agent protocol: ``act`` samples from the policy with the agent's own ``torch.Generator``
+and returns the clipped action; ``learn`` stores the transition and updates every
+``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks and
+``probe()`` the agent's last ``probe_size`` (1,000) states, for the diagnostics (dormant
+units by the RL definition).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from baselines.backprop import EntrywiseAdam
+from baselines.continual_backprop import UTILITIES, GenerateAndTest
+from baselines.nets import ACTIVATIONS, INITS, MLP
+from lop_bench.agents import is_vector_spec, select_preset
+from lop_bench.config import (
+    check_choice,
+    check_positive,
+    check_range,
+    config_to_dict,
+    replace_checked,
+)
+from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
+from lop_bench.seeding import check_seed
+
+__all__ = [
+    "ANT",
+    "PPOConfig",
+    "PRESETS",
+    "PPOAgent",
+    "compute_gae",
+    "gaussian_log_prob",
+    "clipped_policy_loss",
+    "make_agent",
+    "make_proper_adam_agent",
+    "make_l2_agent",
+    "make_cbp_agent",
+    "make_shrink_perturb_agent",
+]
+
+ANT = "lop/ChangingFrictionAnt-v0"
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of PPO (defaults: standard PPO on the Ant, the paper's ``std.yml``)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the policy and of the value network (``h_dim: [256, 256]``)."""
+    activation: str = "relu"
+    """Hidden activation (``act_type: 'ReLU'``)."""
+    init: str = "lecun"
+    """Weight init: LeCun-uniform ``U(+-sqrt(3 / fan_in))``, zero biases (``run_ppo.py``'s
+    default ``init: 'lecun'``)."""
+    init_log_std: float = 0.0
+    """Initial log-std of the Gaussian policy, a state-independent parameter (``MLPPolicy``'s
+    ``log_std=0``: std 1)."""
+    lr: float = 1e-4
+    """Adam step size (``lr: 0.0001``; PROTOCOLS.md)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's betas: torch's default for standard PPO (``run_ppo.py``); (0.99, 0.99) for
+    the paper's "proper Adam", L2 and CBP runs."""
+    eps: float = 1e-8
+    """Adam's epsilon (``run_ppo.py``: 1e-8)."""
+    weight_decay: float = 0.0
+    """Adam's coupled L2 penalty (``wd``), on every parameter, log-std included, as the
+    paper's code: 0 standard, 1e-3 L2, 1e-4 CBP."""
+    batch_size: int = 2048
+    """Env steps per update (``bs: 2048``)."""
+    num_epochs: int = 10
+    """Passes over the batch per update (``n_itrs: 10``)."""
+    num_minibatches: int = 16
+    """Minibatches per pass (``n_slices: 16``: 128 transitions each)."""
+    clip_eps: float = 0.2
+    """Clip range of the probability ratio (``clip_eps: 0.2``)."""
+    gamma: float = 0.99
+    """Discount (``g: 0.99``)."""
+    gae_lambda: float = 0.95
+    """GAE's lambda (``lm: 0.95``)."""
+    normalize_advantages: bool = True
+    """Advantages minus their batch mean, over their batch std (``u_adv_scl: 1``)."""
+    value_loss_coef: float = 1.0
+    """Weight of the squared value error in the loss (the paper's code adds it unweighted)."""
+    max_grad_norm: float = 0.0
+    """Global gradient-norm clip, 0 for none (the paper's code clips at 1e9: never)."""
+    replacement_rate: float = 0.0
+    """Continual backprop: fraction of the mature units replaced per update (``rr``: 1e-4
+    for CBP, 0 otherwise: no generate-and-test)."""
+    maturity_threshold: int = 10_000
+    """Continual backprop: updates before a unit may be replaced (``mt: 10000``)."""
+    decay_rate: float = 0.99
+    """Continual backprop: decay of the running utilities (``decay_rate: 0.99``)."""
+    utility: str = "contribution"
+    """Continual backprop's utility (``util_type_pol``/``util_type_val: 'contribution'``)."""
+    noise_std: float = 0.0
+    """Shrink and perturb: std of the Gaussian noise added to every weight and bias of both
+    networks after every update (``perturb_scale``; 0: none)."""
+    probe_size: int = 1000
+    """States kept for ``probe()`` (PROTOCOLS.md: the agent's last 1,000 states)."""
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise InvalidConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
+        check_positive("eps", self.eps)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        if not self.hidden or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden
+        ):
+            raise InvalidConfigError(
+                f"hidden must be a non-empty tuple of positive layer widths, got {self.hidden!r}."
+            )
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("init", self.init, INITS)
+        for name in ("batch_size", "num_epochs", "num_minibatches", "probe_size"):
+            check_positive(name, getattr(self, name))
+        if self.batch_size % self.num_minibatches:
+            raise InvalidConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_minibatches "
+                f"({self.num_minibatches})."
+            )
+        check_positive("clip_eps", self.clip_eps)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_positive("value_loss_coef", self.value_loss_coef, allow_zero=True)
+        check_positive("max_grad_norm", self.max_grad_norm, allow_zero=True)
+        check_range("replacement_rate", self.replacement_rate, 0.0, 1.0)
+        check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
+        check_range("decay_rate", self.decay_rate, 0.0, 1.0)
+        if self.decay_rate >= 1.0:
+            raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
+        check_choice("utility", self.utility, UTILITIES)
+        check_positive("noise_std", self.noise_std, allow_zero=True)
+
+
+_PROPER = (0.99, 0.99)
+
+PRESETS: dict[str, dict[tuple[str, str], PPOConfig]] = {
+    # Standard PPO: Adam with torch's betas (0.9, 0.999) (cfg/ant/std.yml; PROTOCOLS.md).
+    "ppo": {(ANT, "*"): PPOConfig()},
+    # "Proper" Adam: equal betas (0.99, 0.99) (the paper's Fig. 3; PROTOCOLS.md).
+    "ppo_proper_adam": {(ANT, "*"): PPOConfig(betas=_PROPER)},
+    # L2: Adam's coupled weight decay 1e-3, betas (0.99, 0.99) (cfg/ant/l2.yml; PROTOCOLS.md).
+    "ppo_l2": {(ANT, "*"): PPOConfig(betas=_PROPER, weight_decay=1e-3)},
+    # Continual backprop: replacement rate 1e-4, maturity 10,000 updates, contribution
+    # utility on both networks, weight decay 1e-4, betas (0.99, 0.99) (cfg/ant/cbp.yml).
+    "ppo_cbp": {
+        (ANT, "*"): PPOConfig(
+            betas=_PROPER, weight_decay=1e-4, replacement_rate=1e-4, maturity_threshold=10_000
+        )
+    },
+    # Shrink and perturb, beyond the paper (no such run on the Ant): L2's shrink (weight
+    # decay 1e-3, betas 0.99, 0.99) plus noise of std 1e-5 after every update, the noise
+    # the paper uses for shrink-and-perturb on its supervised streams. Not tuned on the Ant.
+    "ppo_shrink_perturb": {
+        (ANT, "*"): PPOConfig(betas=_PROPER, weight_decay=1e-3, noise_std=1e-5)
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------
+# the pieces of PPO, as pure functions
+
+
+def compute_gae(
+    rewards: Any,
+    values: Any,
+    next_values: Any,
+    terminated: Any,
+    dones: Any,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized advantage estimates and value targets of a batch of transitions.
+
+    ``values[t] = V(s_t)``, ``next_values[t] = V(s_{t+1})`` (the state the step returned,
+    the last state of its episode when the episode ended there). ``terminated[t]``: the
+    episode terminated (no bootstrap); ``dones[t]``: it terminated or was truncated (the
+    advantage recursion stops there, but a truncated step still bootstraps from its last
+    state). The transition after the batch's last one is unknown: its advantage counts as 0.
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)``,
+    ``A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}``, returns ``A_t + V(s_t)``.
+    Returns float64 arrays ``(advantages, returns)``.
+    """
+    r = np.asarray(rewards, dtype=np.float64).tolist()
+    v = np.asarray(values, dtype=np.float64).tolist()
+    nv = np.asarray(next_values, dtype=np.float64).tolist()
+    term = np.asarray(terminated, dtype=bool).tolist()
+    done = np.asarray(dones, dtype=bool).tolist()
+    n = len(r)
+    if not len(v) == len(nv) == len(term) == len(done) == n:
+        raise ValueError("rewards, values, next_values, terminated and dones must have one length.")
+    adv = [0.0] * n
+    last = 0.0
+    gl = gamma * lam
+    for t in range(n - 1, -1, -1):
+        delta = r[t] - v[t] if term[t] else r[t] + gamma * nv[t] - v[t]
+        last = delta if done[t] else delta + gl * last
+        adv[t] = last
+    advantages = np.array(adv, dtype=np.float64)
+    return advantages, advantages + np.asarray(v, dtype=np.float64)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``actions`` (batch, k) under independent Gaussians, summed over k."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return -0.5 * z.square().sum(-1) - log_std.sum() - mean.shape[-1] * _LOG_SQRT_2PI
+
+
+def clipped_policy_loss(
+    logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_eps: float
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated for minimization:
+    ``mean(max(-ratio * A, -clip(ratio, 1 - eps, 1 + eps) * A))``, ``ratio = exp(logp - logp_old)``."""
+    ratio = torch.exp(logp - logp_old)
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
+    return torch.max(-ratio * advantages, -clipped * advantages).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# the agent
+
+
+def _box_dim(space: Any, what: str) -> int:
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        raise InvalidConfigError(f"PPO needs a 1-D Box {what} space, got {space!r}.")
+    return int(space.shape[0])
+
+
+class PPOAgent:
+    """PPO on one environment (see the module docstring).
+
+    Attributes: ``cfg``, ``preset``, ``hparams``, ``policy`` and ``value`` (:class:`MLP`),
+    ``log_std``, ``optimizer`` (one :class:`EntrywiseAdam` over all parameters),
+    ``generator`` (the agent's own ``torch.Generator``: init, action noise, minibatch
+    shuffles, fresh units, perturbations), ``gnt`` (``[policy, value]``
+    :class:`GenerateAndTest`, or ``[]``), ``num_updates``, ``last_losses``
+    (``{"policy": ..., "value": ...}`` of the last minibatch, floats, or ``None``).
+    """
+
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        observation_space: Any,
+        action_space: Any,
+        seed: int,
+        device: str | torch.device = "cpu",
+        preset: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.preset = preset
+        self.hparams = config_to_dict(cfg)
+        self.device = torch.device(device)
+        self.obs_dim = _box_dim(observation_space, "observation")
+        self.act_dim = _box_dim(action_space, "action")
+        low, high = np.asarray(action_space.low), np.asarray(action_space.high)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise InvalidConfigError("PPO clips its actions: the action space must be bounded.")
+        self._low = low.astype(np.float32)
+        self._high = high.astype(np.float32)
+
+        # Networks, in a fixed order from the agent's generator: policy, then value.
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(check_seed(seed))
+        hidden, act = tuple(cfg.hidden), cfg.activation
+        kw = dict(generator=self.generator, device=self.device, init=cfg.init)
+        self.policy = MLP(self.obs_dim, hidden, self.act_dim, act, **kw)
+        self.value = MLP(self.obs_dim, hidden, 1, act, **kw)
+        self.log_std = nn.Parameter(
+            torch.full((self.act_dim,), float(cfg.init_log_std), device=self.device)
+        )
+        self._params = [*self.policy.parameters(), *self.value.parameters(), self.log_std]
+        self.optimizer = EntrywiseAdam(
+            self._params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        self.gnt: list[GenerateAndTest] = []
+        if cfg.replacement_rate > 0:
+            self.gnt = [
+                GenerateAndTest(
+                    net.linear_pairs(), net.init_bounds[:-1], self.optimizer, self.generator,
+                    replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
+                    maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
+                )
+                for net in (self.policy, self.value)
+            ]
+        self._perturbed = [*self.policy.parameters(), *self.value.parameters()]
+
+        # The rollout: host tensors with numpy views for cheap per-step writes.
+        B, n, k = cfg.batch_size, self.obs_dim, self.act_dim
+        self._obs = torch.zeros(B, n)
+        self._next_obs = torch.zeros(B, n)
+        self._raw = torch.zeros(B, k)  # the unclipped Gaussian samples
+        self._rew = torch.zeros(B, dtype=torch.float64)
+        self._term = torch.zeros(B, dtype=torch.bool)
+        self._done = torch.zeros(B, dtype=torch.bool)
+        self._views()
+        self._t = 0
+        self._acted = False
+        # The last `probe_size` states, a ring.
+        self._probe = torch.zeros(cfg.probe_size, n)
+        self._probe_np = self._probe.numpy()
+        self._probe_pos = 0
+        self._probe_count = 0
+        # Minibatch buffers, filled once per epoch in shuffled order (slices are views).
+        self._mb = {
+            "obs": torch.empty(B, n, device=self.device),
+            "raw": torch.empty(B, k, device=self.device),
+            "logp": torch.empty(B, device=self.device),
+            "adv": torch.empty(B, device=self.device),
+            "ret": torch.empty(B, device=self.device),
+        }
+        self.num_updates = 0
+        self.last_losses: dict[str, float] | None = None
+        self._std = torch.exp(self.log_std.detach()).cpu()
+        self._noise = self._draw_noise()
+
+    def _views(self) -> None:
+        self._obs_np = self._obs.numpy()
+        self._next_obs_np = self._next_obs.numpy()
+        self._raw_np = self._raw.numpy()
+        self._rew_np = self._rew.numpy()
+        self._term_np = self._term.numpy()
+        self._done_np = self._done.numpy()
+
+    def _draw_noise(self) -> torch.Tensor:
+        """Standard normal noise for a whole rollout's actions, drawn at once."""
+        return torch.randn(
+            self.cfg.batch_size, self.act_dim, generator=self.generator, device=self.device
+        ).cpu()
+
+    # -- the agent protocol ----------------------------------------------------------------
+    def act(self, obs: Any, info: dict) -> np.ndarray:
+        """Sample an action from the policy (clipped to the action space's bounds)."""
+        t = self._t
+        self._obs_np[t] = obs
+        self._remember(t)
+        x = self._obs[t : t + 1]
+        with torch.no_grad():
+            mean = self.policy(x if self.device.type == "cpu" else x.to(self.device)).cpu()
+            torch.addcmul(mean[0], self._std, self._noise[t], out=self._raw[t])
+        self._acted = True
+        return np.clip(self._raw_np[t], self._low, self._high)
+
+    def _remember(self, t: int) -> None:
+        self._probe_np[self._probe_pos] = self._obs_np[t]
+        self._probe_pos = (self._probe_pos + 1) % self.cfg.probe_size
+        self._probe_count += 1
+
+    def learn(
+        self,
+        obs: Any,
+        action: Any,
+        reward: float,
+        next_obs: Any,
+        terminated: bool,
+        truncated: bool,
+        info: dict,
+    ) -> None:
+        """Store the transition; every ``batch_size`` transitions, update both networks.
+
+        ``action`` is the clipped action ``act`` returned; the agent learns from its own
+        unclipped sample. A transition without a preceding ``act`` is stored as given.
+        """
+        t = self._t
+        if not self._acted:
+            self._obs_np[t] = obs
+            self._raw_np[t] = action
+            self._remember(t)
+        self._acted = False
+        self._rew_np[t] = reward
+        self._term_np[t] = terminated
+        self._done_np[t] = terminated or truncated
+        self._next_obs_np[t] = next_obs
+        t += 1
+        if t == self.cfg.batch_size:
+            self._update()
+            t = 0
+        self._t = t
+
+    # -- the update ------------------------------------------------------------------------
+    def _update(self) -> None:
+        cfg, dev = self.cfg, self.device
+        B = cfg.batch_size
+        obs, next_obs, raw = (x.to(dev) for x in (self._obs, self._next_obs, self._raw))
+        with torch.no_grad():
+            values = self.value(torch.cat([obs, next_obs]))[:, 0].double().cpu().numpy()
+            logp_old = gaussian_log_prob(self.policy(obs), self.log_std, raw)
+        adv, ret = compute_gae(
+            self._rew_np, values[:B], values[B:], self._term_np, self._done_np,
+            cfg.gamma, cfg.gae_lambda,
+        )
+        adv = torch.as_tensor(adv, dtype=torch.float32, device=dev)
+        ret = torch.as_tensor(ret, dtype=torch.float32, device=dev)
+        if cfg.normalize_advantages:
+            adv = adv - adv.mean()
+            std = adv.std()
+            if bool(std > 0):
+                adv = adv / std
+
+        mb = self._mb
+        size = B // cfg.num_minibatches
+        params, gnt = self._params, self.gnt
+        for _ in range(cfg.num_epochs):
+            perm = torch.randperm(B, generator=self.generator, device=dev)
+            torch.index_select(obs, 0, perm, out=mb["obs"])
+            torch.index_select(raw, 0, perm, out=mb["raw"])
+            torch.index_select(logp_old, 0, perm, out=mb["logp"])
+            torch.index_select(adv, 0, perm, out=mb["adv"])
+            torch.index_select(ret, 0, perm, out=mb["ret"])
+            for start in range(0, B, size):
+                end = start + size
+                x = mb["obs"][start:end]
+                mean, feats_p = self.policy.forward_with_features(x)
+                logp = gaussian_log_prob(mean, self.log_std, mb["raw"][start:end])
+                p_loss = clipped_policy_loss(logp, mb["logp"][start:end], mb["adv"][start:end],
+                                             cfg.clip_eps)
+                v, feats_v = self.value.forward_with_features(x)
+                v_loss = (mb["ret"][start:end] - v[:, 0]).square().mean()
+                loss = p_loss + cfg.value_loss_coef * v_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+                if gnt:
+                    gnt[0].step(feats_p)
+                    gnt[1].step(feats_v)
+                if cfg.noise_std > 0:
+                    self._perturb()
+        self.num_updates += 1
+        self.last_losses = {"policy": float(p_loss), "value": float(v_loss)}
+        self._std = torch.exp(self.log_std.detach()).cpu()
+        self._noise = self._draw_noise()
+
+    @torch.no_grad()
+    def _perturb(self) -> None:
+        """Shrink and perturb's noise: every weight and bias of both networks."""
+        for p in self._perturbed:
+            noise = torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
+            p.add_(noise, alpha=self.cfg.noise_std)
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def features(self, x: Any) -> list[torch.Tensor]:
+        """Hidden activations (N, units) of the value network's layers, then the policy's.
+
+        The policy's last hidden layer comes last, so the runner's ranks (of the last layer)
+        are the policy's feature ranks, as in the paper's Ant analysis.
+        """
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device).reshape(-1, self.obs_dim)
+        with torch.no_grad():
+            return self.value.forward_with_features(x)[1] + self.policy.forward_with_features(x)[1]
+
+    def probe(self) -> np.ndarray:
+        """The agent's last ``probe_size`` (1,000) states, oldest first: ``(n, obs_dim)``
+        float32, fewer rows before that many steps (0 before the first ``act``)."""
+        n = min(self._probe_count, self.cfg.probe_size)
+        if n < self.cfg.probe_size:
+            return self._probe_np[:n].copy()
+        return np.roll(self._probe_np, -self._probe_pos, axis=0)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Policy, value network and log-std parameters."""
+        return list(self._params)
+
+    def buffers(self) -> list[torch.Tensor]:
+        """Generate-and-test's utilities, mean activations and ages (none without CBP)."""
+        return [b for g in self.gnt for b in g.buffers()]
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (tensors and plain values)."""
+        return {
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "log_std": self.log_std.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rollout": {
+                "obs": self._obs.clone(), "next_obs": self._next_obs.clone(),
+                "raw": self._raw.clone(), "rew": self._rew.clone(),
+                "term": self._term.clone(), "done": self._done.clone(),
+                "noise": self._noise.clone(), "t": self._t, "acted": self._acted,
+            },
+            "probe": {"states": self._probe.clone(), "pos": self._probe_pos,
+                      "count": self._probe_count},
+            "gnt": [g.state_dict() for g in self.gnt],
+            "num_updates": self.num_updates,
+            "last_losses": None if self.last_losses is None else dict(self.last_losses),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.policy.load_state_dict(state["policy"])
+        self.value.load_state_dict(state["value"])
+        with torch.no_grad():
+            self.log_std.copy_(state["log_std"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        r = state["rollout"]
+        for name in ("obs", "next_obs", "raw", "rew", "term", "done"):
+            getattr(self, f"_{name}").copy_(r[name])
+        self._noise = r["noise"].clone()
+        self._t, self._acted = int(r["t"]), bool(r["acted"])
+        p = state["probe"]
+        self._probe.copy_(p["states"])
+        self._probe_pos, self._probe_count = int(p["pos"]), int(p["count"])
+        for g, s in zip(self.gnt, state["gnt"], strict=True):
+            g.load_state_dict(s)
+        self.num_updates = int(state["num_updates"])
+        self.last_losses = state["last_losses"]
+        self._std = torch.exp(self.log_std.detach()).cpu()
+
+
+# ---------------------------------------------------------------------------------------
+# factories (entry points of the ``lop_bench.agents`` group)
+
+
+def build_agent(
+    name: str,
+    env_spec: Any,
+    observation_space: Any,
+    action_space: Any,
+    seed: int,
+    device: str | torch.device,
+    hparams: dict[str, Any],
+) -> PPOAgent:
+    """The ``name`` variant's preset for ``env_spec``, with ``hparams`` applied (checked)."""
+    if is_vector_spec(env_spec):
+        raise VectorizationNotSupported(
+            f"{name} has no vectorized version: run MuJoCo seeds as separate processes "
+            "(lop-bench run ... --seeds 0-4 --jobs N)."
+        )
+    preset, cfg = select_preset(PRESETS[name], env_spec, name)
+    cfg = replace_checked(cfg, what=f"{name} hyperparameter", **hparams)
+    return PPOAgent(cfg, observation_space, action_space, seed, device, preset=preset)
+
+
+def make_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
+               device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
+    """Standard PPO (Adam betas 0.9, 0.999); ``hparams`` override :class:`PPOConfig`."""
+    return build_agent("ppo", env_spec, observation_space, action_space, seed, device, hparams)
+
+
+def make_proper_adam_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
+                           device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
+    """PPO with "proper" Adam (betas 0.99, 0.99); ``hparams`` override :class:`PPOConfig`."""
+    return build_agent("ppo_proper_adam", env_spec, observation_space, action_space, seed,
+                       device, hparams)
+
+
+def make_l2_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
+                  device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
+    """PPO with L2 (weight decay 1e-3, betas 0.99); ``hparams`` override :class:`PPOConfig`."""
+    return build_agent("ppo_l2", env_spec, observation_space, action_space, seed, device, hparams)
+
+
+def make_cbp_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
+                   device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
+    """PPO with continual backprop (generate-and-test on both networks); ``hparams``
+    override :class:`PPOConfig`."""
+    return build_agent("ppo_cbp", env_spec, observation_space, action_space, seed, device, hparams)
+
+
+def make_shrink_perturb_agent(env_spec: Any, observation_space: Any, action_space: Any,
+                              seed: int, device: str | torch.device = "cpu",
+                              **hparams: Any) -> PPOAgent:
+    """PPO with shrink and perturb (beyond the paper); ``hparams`` override :class:`PPOConfig`."""
+    return build_agent("ppo_shrink_perturb", env_spec, observation_space, action_space, seed,
+                       device, hparams)
