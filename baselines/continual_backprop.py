@@ -103,6 +103,13 @@ PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
     (PERMUTED_MNIST, "*"): ContinualBackpropConfig(
         lr=0.003, hidden=(2000, 2000, 2000), replacement_rate=1e-6, utility="contribution"
     ),
+    # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
+    (PERMUTED_MNIST, "cpu"): ContinualBackpropConfig(
+        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
+    ),
+    (PERMUTED_MNIST, "smoke"): ContinualBackpropConfig(
+        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
+    ),
 }
 
 

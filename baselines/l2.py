@@ -32,6 +32,9 @@ PRESETS: dict[tuple[str, str], BackpropConfig] = {
     (REGRESSION, "*"): BackpropConfig(weight_decay=1e-3),
     # Online permuted MNIST: lr 0.003, weight decay 1e-4 (PROTOCOLS.md).
     (PERMUTED_MNIST, "*"): BackpropConfig(lr=0.003, hidden=(2000, 2000, 2000), weight_decay=1e-4),
+    # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
+    (PERMUTED_MNIST, "cpu"): BackpropConfig(lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4),
+    (PERMUTED_MNIST, "smoke"): BackpropConfig(lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4),
 }
 
 

@@ -14,8 +14,9 @@ code (``lop/algos/rl/ppo.py``, configs ``lop/rl/cfg/ant/*.yml``):
 What lop-bench does differently from the paper's code: a time-limit end (``truncated``)
 bootstraps from the value of the last state, while a termination does not (the code treated
 both as terminal); actions are clipped to ``[-1, 1]`` before the env sees them (the log-prob
-is of the unclipped sample, as in CleanRL; MuJoCo clamps the controls the same way, so the
-dynamics are unchanged); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
+is of the unclipped sample, as in CleanRL; MuJoCo clamps the controls to the same range,
+so the dynamics are unchanged, but the Ant's control cost is now of the clipped action,
+where the paper's code passed the unclipped sample and paid for it); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
 backprop resets a replaced unit's Adam state and step count (torch's Adam in the paper's
 code was never reset).
 
@@ -464,7 +465,7 @@ class PPOAgent:
                 if cfg.noise_std > 0:
                     self._perturb()
         self.num_updates += 1
-        self.last_losses = {"policy": float(p_loss), "value": float(v_loss)}
+        self.last_losses = {"policy": float(p_loss.detach()), "value": float(v_loss.detach())}
         self._std = torch.exp(self.log_std.detach()).cpu()
         self._noise = self._draw_noise()
 

@@ -56,6 +56,13 @@ PRESETS: dict[tuple[str, str], ShrinkPerturbConfig] = {
     (PERMUTED_MNIST, "*"): ShrinkPerturbConfig(
         lr=0.003, hidden=(2000, 2000, 2000), weight_decay=1e-4, noise_std=1e-5
     ),
+    # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
+    (PERMUTED_MNIST, "cpu"): ShrinkPerturbConfig(
+        lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4, noise_std=1e-5
+    ),
+    (PERMUTED_MNIST, "smoke"): ShrinkPerturbConfig(
+        lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4, noise_std=1e-5
+    ),
 }
 
 

@@ -364,9 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one process per seed even where an agent has a vectorized version")
     sp.set_defaults(func=cmd_reproduce)
 
+    from lop_bench.data.cli import add_cli as add_data_cli
     from lop_bench.leaderboard import add_cli
 
     add_cli(sub)
+    add_data_cli(sub)
     return p
 
 

@@ -26,11 +26,13 @@ DEFAULT_TIER = "cpu"
 # id -> entry point. Only streams that exist are listed; see README for the roadmap.
 STREAMS: dict[str, str] = {
     "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionEnv",
+    "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTEnv",
 }
 
 # id -> vector entry point: N seeds generated together (``make_vec``).
 VECTOR_STREAMS: dict[str, str] = {
     "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionVectorEnv",
+    "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTVectorEnv",
 }
 
 # The paper's reference agents for each stream (names in the ``lop_bench.agents``
@@ -43,6 +45,7 @@ REFERENCE_AGENTS: dict[str, tuple[str, ...]] = {
         "shrink_perturb",
         "continual_backprop",
     ),
+    "lop/PermutedMNIST-v0": ("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
 }
 
 

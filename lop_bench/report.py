@@ -203,6 +203,14 @@ FINDINGS: dict[str, list[Finding]] = {
         Finding("continual backprop keeps plasticity: its final error is below backprop's",
                 ("continual_backprop", "final"), "<", ("backprop", "final")),
     ],
+    "lop/PermutedMNIST-v0": [
+        Finding("backprop learns: its initial accuracy is above the linear learner's",
+                ("backprop", "initial"), ">", ("linear", "initial")),
+        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
+                ("backprop", "final"), "<", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
+                ("continual_backprop", "final"), ">", ("backprop", "final")),
+    ],
 }
 
 

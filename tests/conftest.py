@@ -19,3 +19,21 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixture_datasets(tmp_path_factory):
+    """A small MNIST in torchvision's real on-disk layout as the session's data cache, so
+    every stream runs offline (tests that need another root pass their own)."""
+    from tests.mnist_fixtures import fake_mnist, write_torchvision
+
+    root = tmp_path_factory.mktemp("lop_bench_data")
+    images, labels = fake_mnist(300)
+    write_torchvision(root, images, labels)
+    old = os.environ.get("LOP_BENCH_DATA")
+    os.environ["LOP_BENCH_DATA"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("LOP_BENCH_DATA", None)
+    else:
+        os.environ["LOP_BENCH_DATA"] = old

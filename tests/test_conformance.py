@@ -65,7 +65,7 @@ def test_info_contract_and_eval_phases(env_id):
     _, reset_info = trace[0]
     assert CONTEXT_KEYS <= set(reset_info) and not (TRANSITION_KEYS & set(reset_info))
     assert env.spec.kwargs["tier"] == "smoke"
-    for _, reward, _, _, info in trace[1:]:
+    for *_, info in trace[1:]:
         assert CONTEXT_KEYS <= set(info) and "task_end" in info
         assert info["phase"] in ("train", "val", "test")
         if info["task_end"]:

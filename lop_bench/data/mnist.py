@@ -371,7 +371,11 @@ def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
 def _read_parquet(files: list[Path], where: str) -> tuple[np.ndarray, np.ndarray]:
     pq = _require("pyarrow.parquet")
     pa = _require("pyarrow")
-    table = pa.concat_tables([pq.read_table(f, columns=["image", "label"]) for f in files])
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        tables.append(t.select(["image", "label"]) if {"image", "label"} <= set(t.column_names) else t)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return _decode_table(table, where)
 
 

@@ -88,10 +88,12 @@ TIERS: dict[str, AntConfig] = {
     # several of them; one PPO update (2,048 steps) happens on the way.
     "smoke": AntConfig(num_tasks=3, steps_per_task=1_000, max_episode_steps=250, num_seeds=2),
     # A functional check on a laptop, far too short to show the collapse (which takes
-    # millions of steps): 4 frictions x 30,000 steps, 5 seeds. Measured: `lop-bench
-    # reproduce lop/ChangingFrictionAnt-v0 --tier cpu` (standard PPO, L2, continual
-    # backprop; 15 runs on 2 processes) takes about 10 minutes on 2 CPU cores.
-    "cpu": AntConfig(num_tasks=4, steps_per_task=30_000, num_seeds=5),
+    # millions of steps): 5 frictions x 30,000 steps (about 15 PPO updates each), 5 seeds.
+    # Continual backprop starts replacing units after its maturity threshold (10,000
+    # minibatch updates, about 128,000 steps), so its replacements run in the last task.
+    # Sized so that `lop-bench reproduce lop/ChangingFrictionAnt-v0 --tier cpu` (standard
+    # PPO, L2 and continual backprop: 15 runs) stays within 15 minutes on 2 CPU cores.
+    "cpu": AntConfig(num_tasks=5, steps_per_task=30_000, num_seeds=5),
     # PROTOCOLS.md: 20,000,000 steps, a new friction every 2,000,000 steps, 10 runs.
     "paper": AntConfig(num_tasks=10, steps_per_task=2_000_000, num_seeds=10),
 }
@@ -161,8 +163,9 @@ class ChangingFrictionAntEnv(ContinualStream):
     scored; its steps count towards the task). The stream ends (``stream_done``) with the
     last task's last episode: ``num_tasks`` per-task scores.
 
-    **Tiers.** ``smoke`` (3 tasks of 1,000 steps, 250-step episodes), ``cpu`` (4 frictions x
-    30,000 steps: a functional check, far too short to show the loss of plasticity),
+    **Tiers.** ``smoke`` (3 tasks of 1,000 steps, 250-step episodes), ``cpu`` (5 frictions x
+    30,000 steps: a functional check that everything works, far too short to show the loss
+    of plasticity, which takes millions of steps),
     ``paper`` (10 frictions x 2,000,000 steps = 20,000,000 steps, 10 seeds). See
     :data:`TIERS`.
 

@@ -1,0 +1,551 @@
+"""Online permuted MNIST (Dohare et al. 2024; PROTOCOLS.md, "Online permuted MNIST")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from lop_bench.config import check_positive
+from lop_bench.data.mnist import HF_ID, MNIST_TRAIN_FINGERPRINT, MNISTData, load_mnist
+from lop_bench.envs.base import ContinualStream
+from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
+from lop_bench.seeding import check_seed, spawn_generators
+
+__all__ = [
+    "PermutedMNISTConfig",
+    "PermutedMNISTEnv",
+    "PermutedMNISTVectorEnv",
+    "TIERS",
+    "NUM_PIXELS",
+    "NUM_CLASSES",
+    "check_labels",
+]
+
+NUM_PIXELS = 784
+NUM_CLASSES = 10
+
+_PURPOSES = ("permutation", "order")
+
+# uint8 pixel -> float32 in [0, 1]: a table lookup equal to ``x.astype(float32) / 255``.
+_SCALE = np.arange(256, dtype=np.float32) / np.float32(255.0)
+_SCALE.flags.writeable = False
+
+
+@dataclass(frozen=True)
+class PermutedMNISTConfig:
+    """A tier of the online permuted MNIST stream.
+
+    Protocol fields (hashed into results): every field but ``num_seeds`` and ``probe_size``.
+    Where the images come from (``root``, ``source``) is not part of the config: the
+    dataset enters the protocol hash through its fingerprint instead.
+    """
+
+    examples_per_task: int = 60_000
+    """Images per task, each seen once (PROTOCOLS: all 60,000 training images). Each task
+    draws a fresh random order of the whole training set and shows its first
+    ``examples_per_task`` images: with fewer than 60,000, every task sees a new random
+    subset."""
+    num_tasks: int = 800
+    """Tasks in the stream (PROTOCOLS: 800)."""
+    batch_size: int = 1
+    """Images per step (PROTOCOLS: 1). Must divide ``examples_per_task``."""
+    num_seeds: int = field(default=30, metadata={"protocol": False})
+    """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed; PROTOCOLS: 30 runs)."""
+    probe_size: int = field(default=2000, metadata={"protocol": False})
+    """Diagnostics probe: the first ``probe_size`` examples of each task (not hashed;
+    PROTOCOLS: 2,000)."""
+
+    def __post_init__(self) -> None:
+        check_positive("examples_per_task", self.examples_per_task)
+        check_positive("num_tasks", self.num_tasks)
+        check_positive("batch_size", self.batch_size)
+        if self.examples_per_task % self.batch_size:
+            raise InvalidConfigError(
+                f"batch_size ({self.batch_size}) must divide examples_per_task "
+                f"({self.examples_per_task}): every step is a full batch."
+            )
+        check_positive("num_seeds", self.num_seeds)
+        check_positive("probe_size", self.probe_size)
+
+    @property
+    def steps_per_task(self) -> int:
+        return self.examples_per_task // self.batch_size
+
+    @property
+    def num_steps(self) -> int:
+        return self.num_tasks * self.steps_per_task
+
+
+TIERS: dict[str, PermutedMNISTConfig] = {
+    # Seconds: for tests and CI. 4 tasks of 250 images (1,000 steps); runs on any copy of
+    # MNIST with at least 250 training images (the test fixtures write 300).
+    "smoke": PermutedMNISTConfig(examples_per_task=250, num_tasks=4, num_seeds=2, probe_size=100),
+    # A laptop's tier, sized to the time budget of `lop-bench reproduce` (5 reference agents
+    # x 5 seeds on 2 cores in 15 minutes or less, with the agents' narrow 784-3x100-10
+    # presets for this tier): 40 tasks of 5,000 images = 200,000 steps per run. Measured
+    # here with lop_bench.run on a synthetic 60,000-image dataset, one torch thread
+    # (benchmarks/permuted_mnist_speed.py): linear about 10,900 steps/s, backprop 5,100,
+    # l2 4,500, continual backprop 3,100, shrink-and-perturb 1,750 (its per-step noise);
+    # one seed of the five agents about 280 s, five seeds on 2 cores about 12 minutes (two
+    # runs side by side went at 0.7-1.0 times the speed of one). Why 40 x 5,000: the score
+    # is online accuracy, so short tasks measure how fast a net learns a new permutation
+    # (what plasticity is), and 40 tasks leave 4 to each of the summaries' initial and
+    # final 10%; 50 x 5,000 measured about 14.6 minutes, too close to the budget.
+    # Functional; the effect (backprop's decline, continual backprop's fix) has not been
+    # verified on real MNIST here: no machine that built lop-bench could download it. The
+    # paper's width-100 net falls below 88% by about task 100 of 60,000 images (6,000,000
+    # steps), far beyond this tier's 200,000.
+    "cpu": PermutedMNISTConfig(examples_per_task=5_000, num_tasks=40, num_seeds=5),
+    # PROTOCOLS.md: 60,000 images per task, batch 1, 800 tasks, 30 runs; probe 2,000.
+    "paper": PermutedMNISTConfig(),
+}
+
+
+class _SeedStream:
+    """One seed's stream: the pixel permutation and example order of the current task.
+
+    The single env holds one, the vector env one per seed, so that sub-env ``i`` of
+    ``make_vec`` is exactly the stream of ``make(...).reset(seed=seeds[i])``. A task never
+    copies the dataset: it is a permutation of the pixel index and of the example index.
+    """
+
+    def __init__(self, seed: int, num_examples: int) -> None:
+        self.seed = seed
+        self.num_examples = num_examples
+        self.rng = spawn_generators(seed, _PURPOSES)
+        self.task = 0
+        self._draw()
+
+    def _draw(self) -> None:
+        self.perm = self.rng["permutation"].permutation(NUM_PIXELS)
+        # A fresh order of the whole set: the task shows its first examples_per_task images.
+        self.order = self.rng["order"].permutation(self.num_examples)
+
+    def next_task(self) -> None:
+        self.task += 1
+        self._draw()
+
+    def images(self, data: MNISTData, start: int, stop: int) -> np.ndarray:
+        """Examples ``start:stop`` of the task, permuted and scaled: (stop - start, 784) float32."""
+        rows = data.images[self.order[start:stop]]
+        return _SCALE[rows[:, self.perm]]
+
+    def labels(self, data: MNISTData, stop: int) -> np.ndarray:
+        """Labels of the task's first ``stop`` examples, int64."""
+        return data.labels[self.order[:stop]].astype(np.int64)
+
+
+def _load(root: Any, source: str, download: bool, hf_id: str) -> MNISTData:
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise InvalidConfigError(f"root must be a path or None, got {root!r}.")
+    if not isinstance(download, bool):
+        raise InvalidConfigError(f"download must be true or false, got {download!r}.")
+    return load_mnist(root, source, download=download, hf_id=hf_id)
+
+
+class PermutedMNISTEnv(ContinualStream):
+    """Online permuted MNIST: classify MNIST digits whose pixels are shuffled anew each task.
+
+    **Data.** The 60,000 MNIST training images (28 x 28, flattened to 784 pixels, scaled
+    to [0, 1] as float32) and their labels. Each task draws a new random permutation of the
+    784 pixels, applied to every image of the task, and a new random order of the examples;
+    the task shows its first ``examples_per_task`` images in that order, each once (the
+    paper: all 60,000). A permuted task is as hard as the first, but shares none of its
+    input structure, so a net that loses plasticity learns each new task worse.
+
+    **Spaces.** Observation ``Box(0, 1, (B, 784), float32)``, a batch of ``batch_size``
+    images (the protocol: B = 1). Action ``MultiDiscrete([10] * B)``: the predicted labels,
+    an integer array of shape ``(B,)`` (int64, as ``action_space.sample()``).
+
+    **Reward.** The fraction of the batch predicted correctly. The per-task score is the
+    online accuracy over the task (``task_metrics["accuracy"]``): correct predictions /
+    ``examples_per_task``, each prediction made before its label is revealed. Higher is
+    better.
+
+    **Info.** About the action just taken: ``target`` (int64 labels, shape ``(B,)``),
+    ``task_end``, ``task_metrics`` (at a task's last step). About the returned observation:
+    ``task``, ``phase`` (always ``"train"``), ``epoch`` (always 0). And ``stream_done``.
+    ``reset(seed=s)`` restarts the stream; ``reset()`` keeps its position. The episode never
+    terminates; the stream ends with ``info["stream_done"]``.
+
+    **Tiers.** ``smoke`` (4 tasks of 250 images: seconds, runs on a small fixture),
+    ``cpu`` (40 tasks of 5,000 images, 5 seeds: `lop-bench reproduce` in about 12 minutes
+    on 2 cores with the agents' narrow presets; functional, the effect has not been
+    verified on real MNIST here), ``paper`` (800 tasks of 60,000 images, 30 seeds). See
+    :data:`TIERS`.
+
+    **Data source** (keyword arguments of ``make``, not part of the protocol): ``root``
+    (default: ``$LOP_BENCH_DATA`` or ``~/.cache/lop_bench``), ``source`` (``"auto"``,
+    ``"torchvision"``, ``"hf"`` or ``"dir"``), ``download`` (fetch with torchvision when
+    missing), ``hf_id`` (default ``"ylecun/mnist"``); see :func:`lop_bench.data.load_mnist`.
+    A missing dataset raises :class:`~lop_bench.errors.DatasetNotFoundError` naming
+    ``lop-bench data download mnist``. The dataset's fingerprint (sha256 of the decoded
+    arrays) is ``dataset_fingerprint`` and enters the protocol hash: a copy other than the
+    official one (a subset, a modified file) runs, but its results are not ranked.
+
+    **Randomness.** Per-purpose generators spawned from the seed: pixel permutations (one
+    per task) and example orders (one per task). The diagnostics probe (:meth:`probe`) is
+    the first ``probe_size`` examples of the current task, drawn from neither: measuring
+    diagnostics never changes the stream.
+
+    **Memory.** The dataset is held once, as uint8 ``(60000, 784)`` (shared by every env of
+    the process that loads the same files); a task is two index arrays, and the float
+    observations are gathered in chunks of about 1,000 images.
+    """
+
+    ENV_ID = "lop/PermutedMNIST-v0"
+    STREAM_REVISION = 1
+    TIERS = TIERS
+    METRIC = "accuracy"
+    HIGHER_IS_BETTER = True
+    DATASET_FINGERPRINT = MNIST_TRAIN_FINGERPRINT
+    """The official training set's fingerprint, which ranked results must record
+    (:data:`lop_bench.data.mnist.MNIST_TRAIN_FINGERPRINT`). It is ``None`` until computed on
+    real MNIST; meanwhile the leaderboard refuses every result of this stream, since a
+    result's fingerprint is never ``None``."""
+
+    _CHUNK_ROWS = 1024  # images gathered at once (float32: 3.2 MB)
+
+    def __init__(
+        self,
+        tier: str = "cpu",
+        render_mode: str | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        source: str = "auto",
+        download: bool = False,
+        hf_id: str = HF_ID,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(tier, **overrides)
+        if render_mode is not None:
+            raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
+        cfg = self.config
+        self.dataset = _load(root, source, download, hf_id)
+        if cfg.examples_per_task > len(self.dataset):
+            raise InvalidConfigError(
+                f"{self.ENV_ID} [{tier}] shows {cfg.examples_per_task:,} images per task but the "
+                f"dataset at {self.dataset.location} holds {len(self.dataset):,}: use the full "
+                f"MNIST training set (lop-bench data download mnist), or a smaller "
+                f"examples_per_task (a custom, unranked run)."
+            )
+        self.dataset_fingerprint = self.dataset.fingerprint
+        B = cfg.batch_size
+        self._B = B
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(B, NUM_PIXELS), dtype=np.float32)
+        self.action_space = spaces.MultiDiscrete(np.full(B, NUM_CLASSES, dtype=np.int64))
+        self.num_tasks = cfg.num_tasks
+        self.total_steps = cfg.num_steps
+        self._T = cfg.steps_per_task
+        self._chunk = max(1, min(self._T, self._CHUNK_ROWS // B))
+        self._done = False
+
+    # -- stream ---------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``reset(seed=s)`` restarts the stream from task 0; ``reset()`` keeps its position."""
+        new_seed = self._resolve_seed(seed)
+        super().reset(seed=new_seed)
+        if new_seed is not None:
+            self.stream_seed = new_seed
+            self._stream_started = True
+            self._stream = _SeedStream(new_seed, len(self.dataset))
+            self._task = 0
+            self._done = False
+            self._start_task()
+        elif self._done:
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
+            )
+        return self._obs(self._i), self._context()
+
+    def _start_task(self) -> None:
+        cfg = self.config
+        self._Y = self._stream.labels(self.dataset, cfg.examples_per_task).reshape(self._T, self._B)
+        self._y = self._Y[:, 0].tolist() if self._B == 1 else None
+        self._i = 0
+        self._correct = 0
+        self._chunk_start = -self._chunk
+
+    def _obs(self, i: int) -> np.ndarray:
+        """The observation (B, 784) of step ``i`` of the task (a fresh chunk when due).
+
+        Each chunk is a new array: observations handed out earlier stay valid."""
+        j = i - self._chunk_start
+        if j >= self._chunk or j < 0:
+            B = self._B
+            stop = min(self._T, i + self._chunk)
+            x = self._stream.images(self.dataset, i * B, stop * B)
+            self._Xc = x.reshape(stop - i, B, NUM_PIXELS)
+            self._chunk_start = i
+            j = 0
+        return self._Xc[j]
+
+    def probe(self, n: int | None = None) -> np.ndarray:
+        """The diagnostics probe: the first ``n`` (default ``probe_size``, at most the task's
+        size) examples of the current task, in its order and permutation, ``(n, 784)``.
+
+        It reads the task's permutation and order without drawing from any generator, so
+        measuring diagnostics never changes the stream."""
+        self._check_started()
+        n = self.config.probe_size if n is None else n
+        n = min(int(n), self.config.examples_per_task)
+        return self._stream.images(self.dataset, 0, n)
+
+    def _check_started(self) -> None:
+        if not self._stream_started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before step().")
+
+    def _context(self) -> dict[str, Any]:
+        return {"task": self._task, "phase": "train", "epoch": 0, "stream_done": self._done}
+
+    def _labels(self, action: Any) -> np.ndarray:
+        """Check a prediction: an integer array of shape (B,) with labels in 0..9."""
+        return check_labels(action, (self._B,), self.ENV_ID)
+
+    def step(self, action: Any):
+        """Score the predicted labels of the current batch, reveal its labels, move on."""
+        if self._done or not self._stream_started:
+            self._check_started()
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
+            )
+        action = self._labels(action)
+        i = self._i
+        if self._y is not None:  # batch 1
+            correct = int(int(action[0]) == self._y[i])
+        else:
+            correct = int(np.count_nonzero(action == self._Y[i]))
+        self._correct += correct
+        info: dict[str, Any] = {"target": self._Y[i], "task_end": False}
+        i += 1
+        if i < self._T:
+            self._i = i
+            obs = self._obs(i)
+        else:
+            info["task_end"] = True
+            info["task_metrics"] = {self.METRIC: self._correct / self.config.examples_per_task}
+            if self._task + 1 < self.num_tasks:
+                self._task += 1
+                self._stream.next_task()
+                self._start_task()
+                obs = self._obs(0)
+            else:
+                self._done = True
+                obs = self._obs(i - 1)
+        info["task"] = self._task
+        info["phase"] = "train"
+        info["epoch"] = 0
+        info["stream_done"] = self._done
+        return obs, correct / self._B, False, False, info
+
+
+def check_labels(action: Any, shape: tuple[int, ...], env_id: str, where: str = "") -> np.ndarray:
+    """Check predicted labels: a numpy integer array (or torch tensor) of ``shape`` with
+    values in ``0 .. 9``; raise :class:`~lop_bench.errors.InvalidActionError` otherwise."""
+    if not isinstance(action, np.ndarray):
+        if hasattr(action, "detach") and hasattr(action, "cpu"):  # a torch tensor
+            action = action.detach().cpu().numpy()
+        else:
+            raise InvalidActionError(
+                f"{env_id}: the action must be a numpy integer array of shape {shape} (the "
+                f"predicted labels), got {type(action).__name__}."
+            )
+    if action.shape != shape:
+        raise InvalidActionError(
+            f"{env_id}: the action must have shape {shape} (one label per image of the "
+            f"batch), got {action.shape}."
+        )
+    if action.dtype.kind not in "iu":
+        raise InvalidActionError(
+            f"{env_id}: the action must be an integer array of labels (int64, as "
+            f"action_space.sample()), got dtype {action.dtype}."
+        )
+    if action.size == 1:
+        bad = not 0 <= int(action.flat[0]) < NUM_CLASSES
+    else:
+        bad = bool((action < 0).any() or (action >= NUM_CLASSES).any())
+    if bad:
+        raise InvalidActionError(
+            f"{env_id}: labels must be in 0..{NUM_CLASSES - 1}, got values from "
+            f"{int(action.min())} to {int(action.max())}{where}."
+        )
+    return action
+
+
+class PermutedMNISTVectorEnv(VectorEnv):
+    """N seeds of online permuted MNIST, stepped together (``lop_bench.make_vec``).
+
+    Sub-env ``i`` is exactly the stream of ``make(id).reset(seed=seeds[i])``: each seed has
+    its own pixel permutations and example orders, from its own per-purpose generators;
+    all seeds share one copy of the dataset. Observations ``(N, B, 784)``, actions
+    ``(N, B)`` integer labels, rewards ``(N,)``. ``infos`` follow gymnasium's vector
+    convention (arrays of length N, ``_key`` masks): ``target`` ``(N, B)``, ``task_end``,
+    ``task``, ``phase``, ``epoch``, ``stream_done`` and, at a task's end,
+    ``task_metrics = {"accuracy": (N,)}``. All sub-envs change task on the same steps. No
+    autoreset (the stream never terminates): ``metadata["autoreset_mode"]`` is
+    ``DISABLED``.
+
+    ``reset(seed=s)`` with an int gives sub-env ``i`` the seed ``s + i`` (gymnasium's
+    rule); a list gives the seeds themselves; ``None`` uses the ``seeds`` given at
+    construction (default ``0 .. N-1``). The data-source keywords are the single env's.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
+    ENV_ID = PermutedMNISTEnv.ENV_ID
+    METRIC = PermutedMNISTEnv.METRIC
+    HIGHER_IS_BETTER = PermutedMNISTEnv.HIGHER_IS_BETTER
+    DATASET_FINGERPRINT = PermutedMNISTEnv.DATASET_FINGERPRINT
+
+    _CHUNK_ELEMENTS = 1 << 22  # floats per chunk of observations (16 MB)
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        tier: str = "cpu",
+        seeds: Sequence[int] | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise InvalidConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        # One single env describes the stream (tier, config, hash), validates overrides and
+        # holds the dataset.
+        self._template = PermutedMNISTEnv(tier, render_mode, **kwargs)
+        self.num_envs = num_envs
+        self.default_seeds = self._check_seeds(range(num_envs) if seeds is None else seeds)
+        t = self._template
+        self.config, self.tier, self.custom = t.config, t.tier, t.custom
+        self.dataset = t.dataset
+        self.num_tasks, self._T, self._B = t.num_tasks, t._T, t._B
+        self.total_steps = t.total_steps
+        self.single_observation_space = t.observation_space
+        self.single_action_space = t.action_space
+        self.observation_space = batch_space(t.observation_space, num_envs)
+        self.action_space = batch_space(t.action_space, num_envs)
+        self.seeds: tuple[int, ...] | None = None
+        self._started = False
+        n = num_envs
+        self._false = np.zeros(n, dtype=bool)
+        self._true = np.ones(n, dtype=bool)
+        self._zeros_i = np.zeros(n, dtype=np.int64)
+        self._phase = np.full(n, "train", dtype=object)
+        for a in (self._false, self._true, self._zeros_i, self._phase):
+            a.flags.writeable = False
+
+    def _check_seeds(self, seeds: Any) -> tuple[int, ...]:
+        seeds = tuple(check_seed(s) for s in seeds)
+        if len(seeds) != self.num_envs:
+            raise InvalidConfigError(
+                f"{len(seeds)} seeds given for num_envs={self.num_envs}; give one per sub-env."
+            )
+        return seeds
+
+    # identity, as the single env reports it
+    protocol_hash = property(lambda self: self._template.protocol_hash)
+    dataset_fingerprint = property(lambda self: self._template.dataset_fingerprint)
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's identity as recorded in each sub-env's result file."""
+        return self._template.describe()
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+        """Restart every sub-env's stream (see the class docstring for ``seed``)."""
+        if seed is None:
+            seeds = self.default_seeds
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = self._check_seeds(range(check_seed(seed), check_seed(seed) + self.num_envs))
+        else:
+            seeds = self._check_seeds(seed)
+        super().reset(seed=int(seeds[0]))
+        self.seeds = seeds
+        self._streams = [_SeedStream(s, len(self.dataset)) for s in seeds]
+        self._task = 0
+        self._done = False
+        self._started = True
+        self._start_task()
+        return self._obs(0), self._context()
+
+    def _start_task(self) -> None:
+        E = self.config.examples_per_task
+        Y = np.empty((self._T, self.num_envs, self._B), dtype=np.int64)  # step-major
+        for k, stream in enumerate(self._streams):
+            Y[:, k] = stream.labels(self.dataset, E).reshape(self._T, self._B)
+        self._Y = Y
+        self._chunk = max(1, min(self._T, self._CHUNK_ELEMENTS // (self.num_envs * self._B * NUM_PIXELS)))
+        self._chunk_start = -self._chunk
+        self._i = 0
+        self._correct = np.zeros(self.num_envs, dtype=np.int64)
+        self._task_arr = np.full(self.num_envs, self._task, dtype=np.int64)
+        self._task_arr.flags.writeable = False
+
+    def _obs(self, i: int) -> np.ndarray:
+        """The observations (N, B, 784) of step ``i`` of the task (a fresh chunk when due)."""
+        j = i - self._chunk_start
+        if j >= self._chunk or j < 0:
+            B = self._B
+            stop = min(self._T, i + self._chunk)
+            X = np.empty((stop - i, self.num_envs, B, NUM_PIXELS), dtype=np.float32)
+            for k, stream in enumerate(self._streams):
+                X[:, k] = stream.images(self.dataset, i * B, stop * B).reshape(stop - i, B, NUM_PIXELS)
+            self._Xc = X
+            self._chunk_start = i
+            j = 0
+        return self._Xc[j]
+
+    def probe(self, n: int | None = None) -> np.ndarray:
+        """Diagnostics probes of every sub-env: ``(N, n, 784)``, as each single env's."""
+        if not self._started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset() before probe().")
+        n = self.config.probe_size if n is None else n
+        n = min(int(n), self.config.examples_per_task)
+        return np.stack([s.images(self.dataset, 0, n) for s in self._streams])
+
+    def _context(self) -> dict[str, Any]:
+        t = self._true
+        return {
+            "task": self._task_arr, "_task": t, "phase": self._phase, "_phase": t,
+            "epoch": self._zeros_i, "_epoch": t,
+            "stream_done": self._true if self._done else self._false, "_stream_done": t,
+        }
+
+    def step(self, actions: Any):
+        """Score all N batches of predicted labels, reveal their labels, move every stream on."""
+        if self._done or not self._started:
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended or was never started; call reset()."
+            )
+        actions = check_labels(actions, (self.num_envs, self._B), self.ENV_ID)
+        i = self._i
+        y = self._Y[i]
+        correct = np.count_nonzero(actions == y, axis=1)
+        self._correct += correct
+        t = self._true
+        infos: dict[str, Any] = {"target": y, "_target": t}
+        i += 1
+        if i < self._T:
+            self._i = i
+            obs = self._obs(i)
+            infos["task_end"] = self._false
+        else:
+            infos["task_end"] = self._true
+            infos["task_metrics"] = {self.METRIC: self._correct / self.config.examples_per_task}
+            infos["_task_metrics"] = t
+            if self._task + 1 < self.num_tasks:
+                self._task += 1
+                for stream in self._streams:
+                    stream.next_task()
+                self._start_task()
+                obs = self._obs(0)
+            else:
+                self._done = True
+                obs = self._obs(i - 1)
+        infos["_task_end"] = t
+        infos.update(self._context())
+        return obs, correct / self._B, self._false, self._false, infos
