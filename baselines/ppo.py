@@ -31,6 +31,11 @@ and returns the clipped action; ``learn`` stores the transition and updates ever
 ``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks and
 ``probe()`` the agent's last ``probe_size`` (1,000) states, for the diagnostics (dormant
 units by the RL definition).
+
+Speed (``benchmarks/ant_speed.py``, 2-core CPU): about 2,000 env steps/s of training with
+one torch thread, half of it in the updates. Use ``torch.set_num_threads(1)`` (the CLI's
+workers do): with 2 threads the small matrix products of a 128-row minibatch run at less
+than half that speed.
 """
 
 from __future__ import annotations
@@ -174,7 +179,7 @@ _PROPER = (0.99, 0.99)
 PRESETS: dict[str, dict[tuple[str, str], PPOConfig]] = {
     # Standard PPO: Adam with torch's betas (0.9, 0.999) (cfg/ant/std.yml; PROTOCOLS.md).
     "ppo": {(ANT, "*"): PPOConfig()},
-    # "Proper" Adam: equal betas (0.99, 0.99) (the paper's Fig. 3; PROTOCOLS.md).
+    # "Proper" Adam: equal betas (0.99, 0.99) (cfg/ant/ns.yml, "NS Adam"; PROTOCOLS.md).
     "ppo_proper_adam": {(ANT, "*"): PPOConfig(betas=_PROPER)},
     # L2: Adam's coupled weight decay 1e-3, betas (0.99, 0.99) (cfg/ant/l2.yml; PROTOCOLS.md).
     "ppo_l2": {(ANT, "*"): PPOConfig(betas=_PROPER, weight_decay=1e-3)},

@@ -265,7 +265,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
           f"({env.total_steps:,} steps each; {how}) on {min(args.jobs, len(jobs))} processes -> {out}/")
     start = time.perf_counter()
     # Longest jobs first keeps the processes busy until the end.
-    jobs.sort(key=lambda j: j["agent"] != "continual_backprop")
+    jobs.sort(key=lambda j: j["agent"] not in ("continual_backprop", "ppo_cbp"))
     run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(seeds) * len(agents))
     print(f"done in {time.perf_counter() - start:.0f} s\n")
     files = [out / _filename(args.env, a, args.tier, s) for a in agents for s in seeds]

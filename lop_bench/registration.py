@@ -27,6 +27,7 @@ DEFAULT_TIER = "cpu"
 STREAMS: dict[str, str] = {
     "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionEnv",
     "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTEnv",
+    "lop/ChangingFrictionAnt-v0": "lop_bench.envs.ant:ChangingFrictionAntEnv",
 }
 
 # id -> vector entry point: N seeds generated together (``make_vec``).
@@ -46,6 +47,9 @@ REFERENCE_AGENTS: dict[str, tuple[str, ...]] = {
         "continual_backprop",
     ),
     "lop/PermutedMNIST-v0": ("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
+    # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
+    # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
+    "lop/ChangingFrictionAnt-v0": ("ppo", "ppo_l2", "ppo_cbp"),
 }
 
 

@@ -5,8 +5,9 @@ get the same per-task scores, which the env computes itself). On top of it the r
 
 - records ``info["task_metrics"]`` at each task's end (the per-task curve);
 - measures diagnostics at task starts, every ``diagnostics_every`` tasks, on the env's
-  probe batch through ``agent.features`` / ``agent.parameters`` (under ``no_grad``; the
-  probe comes from a generator of its own, so the curve is the same with diagnostics off);
+  probe batch (supervised streams; drawn from a generator of its own, so the curve is the
+  same with diagnostics off) or the agent's own recent states (``agent.probe()``, RL),
+  through ``agent.features`` / ``agent.parameters`` under ``no_grad``;
 - checks that the agent's parameters and buffers do not change inside ``val``/``test``
   phases (:class:`~lop_bench.errors.PhaseViolationError`);
 - shows a progress bar and writes the result atomically.
@@ -38,11 +39,12 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("lop-bench", "torch", "numpy", "gymnasium"):
+    for pkg in ("lop-bench", "torch", "numpy", "gymnasium", "mujoco"):
         try:
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
-            out[pkg] = "unknown"
+        except md.PackageNotFoundError:  # not installed (mujoco is an optional extra)
+            if pkg != "mujoco":
+                out[pkg] = "unknown"
     return out
 
 
@@ -75,7 +77,11 @@ def _check_unchanged(agent: Any, snap: list[Any], phase: str, task: int) -> None
 
 def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
     features = getattr(agent, "features", None)
+    # Supervised streams probe with inputs of the task; RL streams have no probe of their
+    # own: the agent supplies its recent states (PROTOCOLS.md, "Diagnostics definitions").
     probe = getattr(env, "probe", None)
+    if not callable(probe):
+        probe = getattr(agent, "probe", None)
     if not callable(features) or not callable(probe):
         return None
     import torch
@@ -83,13 +89,16 @@ def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
     from lop_bench.diagnostics import measure
 
     x = probe()
+    if x is None or len(x) == 0:  # an RL agent that has seen no state yet (task 0)
+        return None
     x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+    definition = getattr(env, "DIAGNOSTICS_DEFINITION", "supervised")
     with torch.no_grad():
         feats = features(x)
         params = getattr(agent, "parameters", None)
         try:
             return measure(list(feats), list(params()) if callable(params) else None,
-                           layer_ranks=False)
+                           definition=definition, layer_ranks=False)
         except ValueError:
             # Non-finite activations or weights (a diverged agent): the run goes on and
             # this task's diagnostics are recorded as missing.
