@@ -984,7 +984,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     """``lop-bench leaderboard build``: regenerate README.md and index.html."""
     readme, index = build(args.dir)
-    print(f"wrote {readme} and {index}")
+    print(f"built {readme} and {index} (a file whose content is unchanged is not rewritten)")
     return 0
 
 

@@ -117,7 +117,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lop_bench.metrics import bin_curves, plot_bin_size, stream_metric
+    from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size, stream_metric
 
     by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for g in groups:
@@ -134,13 +134,17 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
             gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
         for col, (ax, (key, label)) in enumerate(zip(row, panels)):
             for i, g in enumerate(gs):
-                curves = g.curves if key == "score" else _diag_curves(g, key)
+                if key == "score":
+                    curves, tasks = g.curves, np.arange(g.curves.shape[1])
+                else:
+                    found = _diag_curves(g, key)
+                    if found is None:
+                        continue
+                    tasks, curves = found
                 color = f"C{i}"
-                if curves is None:
-                    continue
                 size = bin_size or plot_bin_size(m.bin_size, curves.shape[1])
                 mean, half = bin_curves(curves, size)
-                x = (np.arange(len(mean)) + 0.5) * size
+                x = bin_curve(tasks.astype(float), size)  # each bin at its mean task index
                 ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6, color=color)
                 if curves.shape[0] > 1:
                     ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0, color=color)
@@ -165,18 +169,25 @@ _DIAG_PANELS = (
 )
 
 
-def _diag_curves(g: Group, key: str) -> np.ndarray | None:
-    """Seeds x tasks array of a diagnostic measured at every task start, or None."""
-    rows = []
+def _diag_curves(g: Group, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tasks, seeds x tasks values) of a diagnostic measured at the same task starts in
+    every seed, or None when a seed lacks it."""
+    rows, tasks = [], None
     for r in g.results:
         d = r.diagnostics
-        if not d or key not in d["measures"] or d["every"] != 1:
+        if not d or key not in d["measures"]:
             return None
         values = d["measures"][key]
-        if any(v is None for v in values):
+        if not values or any(v is None for v in values):
+            return None
+        if tasks is None:
+            tasks = d["tasks"]
+        elif d["tasks"] != tasks:
             return None
         rows.append(values)
-    return np.array(rows, dtype=float) if rows and len({len(v) for v in rows}) == 1 else None
+    if not rows:
+        return None
+    return np.asarray(tasks), np.array(rows, dtype=float)
 
 
 @dataclass(frozen=True)
