@@ -20,6 +20,8 @@ from lop_bench.errors import LopBenchError
 __all__ = ["main", "parse_seeds"]
 
 _DEFAULT_OUT = "results"
+# Reference agents that take the longest per step (noise every step; generate-and-test).
+_SLOWEST_FIRST = ("shrink_perturb", "continual_backprop", "ppo_cbp")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -264,8 +266,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"Reproducing {args.env} [{args.tier}]: {len(agents)} agents x {len(seeds)} seeds "
           f"({env.total_steps:,} steps each; {how}) on {min(args.jobs, len(jobs))} processes -> {out}/")
     start = time.perf_counter()
-    # Longest jobs first keeps the processes busy until the end.
-    jobs.sort(key=lambda j: j["agent"] not in ("continual_backprop", "ppo_cbp"))
+    # Longest jobs first keeps the processes busy until the end (a stable sort).
+    jobs.sort(key=lambda j: _SLOWEST_FIRST.index(j["agent"]) if j["agent"] in _SLOWEST_FIRST
+              else len(_SLOWEST_FIRST))
     run_jobs(jobs, min(args.jobs, len(jobs)), env.total_steps * len(seeds) * len(agents))
     print(f"done in {time.perf_counter() - start:.0f} s\n")
     files = [out / _filename(args.env, a, args.tier, s) for a in agents for s in seeds]
