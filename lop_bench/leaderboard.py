@@ -802,7 +802,7 @@ def _svg(t: _Table, index: int) -> str:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from lop_bench.metrics import bin_curves, plot_bin_size
+    from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size
 
     with matplotlib.rc_context({"svg.hashsalt": f"lop-bench-leaderboard-{index}",
                                 "svg.fonttype": "none", "font.size": 9}):
@@ -813,7 +813,7 @@ def _svg(t: _Table, index: int) -> str:
             curves = np.array([r.per_task for r in e.results], dtype=float)
             size = plot_bin_size(t.bin_size, curves.shape[1])
             mean, half = bin_curves(curves, size)
-            x = (np.arange(len(mean)) + 0.5) * size
+            x = bin_curve(np.arange(curves.shape[1], dtype=float), size)  # bin at its mean task
             color = _COLORS[i % len(_COLORS)]
             ls = _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]
             ax.plot(x, mean, color=color, ls=ls, lw=1.6, label=_mpl_text(f"#{i + 1} {e.agent}"))
