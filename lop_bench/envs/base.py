@@ -7,12 +7,14 @@ from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from lop_bench.config import config_to_dict, protocol_hash, replace_checked
-from lop_bench.errors import InvalidActionError, UnknownTierError, did_you_mean
+from lop_bench.errors import InvalidActionError, InvalidConfigError, UnknownTierError, did_you_mean
 from lop_bench.seeding import check_seed
 
-__all__ = ["ContinualStream"]
+__all__ = ["ContinualStream", "ContinualVectorStream"]
 
 
 class ContinualStream(gymnasium.Env):
@@ -124,3 +126,77 @@ class ContinualStream(gymnasium.Env):
     def config_fields(cls) -> list[str]:
         """Names of the overridable config fields."""
         return [f.name for f in dataclasses.fields(next(iter(cls.TIERS.values())))]
+
+
+class ContinualVectorStream(VectorEnv):
+    """Base class of the vector streams (``make_vec``): N seeds of one stream, stepped together.
+
+    A subclass sets ``SINGLE`` (the single env class) and implements ``reset`` (calling
+    :meth:`_reset_seeds` first) and ``step``. A template single env, built with the same
+    tier and keyword arguments, validates them and describes the stream (config, protocol
+    hash, dataset fingerprint), so every sub-env's result names the same protocol.
+    ``reset(seed=s)`` with an int gives sub-env ``i`` the seed ``s + i`` (gymnasium's rule);
+    a list gives the seeds themselves; ``None`` uses the ``seeds`` given at construction
+    (default ``0 .. N-1``).
+    """
+
+    SINGLE: ClassVar[type[ContinualStream]]
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        single = cls.__dict__.get("SINGLE")
+        if single is not None:
+            cls.ENV_ID, cls.METRIC = single.ENV_ID, single.METRIC
+            cls.HIGHER_IS_BETTER = single.HIGHER_IS_BETTER
+
+    def __init__(self, num_envs: int = 1, tier: str = "cpu", seeds: Any = None,
+                 render_mode: str | None = None, **kwargs: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise InvalidConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
+        self._template = t = self.SINGLE(tier, render_mode, **kwargs)
+        self.num_envs = n = num_envs
+        self.default_seeds = self._check_seeds(range(n) if seeds is None else seeds)
+        self.config, self.tier, self.custom = t.config, t.tier, t.custom
+        self.num_tasks, self.total_steps = t.num_tasks, t.total_steps
+        self.single_observation_space = t.observation_space
+        self.single_action_space = t.action_space
+        self.observation_space = batch_space(t.observation_space, n)
+        self.action_space = batch_space(t.action_space, n)
+        self.seeds: tuple[int, ...] | None = None
+        self._started = False
+        # Constant info arrays, shared by every step (read-only).
+        self._false = np.zeros(n, dtype=bool)
+        self._true = np.ones(n, dtype=bool)
+        self._zeros_i = np.zeros(n, dtype=np.int64)
+        self._phase = np.full(n, "train", dtype=object)
+        for a in (self._false, self._true, self._zeros_i, self._phase):
+            a.flags.writeable = False
+
+    def _check_seeds(self, seeds: Any) -> tuple[int, ...]:
+        seeds = tuple(check_seed(s) for s in seeds)
+        if len(seeds) != self.num_envs:
+            raise InvalidConfigError(
+                f"{len(seeds)} seeds given for num_envs={self.num_envs}; give one per sub-env."
+            )
+        return seeds
+
+    def _reset_seeds(self, seed: Any) -> tuple[int, ...]:
+        """The sub-envs' seeds for ``reset(seed=...)``; records them in ``self.seeds``."""
+        if seed is None:
+            seeds = self.default_seeds
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = self._check_seeds(range(check_seed(seed), check_seed(seed) + self.num_envs))
+        else:
+            seeds = self._check_seeds(seed)
+        super().reset(seed=int(seeds[0]))
+        self.seeds = seeds
+        return seeds
+
+    # identity, as the single env reports it
+    protocol_hash = property(lambda self: self._template.protocol_hash)
+    dataset_fingerprint = property(lambda self: self._template.dataset_fingerprint)
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's identity as recorded in each sub-env's result file."""
+        return self._template.describe()

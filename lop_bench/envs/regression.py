@@ -9,13 +9,11 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from lop_bench.config import check_choice, check_positive, check_range
-from lop_bench.envs.base import ContinualStream
+from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
-from lop_bench.seeding import check_seed, spawn_generators, task_generator
+from lop_bench.seeding import spawn_generators, task_generator
 
 __all__ = [
     "RegressionConfig",
@@ -351,7 +349,7 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         return obs, -se, False, False, info
 
 
-class SlowlyChangingRegressionVectorEnv(VectorEnv):
+class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
     """N seeds of slowly-changing regression, stepped together (``lop_bench.make_vec``).
 
     Sub-env ``i`` is exactly the stream of ``make(id).reset(seed=seeds[i])``: each seed
@@ -369,69 +367,16 @@ class SlowlyChangingRegressionVectorEnv(VectorEnv):
     construction (default ``0 .. N-1``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
-    ENV_ID = SlowlyChangingRegressionEnv.ENV_ID
-    METRIC = SlowlyChangingRegressionEnv.METRIC
-    HIGHER_IS_BETTER = SlowlyChangingRegressionEnv.HIGHER_IS_BETTER
+    SINGLE = SlowlyChangingRegressionEnv
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        tier: str = "cpu",
-        seeds: Sequence[int] | None = None,
-        render_mode: str | None = None,
-        **overrides: Any,
-    ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise InvalidConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}.")
-        # One single env describes the stream (tier, config, hash) and validates overrides.
-        self._template = SlowlyChangingRegressionEnv(tier, render_mode, **overrides)
-        self.num_envs = num_envs
-        self.default_seeds = self._check_seeds(range(num_envs) if seeds is None else seeds)
-        t = self._template
-        self.config, self.tier, self.custom = t.config, t.tier, t.custom
-        self.num_tasks, self._T = t.num_tasks, t._T
-        self.total_steps = t.total_steps
-        self.single_observation_space = t.observation_space
-        self.single_action_space = t.action_space
-        self.observation_space = batch_space(t.observation_space, num_envs)
-        self.action_space = batch_space(t.action_space, num_envs)
-        self.seeds: tuple[int, ...] | None = None
-        self._started = False
-        n = num_envs
-        self._false = np.zeros(n, dtype=bool)
-        self._true = np.ones(n, dtype=bool)
-        self._zeros_i = np.zeros(n, dtype=np.int64)
-        self._phase = np.full(n, "train", dtype=object)
-        for a in (self._false, self._true, self._zeros_i, self._phase):
-            a.flags.writeable = False
-
-    def _check_seeds(self, seeds: Any) -> tuple[int, ...]:
-        seeds = tuple(check_seed(s) for s in seeds)
-        if len(seeds) != self.num_envs:
-            raise InvalidConfigError(
-                f"{len(seeds)} seeds given for num_envs={self.num_envs}; give one per sub-env."
-            )
-        return seeds
-
-    # identity, as the single env reports it
-    protocol_hash = property(lambda self: self._template.protocol_hash)
-    dataset_fingerprint = property(lambda self: self._template.dataset_fingerprint)
-
-    def describe(self) -> dict[str, Any]:
-        """The stream's identity as recorded in each sub-env's result file."""
-        return self._template.describe()
+    def __init__(self, num_envs: int = 1, tier: str = "cpu", seeds: Sequence[int] | None = None,
+                 render_mode: str | None = None, **overrides: Any) -> None:
+        super().__init__(num_envs, tier, seeds, render_mode, **overrides)
+        self._T = self._template._T
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         """Restart every sub-env's stream (see the class docstring for ``seed``)."""
-        if seed is None:
-            seeds = self.default_seeds
-        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            seeds = self._check_seeds(range(check_seed(seed), check_seed(seed) + self.num_envs))
-        else:
-            seeds = self._check_seeds(seed)
-        super().reset(seed=int(seeds[0]))
-        self.seeds = seeds
+        seeds = self._reset_seeds(seed)
         self._streams = [_SeedStream(self.config, s) for s in seeds]
         self._task = 0
         self._done = False
