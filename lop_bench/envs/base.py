@@ -200,3 +200,13 @@ class ContinualVectorStream(VectorEnv):
     def describe(self) -> dict[str, Any]:
         """The stream's identity as recorded in each sub-env's result file."""
         return self._template.describe()
+
+    def _context(self) -> dict[str, Any]:
+        """The context keys of the next observations (all sub-envs share the task clock;
+        subclasses keep ``_task_arr`` and ``_done``)."""
+        t = self._true
+        return {
+            "task": self._task_arr, "_task": t, "phase": self._phase, "_phase": t,
+            "epoch": self._zeros_i, "_epoch": t,
+            "stream_done": self._true if self._done else self._false, "_stream_done": t,
+        }

@@ -453,14 +453,6 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
         n = min(int(n), self.config.examples_per_task)
         return np.stack([s.images(self.dataset, 0, n) for s in self._streams])
 
-    def _context(self) -> dict[str, Any]:
-        t = self._true
-        return {
-            "task": self._task_arr, "_task": t, "phase": self._phase, "_phase": t,
-            "epoch": self._zeros_i, "_epoch": t,
-            "stream_done": self._true if self._done else self._false, "_stream_done": t,
-        }
-
     def step(self, actions: Any):
         """Score all N batches of predicted labels, reveal their labels, move every stream on."""
         if self._done or not self._started:

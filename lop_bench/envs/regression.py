@@ -427,14 +427,6 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
         n = self.config.probe_size if n is None else n
         return np.stack([s.probe(n) for s in self._streams])
 
-    def _context(self) -> dict[str, Any]:
-        t = self._true
-        return {
-            "task": self._task_arr, "_task": t, "phase": self._phase, "_phase": t,
-            "epoch": self._zeros_i, "_epoch": t,
-            "stream_done": self._true if self._done else self._false, "_stream_done": t,
-        }
-
     def step(self, actions: Any):
         """Score all N predictions, reveal their targets, move every stream on."""
         if self._done or not self._started:
