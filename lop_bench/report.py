@@ -237,6 +237,9 @@ def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, st
         if not findings:
             continue
         lines.append(f"The paper's findings on {env_id} [{tier}] (paired by seed, 95% CI):")
+        if tier == "smoke":
+            lines.append("  (the smoke tier is a seconds-long functional check, too short to show "
+                         "them: use --tier cpu)")
         for f in findings:
             gl = by_key.get((env_id, tier, f.left[0]))
             gr = by_key.get((env_id, tier, f.right[0]))
