@@ -201,6 +201,36 @@ class ContinualVectorStream(VectorEnv):
         """The stream's identity as recorded in each sub-env's result file."""
         return self._template.describe()
 
+    def _advance(self, infos: dict[str, Any], task_score: Any) -> Any:
+        """Move every sub-env past the step just scored; returns the next observations.
+
+        Fills ``task_end`` (and, at a task's end, ``task_metrics = {METRIC: task_score()}``)
+        and the context keys into ``infos``. Subclasses provide ``_T`` (steps per task),
+        ``_obs(i)`` and ``_start_task()`` (draws the current task for every seed).
+        """
+        t = self._true
+        i = self._i + 1
+        if i < self._T:
+            self._i = i
+            obs = self._obs(i)
+            infos["task_end"] = self._false
+        else:
+            infos["task_end"] = self._true
+            infos["task_metrics"] = {self.METRIC: task_score()}
+            infos["_task_metrics"] = t
+            if self._task + 1 < self.num_tasks:
+                self._task += 1
+                for stream in self._streams:
+                    stream.next_task()
+                self._start_task()
+                obs = self._obs(0)
+            else:
+                self._done = True
+                obs = self._obs(i - 1)
+        infos["_task_end"] = t
+        infos.update(self._context())
+        return obs
+
     def _context(self) -> dict[str, Any]:
         """The context keys of the next observations (all sub-envs share the task clock;
         subclasses keep ``_task_arr`` and ``_done``)."""

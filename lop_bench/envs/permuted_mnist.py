@@ -464,26 +464,6 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
         y = self._Y[i]
         correct = np.count_nonzero(actions == y, axis=1)
         self._correct += correct
-        t = self._true
-        infos: dict[str, Any] = {"target": y, "_target": t}
-        i += 1
-        if i < self._T:
-            self._i = i
-            obs = self._obs(i)
-            infos["task_end"] = self._false
-        else:
-            infos["task_end"] = self._true
-            infos["task_metrics"] = {self.METRIC: self._correct / self.config.examples_per_task}
-            infos["_task_metrics"] = t
-            if self._task + 1 < self.num_tasks:
-                self._task += 1
-                for stream in self._streams:
-                    stream.next_task()
-                self._start_task()
-                obs = self._obs(0)
-            else:
-                self._done = True
-                obs = self._obs(i - 1)
-        infos["_task_end"] = t
-        infos.update(self._context())
+        infos: dict[str, Any] = {"target": y, "_target": self._true}
+        obs = self._advance(infos, lambda: self._correct / self.config.examples_per_task)
         return obs, correct / self._B, self._false, self._false, infos

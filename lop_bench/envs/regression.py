@@ -279,14 +279,14 @@ class SlowlyChangingRegressionEnv(ContinualStream):
             self._stream = _SeedStream(self.config, new_seed)
             self._task = 0
             self._done = False
-            self._make_task_data()
+            self._start_task()
         elif self._done:
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
             )
         return self._X[self._i], self._context()
 
-    def _make_task_data(self) -> None:
+    def _start_task(self) -> None:
         x, y = self._stream.task_data()
         # A fresh array per task: observations handed out earlier stay valid.
         self._X = x.reshape(self._T, 1, -1)
@@ -337,7 +337,7 @@ class SlowlyChangingRegressionEnv(ContinualStream):
             if self._task + 1 < self.num_tasks:
                 self._task += 1
                 self._stream.next_task()
-                self._make_task_data()
+                self._start_task()
                 obs = self._X[0]
             else:
                 self._done = True
@@ -381,10 +381,10 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
         self._task = 0
         self._done = False
         self._started = True
-        self._make_task_data()
+        self._start_task()
         return self._obs(0), self._context()
 
-    def _make_task_data(self) -> None:
+    def _start_task(self) -> None:
         """Draw the task's random bits and targets for every seed; inputs are built in
         chunks of steps (memory stays O(N * chunk), not O(N * T), for thousands of seeds)."""
         cfg, n, T = self.config, self.num_envs, self._T
@@ -444,26 +444,6 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
             bad = np.flatnonzero(~np.isfinite(se)).tolist()
             raise self._template._non_finite(f"in sub-envs {bad} at step {self._task * self._T + i}")
         self._sse += se
-        t = self._true
-        infos: dict[str, Any] = {"target": y, "_target": t}
-        i += 1
-        if i < self._T:
-            self._i = i
-            obs = self._obs(i)
-            infos["task_end"] = self._false
-        else:
-            infos["task_end"] = self._true
-            infos["task_metrics"] = {self.METRIC: self._sse / self._T}
-            infos["_task_metrics"] = t
-            if self._task + 1 < self.num_tasks:
-                self._task += 1
-                for stream in self._streams:
-                    stream.next_task()
-                self._make_task_data()
-                obs = self._obs(0)
-            else:
-                self._done = True
-                obs = self._obs(i - 1)
-        infos["_task_end"] = t
-        infos.update(self._context())
+        infos: dict[str, Any] = {"target": y, "_target": self._true}
+        obs = self._advance(infos, lambda: self._sse / self._T)
         return obs, -se, self._false, self._false, infos
