@@ -77,12 +77,20 @@ def _worker(job: dict[str, Any], queue: Any) -> list[dict[str, Any]]:
         env_kwargs=job["env_kwargs"], agent_kwargs=job["agent_kwargs"],
         diagnostics=job["diagnostics"], diagnostics_every=job["diagnostics_every"],
         progress=(lambda n: queue.put(n)) if queue is not None else False, out=job["out"],
+        device=job["device"],
     )
     if job["vectorized"]:
         results = run_vectorized(job["env_id"], job["agent"], tier=job["tier"],
                                  seeds=job["seeds"], **common)
+    elif job.get("done"):  # --resume: this seed's result is already written
+        from lop_bench.results import load
+
+        results = [load(job["done"])]
+        if queue is not None:
+            queue.put(results[0].data["steps"])
     else:
-        results = [run(job["env_id"], job["agent"], tier=job["tier"], seed=job["seeds"][0], **common)]
+        results = [run(job["env_id"], job["agent"], tier=job["tier"], seed=job["seeds"][0],
+                       checkpoint_every=job["checkpoint_every"], resume=job["resume"], **common)]
     return [{"agent": job["agent"], "seed": r.seed, "summary": r.summary,
              "steps_per_s": r.data["run_info"]["steps_per_s"]} for r in results]
 
@@ -168,10 +176,18 @@ def _jobs_for(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int
     # Fail fast, before any process starts: a bad config, an unknown agent or hyperparameter.
     env = make(env_id, tier=tier, **env_kwargs)
     for a in agents:
-        make_agent(a, env, seed=seeds[0], **agent_kwargs)
+        make_agent(a, env, seed=seeds[0], device=args.device, **agent_kwargs)
+    checkpointing = args.checkpoint_every is not None or args.resume
+    if checkpointing and vectorized == "yes":
+        raise LopBenchError("--checkpoint-every / --resume work with one process per seed; "
+                            "drop --vectorized.")
+    if checkpointing:
+        vectorized = "no"
     base = {"env_id": env_id, "tier": tier, "env_kwargs": env_kwargs,
             "agent_kwargs": agent_kwargs, "diagnostics": not args.no_diagnostics,
-            "diagnostics_every": args.diagnostics_every, "out": str(out)}
+            "diagnostics_every": args.diagnostics_every, "out": str(out),
+            "device": args.device, "checkpoint_every": args.checkpoint_every,
+            "resume": args.resume}
     jobs = []
     for a in agents:
         vec = vectorized != "no" and _supports_vectorized(env_id, a, tier, env_kwargs, agent_kwargs)
@@ -185,7 +201,12 @@ def _jobs_for(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int
                 chunk = list(seeds)[g::groups]
                 jobs.append({**base, "agent": a, "seeds": chunk, "vectorized": True})
         else:
-            jobs.extend({**base, "agent": a, "seeds": [s], "vectorized": False} for s in seeds)
+            for s in seeds:
+                job = {**base, "agent": a, "seeds": [s], "vectorized": False}
+                done = out / _filename(env_id, a, tier, s, custom=env.unwrapped.custom)
+                if args.resume and done.is_file():
+                    job["done"] = str(done)
+                jobs.append(job)
     return jobs
 
 
@@ -276,10 +297,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return _report([str(f) for f in files], plot_path, order=agents)
 
 
-def _filename(env_id: str, agent: str, tier: str, seed: int) -> str:
+def _filename(env_id: str, agent: str, tier: str, seed: int, custom: bool = False) -> str:
     from lop_bench.results import result_filename
 
-    return result_filename({"env_id": env_id, "agent": {"name": agent}, "custom": False,
+    return result_filename({"env_id": env_id, "agent": {"name": agent}, "custom": custom,
                             "tier": tier, "seed": seed})
 
 
@@ -318,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip dormant-unit / rank diagnostics (the curve is the same)")
         sp.add_argument("--diagnostics-every", type=int, default=1, metavar="K",
                         help="measure diagnostics every K tasks (default: 1)")
+        sp.add_argument("--device", default="cpu",
+                        help="torch device of the agents and, for image streams, of the data "
+                             "(default: cpu; e.g. cuda)")
+        sp.add_argument("--checkpoint-every", type=int, metavar="K",
+                        help="write a checkpoint every K tasks beside each result "
+                             "(<result>.ckpt.pt), so that --resume can continue a killed run")
+        sp.add_argument("--resume", action="store_true",
+                        help="skip seeds whose result exists; continue the others from their "
+                             "checkpoint where there is one")
 
     sp = sub.add_parser(
         "run", help="run one agent on a stream for several seeds", formatter_class=_formatter,
@@ -328,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
               lop-bench run lop/SlowlyChangingRegression-v0 --agent my_pkg.agents:make_agent --out my_results
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --tier paper --seeds 0-99 --vectorized
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --set num_tasks=50  # custom: unranked
+              lop-bench run lop/IncrementalCIFAR100-v0 --agent backprop --tier paper --seeds 0 --device cuda --checkpoint-every 1
+              lop-bench run lop/IncrementalCIFAR100-v0 --agent backprop --tier paper --seeds 0 --device cuda --resume
         """))
     sp.add_argument("env", metavar="ENV", help="stream id (lop-bench list)")
     sp.add_argument("--agent", required=True, help="registered name or package.module:function")

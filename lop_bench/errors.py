@@ -99,3 +99,8 @@ class DependencyNotInstalled(LopBenchError, ImportError):
 
 class VectorizationNotSupported(LopBenchError, ValueError):
     """A vectorized agent or env was asked of something that has none."""
+
+
+class CheckpointError(LopBenchError, ValueError):
+    """A checkpoint that cannot be written or resumed: unreadable, forged, from another run,
+    or of a stream or agent that does not support checkpoints."""

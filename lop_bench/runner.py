@@ -10,7 +10,8 @@ get the same per-task scores, which the env computes itself). On top of it the r
   through ``agent.features`` / ``agent.parameters`` under ``no_grad``;
 - checks that the agent's parameters and buffers do not change inside ``val``/``test``
   phases (:class:`~lop_bench.errors.PhaseViolationError`);
-- shows a progress bar and writes the result atomically.
+- shows a progress bar and writes the result atomically;
+- writes a checkpoint every k tasks and resumes from it (``checkpoint_every``, ``resume``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def run(
     diagnostics_every: int = 1,
     progress: bool | Callable[[int], None] = True,
     out: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> Result:
     """Run one agent on one stream for one seed and return its :class:`Result`.
 
@@ -128,12 +132,23 @@ def run(
         seed: the stream and agent seed (the tier's seed set is ``0..num_seeds-1``).
         env_kwargs: tier field overrides (the result is then *custom*, unranked).
         agent_kwargs: hyperparameter overrides of the agent's preset.
-        device: torch device for the agent.
+        device: torch device for the agent and, for streams that take a ``device``
+            argument (the image streams), for the data (unless ``env_kwargs`` sets one).
         diagnostics: measure dormant units, ranks and weight magnitude at task starts.
         diagnostics_every: measure every k-th task (task 0 always).
         progress: show a progress bar (True), none (False), or a callback given the number
             of steps done since its last call (used by the CLI's parallel workers).
         out: write the result there (a ``.json`` path, or a directory for the default name).
+        checkpoint_every: write a checkpoint after every k-th task (env, agent and loop
+            state; :mod:`lop_bench.checkpoint`). The stream and the agent must implement
+            ``state_dict`` / ``load_state_dict``.
+        checkpoint: the checkpoint file (default: ``<result name>.ckpt.pt`` beside the
+            result in ``out``). It is deleted once the result is written.
+        resume: continue from ``checkpoint`` when it exists (else start from the beginning),
+            writing further checkpoints every ``checkpoint_every`` tasks (default: the
+            interrupted run's cadence).
+            The resumed run's result equals the uninterrupted one's, bit for bit, apart
+            from ``run_info``.
 
     Example::
 
@@ -142,11 +157,27 @@ def run(
     """
     if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
         raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    if checkpoint_every is not None and (
+        not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool)
+        or checkpoint_every < 1
+    ):
+        raise LopBenchError(
+            f"checkpoint_every must be a number of tasks >= 1, got {checkpoint_every!r}."
+        )
     name, factory = resolve_factory(agent)
-    wrapped = make(env_id, tier=tier, **(env_kwargs or {}))
+    wrapped = make(env_id, tier=tier, **_with_data_device(env_id, env_kwargs, device))
     env = wrapped.unwrapped
     obs, info = env.reset(seed=seed)
     agent_obj = make_agent(factory, wrapped, seed=seed, device=device, **(agent_kwargs or {}))
+    ckpt_path = _checkpoint_file(env, name, seed, out, checkpoint, checkpoint_every, resume)
+    if ckpt_path is not None:
+        _check_checkpointable(env, agent_obj, name)
+    identity = {
+        "env_id": env.ENV_ID, "tier": tier, "env_kwargs": _jsonable(env_kwargs or {}),
+        "agent": name, "agent_kwargs": _jsonable(agent_kwargs or {}), "seed": int(seed),
+        "protocol_hash": env.protocol_hash, "diagnostics": bool(diagnostics),
+        "diagnostics_every": diagnostics_every,
+    }
 
     metric = env.METRIC
     per_task: list[float] = []
@@ -161,13 +192,34 @@ def run(
                 diag_tasks.append(task)
                 diag_rows.append(row)
 
-    bar, report = _progress(progress, env.total_steps, f"{name} seed {seed}", "step")
-
+    steps = 0
+    elapsed = 0.0
+    resumed_at = None
     task = info["task"]
-    diagnose(task)
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        from lop_bench.checkpoint import check_identity, load_checkpoint
+
+        state = load_checkpoint(ckpt_path)
+        check_identity(ckpt_path, state["run"], identity)
+        env.load_state_dict(state["env"])
+        agent_obj.load_state_dict(state["agent"])
+        loop = state["loop"]
+        obs, info, steps, elapsed = loop["obs"], loop["info"], loop["steps"], loop["elapsed"]
+        per_task, val_metrics = list(loop["per_task"]), list(loop["val_metrics"])
+        diag_tasks, diag_rows = list(loop["diag_tasks"]), list(loop["diag_rows"])
+        task = info["task"]
+        resumed_at = steps
+        if checkpoint_every is None:  # keep the killed run's cadence
+            checkpoint_every = loop.get("checkpoint_every")
+    else:
+        diagnose(task)
+
+    bar, report = _progress(progress, env.total_steps, f"{name} seed {seed}", "step",
+                            initial=steps)
+    if report is not None and bar is None and steps:
+        report(steps)  # a resumed run's callback counts the steps done before the checkpoint
     snapshot = None
     eval_phase = None
-    steps = 0
     countdown = _PROGRESS_EVERY
     start = time.perf_counter()
     act, learn, step = agent_obj.act, agent_obj.learn, env.step
@@ -189,12 +241,25 @@ def run(
             if snapshot is None and info["phase"] in _EVAL_PHASES:
                 eval_phase = info["phase"]
                 snapshot = _snapshot(agent_obj)
-            if info["task"] != task:
+            new_task = info["task"] != task
+            if new_task:
                 task = info["task"]
                 diagnose(task)
             if terminated or truncated:
                 next_obs, info = env.reset()
             obs = next_obs
+            if (new_task and checkpoint_every is not None and snapshot is None
+                    and len(per_task) % checkpoint_every == 0):
+                from lop_bench.checkpoint import save_checkpoint
+
+                save_checkpoint(ckpt_path, {
+                    "run": identity, "env": env.state_dict(), "agent": agent_obj.state_dict(),
+                    "loop": {"obs": obs, "info": info, "steps": steps,
+                             "elapsed": elapsed + time.perf_counter() - start,
+                             "per_task": per_task, "val_metrics": val_metrics,
+                             "diag_tasks": diag_tasks, "diag_rows": diag_rows,
+                             "checkpoint_every": checkpoint_every},
+                })
             countdown -= 1
             if countdown == 0:
                 countdown = _PROGRESS_EVERY
@@ -203,31 +268,88 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - start
+    run_wall = time.perf_counter() - start
+    wall = elapsed + run_wall
     if report is not None and bar is None:
-        report(steps % _PROGRESS_EVERY)
+        report((steps - (resumed_at or 0)) % _PROGRESS_EVERY)
 
+    extra = {} if resumed_at is None else {"resumed_at_step": resumed_at}
     data = _result_data(
         env, name, agent_obj, agent_kwargs, vectorized=False, seed=env.stream_seed,
         steps=steps, per_task=per_task,
         diagnostics=_diag_table(diag_tasks, diag_rows, diagnostics_every),
-        run_info=_run_info(wall, steps / wall if wall > 0 else 0.0),
+        run_info=_run_info(wall, (steps - (resumed_at or 0)) / run_wall if run_wall > 0 else 0.0,
+                           **extra),
     )
     if val_metrics:
         data["val_metrics"] = val_metrics
     result = Result(data)
     if out is not None:
         save(result, out)
+    if ckpt_path is not None:
+        ckpt_path.unlink(missing_ok=True)  # the result is written: the run is complete
     return result
 
 
-def _progress(progress: bool | Callable[[int], None], total: int, desc: str, unit: str):
+def _with_data_device(env_id: str, env_kwargs: dict[str, Any] | None, device: str) -> dict[str, Any]:
+    """``env_kwargs`` plus ``device=device`` for a stream that can keep its data on the
+    agent's device (the image streams), unless the caller chose one."""
+    kwargs = dict(env_kwargs or {})
+    if str(device) != "cpu" and "device" not in kwargs:
+        import inspect
+
+        from lop_bench.registration import env_class
+
+        if "device" in inspect.signature(env_class(env_id).__init__).parameters:
+            kwargs["device"] = device
+    return kwargs
+
+
+def _checkpoint_file(env: Any, name: str, seed: int, out: str | Path | None,
+                     checkpoint: str | Path | None, every: int | None, resume: bool) -> Path | None:
+    """The checkpoint path of a run, or None when it neither writes nor resumes one."""
+    if checkpoint is None and every is None and not resume:
+        return None
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if out is None:
+        raise LopBenchError(
+            "checkpoint_every / resume need a checkpoint path: pass checkpoint=... or out=...."
+        )
+    from lop_bench.checkpoint import checkpoint_path
+    from lop_bench.results import result_filename
+
+    out = Path(out)
+    if out.suffix != ".json":
+        out = out / result_filename({"env_id": env.ENV_ID, "agent": {"name": name},
+                                     "custom": env.custom, "tier": env.tier, "seed": seed})
+    return checkpoint_path(out)
+
+
+def _check_checkpointable(env: Any, agent: Any, name: str) -> None:
+    from lop_bench.errors import CheckpointError
+
+    if not getattr(env, "supports_checkpoints", False):
+        raise CheckpointError(
+            f"{env.ENV_ID} does not support checkpoints yet; run it without "
+            "--checkpoint-every / --resume."
+        )
+    if not (callable(getattr(agent, "state_dict", None))
+            and callable(getattr(agent, "load_state_dict", None))):
+        raise CheckpointError(
+            f"agent {name!r} has no state_dict() / load_state_dict(), which checkpoints need: "
+            "add them (DESIGN.md section 5), or run without --checkpoint-every / --resume."
+        )
+
+
+def _progress(progress: bool | Callable[[int], None], total: int, desc: str, unit: str,
+              initial: int = 0):
     """``(bar, report)``: a tqdm bar (``progress=True``) or the caller's callback, or none."""
     if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, initial=initial)
         return bar, bar.update
     return None, (progress if callable(progress) else None)
 

@@ -12,7 +12,13 @@ import numpy as np
 
 from lop_bench.errors import InvalidConfigError
 
-__all__ = ["check_seed", "spawn_generators", "task_generator"]
+__all__ = [
+    "check_seed",
+    "spawn_generators",
+    "task_generator",
+    "generator_states",
+    "set_generator_states",
+]
 
 
 def check_seed(seed: object) -> int:
@@ -42,3 +48,18 @@ def task_generator(seed: int, purpose_index: int, task: int) -> np.random.Genera
     """
     ss = np.random.SeedSequence(check_seed(seed), spawn_key=(purpose_index, 1_000_000 + task))
     return np.random.Generator(np.random.PCG64(ss))
+
+
+def generator_states(rngs: dict[str, np.random.Generator]) -> dict[str, dict]:
+    """The bit-generator state of each generator (plain dicts of ints and strings)."""
+    return {k: g.bit_generator.state for k, g in rngs.items()}
+
+
+def set_generator_states(rngs: dict[str, np.random.Generator], states: dict[str, dict]) -> None:
+    """Restore what :func:`generator_states` returned into the same purposes."""
+    if set(states) != set(rngs):
+        raise InvalidConfigError(
+            f"generator states for {sorted(states)} do not match the purposes {sorted(rngs)}."
+        )
+    for k, g in rngs.items():
+        g.bit_generator.state = states[k]

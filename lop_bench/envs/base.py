@@ -11,7 +11,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lop_bench.config import config_to_dict, protocol_hash, replace_checked
-from lop_bench.errors import InvalidActionError, InvalidConfigError, UnknownTierError, did_you_mean
+from lop_bench.errors import (
+    InvalidActionError,
+    InvalidConfigError,
+    StreamFinishedError,
+    UnknownTierError,
+    did_you_mean,
+)
 from lop_bench.seeding import check_seed
 
 __all__ = ["ContinualStream", "ContinualVectorStream"]
@@ -84,6 +90,48 @@ class ContinualStream(gymnasium.Env):
             # Never seeded: draw one (like gymnasium), recorded in ``stream_seed``.
             return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         return None
+
+    # -- checkpoints ----------------------------------------------------------------
+    @property
+    def supports_checkpoints(self) -> bool:
+        """Whether this stream implements :meth:`state_dict` / :meth:`load_state_dict`."""
+        return type(self).state_dict is not ContinualStream.state_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position and generator states, taken between two steps.
+
+        A fresh env of the same id, tier and overrides continues bit for bit after
+        ``reset(seed=s)`` and :meth:`load_state_dict`. Values are tensors, numpy arrays
+        and plain Python values (:mod:`lop_bench.checkpoint` saves them)."""
+        from lop_bench.errors import CheckpointError
+
+        raise CheckpointError(f"{self.ENV_ID} does not support checkpoints yet.")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the stream restarts from its seed first)."""
+        from lop_bench.errors import CheckpointError
+
+        raise CheckpointError(f"{self.ENV_ID} does not support checkpoints yet.")
+
+    def _identity_state(self) -> dict[str, Any]:
+        """The part of a state dict that :meth:`_check_identity_state` compares."""
+        if not self._stream_started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before state_dict().")
+        return {"env_id": self.ENV_ID, "protocol_hash": self.protocol_hash,
+                "seed": int(self.stream_seed)}
+
+    def _check_identity_state(self, state: dict[str, Any]) -> None:
+        """Check that ``state`` is this stream's and restart the stream from its seed."""
+        from lop_bench.errors import CheckpointError
+
+        if not isinstance(state, dict) or state.get("env_id") != self.ENV_ID:
+            got = state.get("env_id") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"this state is not of {self.ENV_ID} (it is of {got!r}).")
+        if state.get("protocol_hash") != self.protocol_hash:
+            raise CheckpointError(
+                f"this {self.ENV_ID} state has another protocol (tier or overrides) than this env."
+            )
+        self.reset(seed=state["seed"])
 
     # -- validation helpers ---------------------------------------------------------
     def _float_action(self, action: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -14,7 +14,7 @@ from lop_bench.config import check_positive
 from lop_bench.data.mnist import HF_ID, MNIST_TRAIN_FINGERPRINT, MNISTData, load_mnist
 from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
-from lop_bench.seeding import spawn_generators
+from lop_bench.seeding import generator_states, set_generator_states, spawn_generators
 
 __all__ = [
     "PermutedMNISTConfig",
@@ -302,6 +302,27 @@ class PermutedMNISTEnv(ContinualStream):
 
     def _context(self) -> dict[str, Any]:
         return {"task": self._task, "phase": "train", "epoch": 0, "stream_done": self._done}
+
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Position, the task's permutation and order, and generator states (checkpoints)."""
+        st = self._stream
+        return {
+            **self._identity_state(),
+            "task": self._task, "i": self._i, "correct": self._correct, "done": self._done,
+            "perm": st.perm, "order": st.order, "rng": generator_states(st.rng),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state, bit for bit."""
+        self._check_identity_state(state)
+        st = self._stream
+        set_generator_states(st.rng, state["rng"])
+        st.perm = np.array(state["perm"], dtype=np.int64)
+        st.order = np.array(state["order"], dtype=np.int64)
+        st.task = self._task = int(state["task"])
+        self._start_task()
+        self._i, self._correct, self._done = int(state["i"]), int(state["correct"]), bool(state["done"])
 
     def _labels(self, action: Any) -> np.ndarray:
         """Check a prediction: an integer array of shape (B,) with labels in 0..9."""

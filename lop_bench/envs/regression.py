@@ -13,7 +13,12 @@ from gymnasium import spaces
 from lop_bench.config import check_choice, check_positive, check_range
 from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
-from lop_bench.seeding import spawn_generators, task_generator
+from lop_bench.seeding import (
+    generator_states,
+    set_generator_states,
+    spawn_generators,
+    task_generator,
+)
 
 __all__ = [
     "RegressionConfig",
@@ -310,6 +315,28 @@ class SlowlyChangingRegressionEnv(ContinualStream):
 
     def _context(self) -> dict[str, Any]:
         return {"task": self._task, "phase": "train", "epoch": 0, "stream_done": self._done}
+
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Position, slow bits, generator states and the current task's data (checkpoints)."""
+        return {
+            **self._identity_state(),
+            "task": self._task, "i": self._i, "sse": self._sse, "done": self._done,
+            "slow": self._stream.slow.copy(), "rng": generator_states(self._stream.rng),
+            "X": self._X, "Y": self._Y,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state, bit for bit."""
+        self._check_identity_state(state)
+        stream = self._stream
+        set_generator_states(stream.rng, state["rng"])
+        stream.slow = np.array(state["slow"], dtype=np.float32)
+        stream.task = self._task = int(state["task"])
+        self._X = np.array(state["X"], dtype=np.float32)
+        self._Y = np.array(state["Y"], dtype=np.float32)
+        self._y = self._Y.reshape(-1).tolist()
+        self._i, self._sse, self._done = int(state["i"]), float(state["sse"]), bool(state["done"])
 
     def step(self, action: Any):
         """Score the prediction for the current input, reveal its target, move on."""
