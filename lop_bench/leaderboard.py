@@ -121,8 +121,12 @@ class Entry:
         return [r.seed for r in self.results]
 
     def stat(self, name: str) -> list[float]:
-        """The summary statistic ``name`` of every seed, in seed order."""
+        """The summary statistic ``name`` of every seed, in seed order (``"last"``: the
+        score of the stream's last task)."""
+        if name == "last":
+            return [float(r.per_task[-1]) for r in self.results]
         return [float(r.summary[name]) for r in self.results]
+
 
     @property
     def versions(self) -> dict[str, list[str]]:
@@ -605,12 +609,26 @@ def load_board(board_dir: str | os.PathLike = DEFAULT_DIR) -> list[Entry]:
     return entries
 
 
-def rank_entries(entries: Sequence[Entry], higher_is_better: bool) -> list[Entry]:
-    """Entries best first by the seed mean of ``final`` (ties: agent name, then entry id)."""
+LAST_TASK_STREAMS: dict[str, str] = {"lop/IncrementalCIFAR100-v0": "from_scratch"}
+"""Streams ranked by the score of their last task, with the agent whose gap is shown.
+
+Incremental CIFAR-100 ranks by the test accuracy on all 100 classes (its last task) and
+shows each entry's paired gap to the network retrained from scratch at every block; its
+``drop`` would compare 5-class with 100-class accuracy and is not shown (DESIGN.md section 6).
+"""
+
+
+def rank_stat(env_id: str) -> str:
+    """The statistic a stream's table is ranked by: ``"final"`` or ``"last"``."""
+    return "last" if env_id in LAST_TASK_STREAMS else "final"
+
+
+def rank_entries(entries: Sequence[Entry], higher_is_better: bool, by: str = "final") -> list[Entry]:
+    """Entries best first by the seed mean of ``by`` (ties: agent name, then entry id)."""
     import numpy as np
 
     sign = -1.0 if higher_is_better else 1.0
-    return sorted(entries, key=lambda e: (sign * float(np.mean(e.stat("final"))), e.agent, e.id))
+    return sorted(entries, key=lambda e: (sign * float(np.mean(e.stat(by))), e.agent, e.id))
 
 
 @dataclass(frozen=True)
@@ -625,6 +643,8 @@ class _Table:
     num_seeds: int
     entries: list[Entry]
     rows: list[dict[str, str]]
+    columns: tuple[tuple[str, str], ...]
+    about: str
 
 
 _COLUMNS = (
@@ -678,7 +698,38 @@ def _versions_text(versions: Mapping[str, list[str]]) -> str:
     return ", ".join(f"{k} {'/'.join(versions[k])}" for k in order) or _DASH
 
 
-def _row(rank: int, e: Entry) -> dict[str, str]:
+def _last_task_columns(reference: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for k, title in _COLUMNS:
+        if k == "final":
+            out += [("final", "final (all classes)"), ("gap", f"gap to {reference}")]
+        elif k == "final_iqm":
+            out.append(("final_iqm", "final IQM"))
+        elif k not in ("initial", "drop"):
+            out.append((k, title))
+    return tuple(out)
+
+
+def _gap(e: Entry, ref: Entry | None) -> str:
+    """The paired difference of the last-task scores (entry - reference) over shared seeds."""
+    if ref is None:
+        return _DASH
+    if e is ref:
+        return "0"
+    from lop_bench.metrics import paired_difference
+
+    shared = sorted(set(e.seeds) & set(ref.seeds))
+    if not shared:
+        return _DASH
+    mine = dict(zip(e.seeds, e.stat("last")))
+    theirs = dict(zip(ref.seeds, ref.stat("last")))
+    d = paired_difference([mine[s] for s in shared], [theirs[s] for s in shared])
+    if d["ci_low"] is None:
+        return f"{d['mean']:+.4g}"
+    return f"{d['mean']:+.4g} ± {(d['ci_high'] - d['ci_low']) / 2:.2g}"
+
+
+def _row(rank: int, e: Entry, by: str = "final", ref: Entry | None = None) -> dict[str, str]:
     created = e.created
     return {
         "rank": str(rank),
@@ -686,8 +737,9 @@ def _row(rank: int, e: Entry) -> dict[str, str]:
         "preset": _DASH if e.preset is None else e.preset,
         "hparams": _hparams_text(e.hparams),
         "seeds": str(len(e.results)),
-        "final": _mean_ci(e.stat("final")),
-        "final_iqm": _iqm_ci(e.stat("final")),
+        "final": _mean_ci(e.stat(by)),
+        "final_iqm": _iqm_ci(e.stat(by)),
+        "gap": _gap(e, ref),
         "initial": _mean_ci(e.stat("initial")),
         "drop": _mean_ci(e.stat("drop")),
         "versions": _versions_text(e.versions),
@@ -711,7 +763,11 @@ def _tables(entries: Sequence[Entry]) -> list[_Table]:
     for env_id, tier in sorted(by_stream, key=order):
         cls = env_class(env_id)
         m = METRICS.get(env_id)
-        ranked = rank_entries(by_stream[(env_id, tier)], cls.HIGHER_IS_BETTER)
+        by = rank_stat(env_id)
+        ranked = rank_entries(by_stream[(env_id, tier)], cls.HIGHER_IS_BETTER, by)
+        reference = LAST_TASK_STREAMS.get(env_id)
+        # The best-ranked entry of the reference agent (normally its one preset entry).
+        ref = next((e for e in ranked if e.agent == reference), None) if reference else None
         out.append(_Table(
             env_id=env_id, tier=tier, metric=cls.METRIC,
             label=m.label if m else cls.METRIC,
@@ -720,18 +776,33 @@ def _tables(entries: Sequence[Entry]) -> list[_Table]:
             protocol_hash=ranked[0].results[0].data["protocol_hash"],
             num_seeds=cls.TIERS[tier].num_seeds,
             entries=ranked,
-            rows=[_row(i + 1, e) for i, e in enumerate(ranked)],
+            rows=[_row(i + 1, e, by, ref) for i, e in enumerate(ranked)],
+            columns=_last_task_columns(reference) if reference else _COLUMNS,
+            about=(_ABOUT_LAST if reference else _ABOUT_FINAL).format(
+                what="score", direction="best first", iqm=IQM_MIN_SEEDS, reference=reference,
+                reps=f"{_BOOTSTRAP_REPS:,}", seed=_BOOTSTRAP_SEED),
         ))
     return out
 
 
-_ABOUT = (
-    "Ranked by `final`, the mean {what} of the last 10% of tasks (seed mean; {direction}). "
+_CELLS = (
     "Cells show the mean over the tier's seeds ± the half-width of its 95% Student-t "
     "confidence interval; `final IQM` (entries with {iqm}+ seeds) is the interquartile mean "
     "with a 95% stratified-bootstrap interval ({reps} replicates, seed {seed}), as rliable "
-    "recommends. `drop` is signed so that a loss of plasticity is positive. Dates are those "
+    "recommends."
+)
+_ABOUT_FINAL = (
+    "Ranked by `final`, the mean {what} of the last 10% of tasks (seed mean; {direction}). "
+    + _CELLS + " `drop` is signed so that a loss of plasticity is positive. Dates are those "
     "of the entry's newest run."
+)
+_ABOUT_LAST = (
+    "Ranked by `final (all classes)`, the test accuracy of the last task, on all classes "
+    "(seed mean; {direction}). `gap to {reference}` is the paired difference to the "
+    "network retrained from scratch at every task, over the seeds both ran (negative: "
+    "below it), ± the half-width of its 95% interval. " + _CELLS + " `drop` is not shown: "
+    "it would compare the first tasks' few-class accuracy with the last task's all-class "
+    "accuracy. Dates are those of the entry's newest run."
 )
 
 
@@ -767,17 +838,12 @@ def _readme(tables: list[_Table]) -> str:
             f"Metric: {_md(t.metric)} ({_md(t.label)}, {direction}); {t.num_seeds} seeds per "
             f"entry; protocol {_md(t.protocol_hash[:19])}…",
             "",
-            "| " + " | ".join(title for _, title in _COLUMNS) + " |",
-            "|" + "|".join("---:" if k in ("rank", "seeds") else "---" for k, _ in _COLUMNS) + "|",
+            "| " + " | ".join(title for _, title in t.columns) + " |",
+            "|" + "|".join("---:" if k in ("rank", "seeds") else "---" for k, _ in t.columns) + "|",
         ]
         for row in t.rows:
-            lines.append("| " + " | ".join(_md(row[k]) for k, _ in _COLUMNS) + " |")
-        lines.append("")
-    lines += [
-        _ABOUT.format(what="score", direction="best first", iqm=IQM_MIN_SEEDS,
-                      reps=f"{_BOOTSTRAP_REPS:,}", seed=_BOOTSTRAP_SEED),
-        "",
-    ]
+            lines.append("| " + " | ".join(_md(row[k]) for k, _ in t.columns) + " |")
+        lines += ["", t.about, ""]
     return "\n".join(lines)
 
 
@@ -849,7 +915,7 @@ figure svg{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 .2em}
 
 _CELL_CLASS = {"agent": "agent", "preset": "small preset", "hparams": "small hp",
                "versions": "small ver", "date": "date"}
-_NUMERIC = {"rank", "seeds", "final", "final_iqm", "initial", "drop"}
+_NUMERIC = {"rank", "seeds", "final", "final_iqm", "initial", "drop", "gap"}
 
 
 def _anchor(t: _Table) -> str:
@@ -891,13 +957,13 @@ def _index(tables: list[_Table]) -> str:
             f'<p class="meta">Metric: {_h(t.metric)} ({_h(t.label)}, {direction}); '
             f"{t.num_seeds} seeds per entry; protocol <code>{_h(t.protocol_hash)}</code></p>",
             '<div class="scroll"><table class="board">',
-            "<thead><tr>" + "".join(f"<th>{_h(title)}</th>" for _, title in _COLUMNS)
+            "<thead><tr>" + "".join(f"<th>{_h(title)}</th>" for _, title in t.columns)
             + "</tr></thead>",
             "<tbody>",
         ]
         for j, row in enumerate(t.rows):
             cells = []
-            for k, _ in _COLUMNS:
+            for k, _ in t.columns:
                 cls = "num" if k in _NUMERIC else _CELL_CLASS.get(k, "")
                 attr = f' class="{cls}"' if cls else ""
                 text = _h(row[k])
@@ -915,12 +981,10 @@ def _index(tables: list[_Table]) -> str:
             "of consecutive tasks, with its 95% confidence band (Student's t over seeds). "
             "Numbers in the legend are ranks.</figcaption>",
             "</figure>",
+            '<p class="meta">' + _h(t.about).replace("`", "") + "</p>",
             "</section>",
         ]
     out += [
-        '<p class="meta">' + _h(_ABOUT.format(
-            what="score", direction="best first", iqm=IQM_MIN_SEEDS,
-            reps=f"{_BOOTSTRAP_REPS:,}", seed=_BOOTSTRAP_SEED)).replace("`", "") + "</p>",
         "</body>",
         "</html>",
         "",
