@@ -284,3 +284,50 @@ def test_cli_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys):
     assert not ckpt.exists()
     assert main([*base, "--out", str(out), "--vectorized", "--resume"]) == 1
     assert "drop --vectorized" in capsys.readouterr().err
+
+
+def test_ant_state_continues_bit_for_bit_across_episodes():
+    pytest.importorskip("mujoco")
+    ant = "lop/ChangingFrictionAnt-v0"
+    acts = np.random.default_rng(0).uniform(-1, 1, (1400, 8)).astype(np.float32)
+
+    def play(env, actions):
+        out = []
+        for a in actions:
+            obs, r, term, trunc, info = env.step(a)
+            out.append((obs, r, term, trunc, info["task"], info["friction"], info["task_end"]))
+            if info["stream_done"]:
+                break
+            if term or trunc:
+                out.append(("reset", *env.reset()))
+        return out
+
+    env = lop_bench.make(ant, tier="smoke").unwrapped
+    env.reset(seed=4)
+    play(env, acts[:900])  # inside task 0's fourth episode
+    state = decode(encode(env.state_dict()))
+    want = play(env, acts[900:])
+    fresh = lop_bench.make(ant, tier="smoke").unwrapped
+    fresh.reset(seed=0)
+    fresh.load_state_dict(state)
+    got = play(fresh, acts[900:])
+    assert len(got) == len(want) and any(w[0] == "reset" for w in want if isinstance(w[0], str))
+    for w, g in zip(want, got):
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(w, g))
+    assert max(w[4] for w in want if not isinstance(w[0], str)) >= 1  # crossed a task change
+
+
+@pytest.mark.parametrize("agent", ["ppo", "ppo_cbp"])
+def test_killed_and_resumed_ant_run_gives_the_same_result(tmp_path, monkeypatch, agent):
+    pytest.importorskip("mujoco")
+    ant = "lop/ChangingFrictionAnt-v0"
+    a, b = tmp_path / "a", tmp_path / "b"
+    lop_bench.run(ant, agent, tier="smoke", seed=0, progress=False, out=a)
+    restore = _kill_after(monkeypatch, ant, 2300)  # task 2, after the first PPO update
+    with pytest.raises(_Killed):
+        lop_bench.run(ant, agent, tier="smoke", seed=0, progress=False, out=b, checkpoint_every=1)
+    restore()
+    r = lop_bench.run(ant, agent, tier="smoke", seed=0, progress=False, out=b, resume=True)
+    assert 2000 < r.data["run_info"]["resumed_at_step"] < 2300
+    (fa,), (fb,) = a.glob("*.json"), b.glob("*.json")
+    assert _result_json(fa) == _result_json(fb)

@@ -278,6 +278,47 @@ class ChangingFrictionAntEnv(ContinualStream):
             "stream_done": self._done,
         }
 
+    # -- checkpoints ----------------------------------------------------------------
+    _COUNTERS = (("task", int), ("done", bool), ("change_due", bool), ("episode_over", bool),
+                 ("episode_steps", int), ("episode_return", float), ("task_steps", int),
+                 ("task_return_sum", float), ("task_episodes", int))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The simulation and the stream's position (checkpoints).
+
+        MuJoCo's integration state (``mj_getState(..., mjSTATE_INTEGRATION)``: time,
+        positions, velocities, actuator state, controls, warm start) plus the two derived
+        arrays the Ant reads before its next ``mj_step`` recomputes them (``xpos`` for the
+        forward reward, ``cfrc_ext`` for the contact cost), the reset-noise generator and
+        the episode and task counters: enough to continue bit for bit."""
+        import mujoco
+
+        ident = self._identity_state()
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(self.model, kind))
+        mujoco.mj_getState(self.model, self.data, physics, kind)
+        return {
+            **ident,
+            **{name: getattr(self, f"_{name}") for name, _ in self._COUNTERS},
+            "physics": physics, "xpos": self.data.xpos.copy(),
+            "cfrc_ext": self.data.cfrc_ext.copy(),
+            "reset_noise": self._ant.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state, bit for bit."""
+        import mujoco
+
+        self._check_identity_state(state)
+        for name, kind in self._COUNTERS:
+            setattr(self, f"_{name}", kind(state[name]))
+        self._apply_friction(self._frictions[self._task])
+        mujoco.mj_setState(self.model, self.data, np.asarray(state["physics"], np.float64),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        self.data.xpos[:] = state["xpos"]
+        self.data.cfrc_ext[:] = state["cfrc_ext"]
+        self._ant.np_random.bit_generator.state = state["reset_noise"]
+
     def _check_action(self, action: Any) -> np.ndarray:
         a = self._float_action(action, (_ACT_DIM,))
         if not (a.min() >= -1.0 and a.max() <= 1.0):  # False for NaN too
