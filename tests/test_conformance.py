@@ -83,3 +83,38 @@ def test_reset_with_the_seed_restarts_the_stream(env_id):
     first = _rollout(env, 3, steps=50)
     again = _rollout(env, 3, steps=50)  # the same env object, reset with the same seed
     assert _same(first, again)
+
+
+def _continue(env, actions):
+    """Step through ``actions`` (resetting after episode ends), recording everything."""
+    out = []
+    for a in actions:
+        obs, reward, term, trunc, info = env.step(a)
+        out.append((np.array(obs, copy=True), reward, term, trunc, info))
+        if info["stream_done"]:
+            break
+        if term or trunc:
+            out.append(env.reset())
+    return out
+
+
+@pytest.mark.parametrize("env_id", lop_bench.list_envs())
+def test_state_dict_continues_the_stream_bit_for_bit(env_id):
+    from lop_bench.checkpoint import decode, encode
+
+    env = _make(env_id)
+    assert env.supports_checkpoints, f"{env_id} has no state_dict (resume needs one)"
+    space = env.action_space
+    space.seed(5)
+    actions = [space.sample() for _ in range(MAX_STEPS)]
+    env.reset(seed=2)
+    n = sum(1 for t in _continue(env, actions) if len(t) == 5)  # steps in the rollout
+    env.reset(seed=2)
+    _continue(env, actions[: n // 2])
+    # Through the checkpoint codec: what a checkpoint file holds, numpy arrays included.
+    state = decode(encode(env.state_dict()))
+    want = _continue(env, actions[n // 2:])
+    fresh = _make(env_id)
+    fresh.reset(seed=0)
+    fresh.load_state_dict(state)
+    assert _same(_continue(fresh, actions[n // 2:]), want)
