@@ -28,6 +28,8 @@ STREAMS: dict[str, str] = {
     "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionEnv",
     "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTEnv",
     "lop/ChangingFrictionAnt-v0": "lop_bench.envs.ant:ChangingFrictionAntEnv",
+    "lop/ContinualImageNet-v0": "lop_bench.envs.continual_imagenet:ContinualImageNetEnv",
+    "lop/IncrementalCIFAR100-v0": "lop_bench.envs.incremental_cifar:IncrementalCIFAR100Env",
 }
 
 # id -> vector entry point: N seeds generated together (``make_vec``).
@@ -50,6 +52,10 @@ REFERENCE_AGENTS: dict[str, tuple[str, ...]] = {
     # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
     # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
     "lop/ChangingFrictionAnt-v0": ("ppo", "ppo_l2", "ppo_cbp"),
+    "lop/ContinualImageNet-v0": ("backprop", "l2", "shrink_perturb", "continual_backprop"),
+    "lop/IncrementalCIFAR100-v0": (
+        "backprop", "shrink_perturb", "continual_backprop", "head_reset", "from_scratch",
+    ),
 }
 
 

@@ -225,6 +225,7 @@ def run(
     act, learn, step = agent_obj.act, agent_obj.learn, env.step
     try:
         while True:
+            context = info  # of the observation acted on (its epoch labels val_metrics)
             action = act(obs, info)
             next_obs, reward, terminated, truncated, info = step(action)
             steps += 1
@@ -235,7 +236,8 @@ def run(
             if info["task_end"]:
                 per_task.append(float(info["task_metrics"][metric]))
             if "val_metrics" in info:
-                val_metrics.append({"task": task, "epoch": info.get("epoch", 0), **info["val_metrics"]})
+                val_metrics.append({"task": task, "epoch": context.get("epoch", 0),
+                                    **info["val_metrics"]})
             if info["stream_done"]:
                 break
             if snapshot is None and info["phase"] in _EVAL_PHASES:

@@ -25,11 +25,16 @@ def _one_thread():
 def _fixture_datasets(tmp_path_factory):
     """A small MNIST in torchvision's real on-disk layout as the session's data cache, so
     every stream runs offline (tests that need another root pass their own)."""
+    from tests import cifar_fixtures
+    from tests.imagenet_fixtures import fake_imagenet
+    from tests.imagenet_fixtures import write_layout_root as write_imagenet_layout
     from tests.mnist_fixtures import fake_mnist, write_torchvision
 
     root = tmp_path_factory.mktemp("lop_bench_data")
     images, labels = fake_mnist(300)
     write_torchvision(root, images, labels)
+    write_imagenet_layout(root, fake_imagenet(4, 30))  # Continual ImageNet's smoke tier
+    cifar_fixtures.write_torchvision(root, *cifar_fixtures.fake_splits(10, 5))  # CIFAR-100 smoke
     old = os.environ.get("LOP_BENCH_DATA")
     os.environ["LOP_BENCH_DATA"] = str(root)
     yield root

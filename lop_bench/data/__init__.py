@@ -5,14 +5,30 @@
 >>> mnist.images.shape, mnist.fingerprint
 ((60000, 784), 'sha256:...')
 
-The command line: ``lop-bench data download mnist``, ``lop-bench data verify``,
-``lop-bench data path``. Nothing here imports torchvision or ``datasets`` until a source
-needs them (the ``lop-bench[data]`` extra).
+The command line: ``lop-bench data download mnist``, ``lop-bench data prepare imagenet32
+--from DIR``, ``lop-bench data verify [imagenet32]``, ``lop-bench data path``. Nothing here
+imports torchvision or ``datasets`` until a source needs them (the ``lop-bench[data]``
+extra).
 """
 
 from __future__ import annotations
 
 from lop_bench.data.cache import ENV_VAR, data_root
+from lop_bench.data.cifar100 import (
+    CIFAR100_FINGERPRINT,
+    CIFAR100_MD5,
+    CIFAR100Data,
+    download_cifar100,
+    load_cifar100,
+    verify_cifar100,
+)
+from lop_bench.data.imagenet import (
+    IMAGENET32_FINGERPRINT,
+    ImageNet32Data,
+    load_imagenet32,
+    prepare_imagenet32,
+)
+from lop_bench.data.imagenet_wnids import WNIDS
 from lop_bench.data.mnist import (
     MNIST_MD5,
     MNIST_TRAIN_FINGERPRINT,
@@ -27,6 +43,12 @@ from lop_bench.data.mnist import (
 __all__ = [
     "ENV_VAR",
     "data_root",
+    "CIFAR100_FINGERPRINT",
+    "CIFAR100_MD5",
+    "CIFAR100Data",
+    "download_cifar100",
+    "load_cifar100",
+    "verify_cifar100",
     "MNIST_MD5",
     "MNIST_TRAIN_FINGERPRINT",
     "DatasetMismatchWarning",
@@ -35,4 +57,9 @@ __all__ = [
     "fingerprint",
     "load_mnist",
     "read_idx",
+    "IMAGENET32_FINGERPRINT",
+    "ImageNet32Data",
+    "load_imagenet32",
+    "prepare_imagenet32",
+    "WNIDS",
 ]

@@ -1,4 +1,4 @@
-"""``lop-bench data``: download, verify and locate the datasets of the streams.
+"""``lop-bench data``: download, prepare, verify and locate the datasets of the streams.
 
 Wired into the ``lop-bench`` command by :func:`add_cli`. Every subcommand's ``--help``
 shows an example.
@@ -10,9 +10,9 @@ import argparse
 import textwrap
 from typing import Any
 
-__all__ = ["add_cli", "cmd_download", "cmd_verify", "cmd_path"]
+__all__ = ["add_cli", "cmd_download", "cmd_prepare", "cmd_verify", "cmd_path"]
 
-DATASETS = ("mnist",)
+DATASETS = ("mnist", "imagenet32")
 """Datasets the ``data`` subcommands know (more streams add theirs here)."""
 
 
@@ -29,17 +29,63 @@ def cmd_download(args: argparse.Namespace) -> int:
     return _verify(args.root, args.source, args.hf_id)
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """``lop-bench data prepare imagenet32 --from DIR``: build the per-class layout."""
+    from lop_bench.data.imagenet import prepare_imagenet32
+
+    where = prepare_imagenet32(args.source_dir, args.root, progress=not args.no_progress)
+    print(f"ImageNet 32x32 per-class layout written to {where}")
+    return _verify_imagenet32(args.root, "npy", None)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``lop-bench data verify``: checksums of the archives, fingerprint of the arrays."""
-    return _verify(args.root, args.source, args.hf_id)
+    if args.name == "imagenet32":
+        return _verify_imagenet32(args.root, args.source, args.hf_id)
+    from lop_bench.data.mnist import HF_ID
+
+    return _verify(args.root, args.source, args.hf_id or HF_ID)
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    """``lop-bench data path``: print the cache directory."""
+    """``lop-bench data path [NAME]``: print the cache directory (or where NAME lives in it)."""
     from lop_bench.data.cache import data_root
 
-    print(data_root(args.root))
+    root = data_root(args.root)
+    if getattr(args, "name", None) == "imagenet32":
+        root = root / "imagenet32" / "classes"
+    print(root)
     return 0
+
+
+def _verify_imagenet32(root: Any, source: str, hf_id: str | None) -> int:
+    from lop_bench.data import imagenet
+
+    if source not in imagenet.SOURCES:
+        from lop_bench.errors import InvalidConfigError
+
+        raise InvalidConfigError(f"--source for imagenet32 must be one of "
+                                 f"{', '.join(imagenet.SOURCES)}, got {source!r}.")
+    data = imagenet.load_imagenet32(root, source, hf_id=hf_id or imagenet.HF_ID,
+                                    use_cache=False, progress=True)
+    print(f"ImageNet 32x32: {data.num_classes:,} classes of {data.images_per_class:,} images, "
+          f"read from {data.location} ({data.source})")
+    if data.num_classes < imagenet.NUM_CLASSES or data.images_per_class < imagenet.IMAGES_PER_CLASS:
+        print(f"  smaller than the paper's {imagenet.NUM_CLASSES:,} x "
+              f"{imagenet.IMAGES_PER_CLASS} images: enough for custom or smoke runs only")
+    print(f"  fingerprint: {data.fingerprint}")
+    official = imagenet.IMAGENET32_FINGERPRINT
+    if official is None:
+        print("  official fingerprint: not recorded in this lop-bench version "
+              "(lop_bench.data.imagenet.IMAGENET32_FINGERPRINT); results on this data record "
+              "the fingerprint above and are not ranked yet.")
+        return 0
+    if data.fingerprint == official:
+        print("  the official per-class files: results on them can be ranked.")
+        return 0
+    print(f"  NOT the official per-class files (official: {official}): runs work, but their "
+          "results record this fingerprint and the leaderboard does not rank them.")
+    return 1
 
 
 def _verify(root: Any, source: str, hf_id: str) -> int:
@@ -67,8 +113,10 @@ def _verify(root: Any, source: str, hf_id: str) -> int:
 
 
 def add_cli(subparsers: Any) -> None:
-    """Add ``data download|verify|path`` to the ``lop-bench`` subcommands."""
+    """Add ``data download|prepare|verify|path`` to the ``lop-bench`` subcommands."""
     from lop_bench.data.cache import DEFAULT_ROOT, ENV_VAR
+    from lop_bench.data.imagenet import HF_ID as IMAGENET_HF_ID
+    from lop_bench.data.imagenet import SOURCES as IMAGENET_SOURCES
     from lop_bench.data.mnist import HF_ID, SOURCES
 
     root_help = f"data directory (default: ${ENV_VAR}, else {DEFAULT_ROOT})"
@@ -78,7 +126,9 @@ def add_cli(subparsers: Any) -> None:
         epilog=textwrap.dedent("""\
             examples:
               lop-bench data download mnist
+              lop-bench data prepare imagenet32 --from ~/Imagenet32_train
               lop-bench data verify
+              lop-bench data verify imagenet32
               lop-bench data path
         """))
     sub = dp.add_subparsers(dest="data_command", metavar="ACTION")
@@ -95,12 +145,39 @@ def add_cli(subparsers: Any) -> None:
               lop-bench data download mnist --root /data/lop_bench
               lop-bench data download mnist --source hf
         """))
-    sp.add_argument("name", choices=DATASETS, metavar="NAME", help="dataset: mnist")
+    sp.add_argument("name", choices=("mnist",), metavar="NAME",
+                    help="dataset: mnist (imagenet32: see `lop-bench data prepare`)")
     sp.add_argument("--root", help=root_help)
     sp.add_argument("--source", choices=("torchvision", "hf"), default="torchvision",
                     help="torchvision (default) or hf (Hugging Face datasets)")
     sp.add_argument("--hf-id", default=HF_ID, help=f"hub id for --source hf (default: {HF_ID})")
     sp.set_defaults(func=cmd_download)
+
+    sp = sub.add_parser(
+        "prepare", help="convert a downloaded dataset into the layout the streams read",
+        formatter_class=_formatter,
+        description="Convert downsampled ImageNet 32x32 once into the per-class layout that "
+                    "lop/ContinualImageNet-v0 reads: ROOT/imagenet32/classes/<c>.npy, uint8 "
+                    "(700, 3, 32, 32), class c = the c-th wnid in sorted order; the first 700 "
+                    "training images of each class in file order (rows 0..599 train, 600..699 "
+                    "test). DIR holds the official Imagenet32 batches (train_data_batch_1..10, "
+                    "pickle or .npz) or a Hugging Face copy of " + IMAGENET_HF_ID + " "
+                    "(save_to_disk, or its parquet files); a hub id is loaded with datasets. "
+                    "Files are written atomically; then the layout is verified.",
+        epilog=textwrap.dedent("""\
+            examples:
+              lop-bench data prepare imagenet32 --from ~/Imagenet32_train
+              lop-bench data prepare imagenet32 --from ~/imagenet32_npz --root /data/lop_bench
+              lop-bench data prepare imagenet32 --from ~/hf/imagenet-1k-32x32
+              lop-bench data prepare imagenet32 --from benjamin-paine/imagenet-1k-32x32
+        """))
+    sp.add_argument("name", choices=("imagenet32",), metavar="NAME", help="dataset: imagenet32")
+    sp.add_argument("--from", dest="source_dir", required=True, metavar="DIR",
+                    help="directory of the Imagenet32 batches or of a Hugging Face copy "
+                         "(or a hub id)")
+    sp.add_argument("--root", help=root_help)
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sp.set_defaults(func=cmd_prepare)
 
     sp = sub.add_parser(
         "verify", help="check a dataset's archives (md5) and print its fingerprint",
@@ -114,13 +191,18 @@ def add_cli(subparsers: Any) -> None:
               lop-bench data verify
               lop-bench data verify mnist --root /data/lop_bench
               lop-bench data verify mnist --source dir --root ~/my_mnist_copy
+              lop-bench data verify imagenet32
+              lop-bench data verify imagenet32 --source imagenet32 --root ~/Imagenet32_train
         """))
     sp.add_argument("name", nargs="?", choices=DATASETS, default="mnist", metavar="NAME",
-                    help="dataset (default: mnist)")
+                    help="dataset: mnist (default) or imagenet32")
     sp.add_argument("--root", help=root_help + "; with --source dir, the copy to check")
-    sp.add_argument("--source", choices=SOURCES, default="auto",
-                    help="where to read it: auto (default), torchvision, hf or dir")
-    sp.add_argument("--hf-id", default=HF_ID, help=f"hub id for --source hf (default: {HF_ID})")
+    sources = tuple(dict.fromkeys(SOURCES + IMAGENET_SOURCES))
+    sp.add_argument("--source", choices=sources, default="auto",
+                    help="where to read it: auto (default); mnist: torchvision, hf or dir; "
+                         "imagenet32: npy, imagenet32 or hf")
+    sp.add_argument("--hf-id", default=None,
+                    help=f"hub id for --source hf (default: {HF_ID}; imagenet32: {IMAGENET_HF_ID})")
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser(
@@ -129,7 +211,11 @@ def add_cli(subparsers: Any) -> None:
             examples:
               lop-bench data path
               {ENV_VAR}=/data/lop_bench lop-bench data path
+              lop-bench data path imagenet32
         """))
+    sp.add_argument("name", nargs="?", choices=DATASETS, default=None, metavar="NAME",
+                    help="print where this dataset's files live (imagenet32: its per-class "
+                         "layout) instead of the data directory")
     sp.add_argument("--root", help=root_help)
     sp.set_defaults(func=cmd_path)
 

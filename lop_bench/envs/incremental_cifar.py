@@ -1,0 +1,643 @@
+"""Class-incremental CIFAR-100 (Dohare et al. 2024; PROTOCOLS.md, "Incremental CIFAR-100")."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from lop_bench.config import check_positive
+from lop_bench.data.cifar100 import (
+    CIFAR100_FINGERPRINT,
+    DOWNLOAD_COMMAND,
+    HF_ID,
+    NUM_CLASSES,
+    CIFAR100Data,
+    load_cifar100,
+)
+from lop_bench.envs.base import ContinualStream
+from lop_bench.errors import (
+    CheckpointError,
+    InvalidActionError,
+    InvalidConfigError,
+    StreamFinishedError,
+)
+from lop_bench.seeding import spawn_generators
+
+__all__ = [
+    "IncrementalCIFAR100Config",
+    "IncrementalCIFAR100Env",
+    "TIERS",
+    "NUM_CLASSES",
+    "MEAN",
+    "STD",
+    "CROP_PADDING",
+    "MAX_ROTATION",
+    "normalize_images",
+    "flip_images",
+    "crop_images",
+    "rotate_images",
+    "augment_images",
+]
+
+MEAN = (0.5071, 0.4865, 0.4409)
+"""Per-channel mean of the normalization (PROTOCOLS.md; the public code's values)."""
+STD = (0.2673, 0.2564, 0.2762)
+"""Per-channel standard deviation of the normalization."""
+CROP_PADDING = 4
+"""Random crop of 32 x 32 from the image padded by 4 pixels on each side (reflect)."""
+MAX_ROTATION = 15.0
+"""Rotation angles are drawn uniformly in [0, 15) degrees, counter-clockwise only."""
+
+_PURPOSES = ("class_order", "shuffle", "augment")
+_PHASES = ("train", "val", "test")
+
+# uint8 pixel -> normalized float32, one table per channel: (v / 255 - mean) / std computed
+# once in float32, so the values are the same on every device.
+_LUT = np.stack([
+    (np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(m)) / np.float32(s)
+    for m, s in zip(MEAN, STD)
+]).astype(np.float32)
+_LUT.flags.writeable = False
+_LOW, _HIGH = float(_LUT.min()), float(_LUT.max())
+
+
+@dataclass(frozen=True)
+class IncrementalCIFAR100Config:
+    """A tier of the class-incremental CIFAR-100 stream.
+
+    Protocol fields (hashed into results): every field but ``num_seeds`` and ``probe_size``.
+    Where the images come from (``root``, ``source``) and the ``device`` are not part of
+    the config: the dataset enters the protocol hash through its fingerprint instead.
+    """
+
+    classes_per_block: int = 5
+    """Classes added at the start of each block (PROTOCOLS: 5 at the start, 5 more every
+    block). A block is a task."""
+    num_blocks: int = 20
+    """Blocks in the stream (PROTOCOLS: 20, up to all 100 classes).
+    ``classes_per_block * num_blocks`` is at most 100."""
+    epochs_per_block: int = 200
+    """Training epochs per block, each followed by a validation phase (PROTOCOLS: 200)."""
+    train_per_class: int = 450
+    """Training images per class: the ``train_per_class`` images of the class that follow
+    its ``val_per_class`` validation images in the training file's order (PROTOCOLS: 450)."""
+    val_per_class: int = 50
+    """Validation images per class: the first ``val_per_class`` images of each class in the
+    training file's order, as the public code (PROTOCOLS: 50)."""
+    test_per_class: int = 100
+    """Test images per class: the first ``test_per_class`` images of each class in the
+    official test file's order (PROTOCOLS: all 100)."""
+    batch_size: int = 90
+    """Images per step in every phase (PROTOCOLS: 90). Must divide
+    ``classes_per_block * train_per_class``, so that every training epoch is whole batches;
+    a val/test phase's last batch is padded (context key ``valid``)."""
+    augment: bool = True
+    """Augment training batches: normalize, random horizontal flip, random 32 x 32 crop with
+    4 pixels of reflect padding, random rotation in [0, 15) degrees (PROTOCOLS). Validation,
+    test and probe images are never augmented."""
+    num_seeds: int = field(default=15, metadata={"protocol": False})
+    """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed; PROTOCOLS: 15 runs)."""
+    probe_size: int = field(default=1000, metadata={"protocol": False})
+    """Diagnostics probe: at most this many of the active classes' validation images, spread
+    evenly over them (not hashed; lop-bench's choice: the paper does not state it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("classes_per_block", "num_blocks", "epochs_per_block", "train_per_class",
+                     "val_per_class", "test_per_class", "batch_size", "num_seeds", "probe_size"):
+            check_positive(name, getattr(self, name))
+        if self.classes_per_block * self.num_blocks > NUM_CLASSES:
+            raise InvalidConfigError(
+                f"classes_per_block x num_blocks = {self.classes_per_block * self.num_blocks} "
+                f"classes, but CIFAR-100 has {NUM_CLASSES}."
+            )
+        per_block = self.classes_per_block * self.train_per_class
+        if per_block % self.batch_size:
+            raise InvalidConfigError(
+                f"batch_size ({self.batch_size}) must divide classes_per_block x train_per_class "
+                f"({per_block}): every training epoch is whole batches."
+            )
+
+    def block_steps(self, block: int) -> tuple[int, int, int]:
+        """Steps of one training epoch, one validation phase and the test phase of ``block``
+        (0-based)."""
+        n = (block + 1) * self.classes_per_block
+        B = self.batch_size
+        return (n * self.train_per_class // B, -(-n * self.val_per_class // B),
+                -(-n * self.test_per_class // B))
+
+    @property
+    def num_steps(self) -> int:
+        total = 0
+        for k in range(self.num_blocks):
+            train, val, test = self.block_steps(k)
+            total += self.epochs_per_block * (train + val) + test
+        return total
+
+
+TIERS: dict[str, IncrementalCIFAR100Config] = {
+    # Seconds: for tests and CI, on a small fixture (at least 9 training and 3 test images
+    # of every class; the test fixtures write 10 and 5). 2 blocks of 2 classes, 2 epochs,
+    # 6 training, 3 validation and 3 test images per class, batches of 4: 33 steps, with a
+    # padded last batch in the first block's val and test phases.
+    "smoke": IncrementalCIFAR100Config(
+        classes_per_block=2, num_blocks=2, epochs_per_block=2, train_per_class=6,
+        val_per_class=3, test_per_class=3, batch_size=4, num_seeds=2, probe_size=8,
+    ),
+    # Functional, sized to `lop-bench reproduce` (5 reference agents x 5 seeds on 2 cores in
+    # 15 minutes or less: at most about 70 s per run with the agents' narrow ResNet cpu
+    # preset). A subset of the paper's protocol: the first 20 classes of each seed's order
+    # (4 blocks of 5), 90 of the 450 training images per class, 10 of the 50 validation and
+    # 20 of the 100 test images per class, 4 epochs per block instead of 200, batch 90.
+    # Training images seen per run: 4 epochs x 5 x 90 x (1 + 2 + 3 + 4) = 18,000 (200 steps
+    # of 90); validation 32 steps, test 14 steps (246 steps in all). Measured here with
+    # lop_bench.run on a synthetic full-size CIFAR-100 (500/100 images per class), the
+    # agents' 1/8-width ResNet-18 cpu presets, one torch thread per run, two runs at a time
+    # on 2 cores: backprop 51 s, shrink-and-perturb 52 s, continual backprop 62 s, head
+    # reset 65 s, from scratch 31 s per run, so 5 agents x 5 seeds take about 11 minutes.
+    # (A ResNet twice as wide is about 2.3 times slower per step: over the budget.) Far too
+    # short to show the loss of plasticity: the paper's effect appears over thousands of
+    # epochs.
+    "cpu": IncrementalCIFAR100Config(
+        classes_per_block=5, num_blocks=4, epochs_per_block=4, train_per_class=90,
+        val_per_class=10, test_per_class=20, batch_size=90, num_seeds=5, probe_size=200,
+    ),
+    # PROTOCOLS.md: 5 classes more every 200 epochs up to 100 (20 blocks), 450 train / 50
+    # validation / 100 test images per class, batch 90, the paper's augmentation; 15 runs.
+    "paper": IncrementalCIFAR100Config(),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# batched image operations (any device; no per-image Python loop)
+
+
+def normalize_images(images: torch.Tensor, lut: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` -> float32 ``(x / 255 - MEAN) / STD`` per channel, by table
+    lookup (the same values on every device). ``lut``: the (3, 256) table on the images'
+    device (default: built here)."""
+    if lut is None:
+        lut = torch.from_numpy(_LUT.copy()).to(images.device)
+    offsets = (torch.arange(3, device=images.device) * 256).view(1, 3, 1, 1)
+    return torch.take(lut, images.long() + offsets)
+
+
+def flip_images(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror the images (N, C, H, W) whose ``mask`` (N,) is true left to right."""
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def crop_images(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                padding: int = CROP_PADDING) -> torch.Tensor:
+    """Pad the images (N, C, H, W) by ``padding`` pixels per side (reflect), then cut each
+    one's H x W window at ``(top[i], left[i])`` of the padded image (offsets in
+    ``0 .. 2 * padding``; ``padding, padding`` gives the image back), as torchvision's
+    ``RandomCrop(H, padding, padding_mode="reflect")``."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    rows = top.view(n, 1) + torch.arange(h, device=x.device)  # (N, H)
+    cols = left.view(n, 1) + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    out = padded[batch, :, rows.view(n, h, 1), cols.view(n, 1, w)]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Pixel-centre coordinates relative to the image centre, (1, H*W, 3) with a ones column:
+    the base grid of torchvision's tensor ``rotate`` (``_gen_affine_grid``)."""
+    key = (h, w, str(device))
+    if key not in _GRIDS:
+        grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=device)
+        grid[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=device))
+        grid[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=device).unsqueeze(-1))
+        grid[..., 2].fill_(1)
+        _GRIDS[key] = grid.view(1, h * w, 3)
+    return _GRIDS[key]
+
+
+def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image (N, C, H, W) by ``degrees[i]`` counter-clockwise about its centre,
+    nearest-neighbour, zeros outside: torchvision's ``rotate(img, angle)`` with its default
+    ``interpolation=NEAREST, expand=False, fill=0``, for a batch of angles at once."""
+    n, _, h, w = x.shape
+    rad = degrees.to(torch.float64) * (math.pi / 180.0)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    # The inverse map (output pixel -> input pixel), as torchvision builds it.
+    theta = torch.stack([cos, -sin, zero, sin, cos, zero], dim=1).to(torch.float32).view(n, 2, 3)
+    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32, device=x.device)
+    grid = _base_grid(h, w, x.device).expand(n, h * w, 3).bmm(theta.transpose(1, 2) / scale)
+    return F.grid_sample(x, grid.view(n, h, w, 2), mode="nearest", padding_mode="zeros",
+                         align_corners=False)
+
+
+def augment_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The paper's training augmentation of normalized images (N, 3, 32, 32), in the public
+    code's order: horizontal flip (p = 0.5), random crop 32 with 4 pixels of reflect padding,
+    random rotation uniform in [0, 15) degrees counter-clockwise. Draws, from ``generator``
+    (on ``x``'s device), N flips, N top offsets, N left offsets and N angles, in that order."""
+    n, dev = x.shape[0], x.device
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    top = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator, device=dev)
+    left = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator, device=dev)
+    angle = torch.empty(n, device=dev).uniform_(0.0, MAX_ROTATION, generator=generator)
+    return rotate_images(crop_images(flip_images(x, flip), top, left), angle)
+
+
+# ---------------------------------------------------------------------------------------
+# the dataset on a device
+
+_ON_DEVICE: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+_ON_DEVICE_SIZE = 2
+
+
+def _tensors(data: CIFAR100Data, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images) as uint8/int64 tensors on ``device``,
+    shared by every env of the process (on the CPU, views of the numpy arrays: no copy)."""
+    key = (id(data), data.fingerprint, str(device))
+    if key not in _ON_DEVICE:
+        with warnings.catch_warnings():  # read-only arrays: the tensors are never written
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            arrays = (data.train.images, data.train.labels.astype(np.int64), data.test.images)
+            out = tuple(torch.from_numpy(a).to(device) for a in arrays)
+        _ON_DEVICE[key] = out
+        while len(_ON_DEVICE) > _ON_DEVICE_SIZE:
+            _ON_DEVICE.popitem(last=False)
+    _ON_DEVICE.move_to_end(key)
+    return _ON_DEVICE[key]
+
+
+def _per_class(labels: np.ndarray, start: int, count: int, what: str, need: int) -> np.ndarray:
+    """Indices (100, count) of images ``start .. start + count - 1`` of each class, in the
+    file's order; raises InvalidConfigError when a class has fewer than ``need``."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    if counts.min() < need:
+        c = int(counts.argmin())
+        raise InvalidConfigError(
+            f"the tier needs {need} {what} images of every class, but class {c} has "
+            f"{int(counts[c])} in this copy of CIFAR-100: use the full dataset "
+            f"({DOWNLOAD_COMMAND}), or smaller per-class counts (a custom, unranked run)."
+        )
+    order = np.argsort(labels, kind="stable")
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    idx = order[first[:, None] + np.arange(start, start + count)[None, :]]
+    idx.flags.writeable = False
+    return idx
+
+
+class IncrementalCIFAR100Env(ContinualStream):
+    """Class-incremental CIFAR-100: learn 5 new classes every block while keeping the old.
+
+    **Data.** CIFAR-100 (32 x 32 RGB images, 100 fine labels). Each class's first
+    ``val_per_class`` training images (in the file's order, as the public code) are its
+    validation images, the next ``train_per_class`` its training images; its test images
+    are the first ``test_per_class`` of the official test set (the paper: 50, 450 and all
+    100). Each seed draws an order of the 100 classes; block ``k`` (the task) trains on the
+    first ``(k + 1) * classes_per_block`` classes of that order (``active_classes``).
+
+    **Phases of a block.** ``epochs_per_block`` epochs, each a ``train`` phase (a fresh
+    shuffle of the active classes' training images, in batches of ``batch_size``, augmented)
+    followed by a ``val`` phase (the active classes' validation images); after the last
+    epoch's validation, a ``test`` phase (the active classes' test images). Validation and
+    test images are normalized, never augmented; their last batch is padded with zeros and
+    the context key ``valid`` says how many leading rows are real (padded rows are never
+    scored). The stream ends after the last block's test phase.
+
+    **Augmentation** (training batches, PROTOCOLS.md): normalize with mean (0.5071, 0.4865,
+    0.4409) and std (0.2673, 0.2564, 0.2762), then, per image, a horizontal flip with
+    probability 0.5, a random 32 x 32 crop of the image padded by 4 pixels (reflect), and a
+    rotation by an angle uniform in [0, 15) degrees, counter-clockwise, nearest-neighbour,
+    zeros outside (the public code's ``RandomRotator(degrees=(0, 15))`` wraps torchvision's
+    ``RandomRotation((0, 15))``: one direction, not +-15). All in batched tensor operations
+    (:func:`augment_images`) on the data's device, from the env's ``torch.Generator``.
+
+    **Spaces.** Observation ``Box(low, high, (B, 3, 32, 32), float32)``: a batch of
+    normalized images (``low``/``high``: the normalized values of pixels 0 and 255). Action
+    ``MultiDiscrete([100] * B)``: the predicted CIFAR-100 fine labels, an integer array of
+    shape ``(B,)``. A prediction outside ``active_classes`` is simply wrong.
+
+    **Reward.** On ``train`` steps, the fraction of the batch predicted correctly (online
+    accuracy of the augmented batch). On ``val`` and ``test`` steps, 0: the env scores the
+    predictions itself. The per-task score (``task_metrics["accuracy"]``, higher is better)
+    is the accuracy on the active classes' test images at the block's end, with whatever
+    weights the agent chose to use (e.g. its best-validation checkpoint, restored in the
+    ``learn`` call that announces the test phase). Unlike the paper's plot, no selection
+    over epochs on the test set.
+
+    **Info.** About the action just taken: ``target`` (train steps only: the int64 labels,
+    shape ``(B,)``), ``task_end``, ``task_metrics`` (at the test phase's last step),
+    ``val_metrics = {"accuracy": ...}`` (at each validation phase's last step). About the
+    returned observation: ``task`` (the block), ``phase`` (``"train"``, ``"val"``,
+    ``"test"``), ``epoch`` (0-based epoch within the block; the last epoch's during the
+    test phase; drives the agents' learning-rate schedule), ``active_classes`` (int64 array
+    of the fine labels seen so far, in order of introduction), ``valid`` (real rows of the
+    batch), and ``stream_done``. ``reset(seed=s)`` restarts the stream; ``reset()`` keeps
+    its position. The episode never terminates.
+
+    **Tiers.** ``smoke`` (2 blocks of 2 classes, 33 steps: seconds, on a small fixture),
+    ``cpu`` (4 blocks of 5 classes, 90 training images per class, 4 epochs per block, 5
+    seeds: a functional check sized for `lop-bench reproduce` on 2 cores, far too short to
+    show the loss of plasticity), ``paper`` (20 blocks of 5 classes, 200 epochs per block,
+    450/50/100 images per class, batch 90, 15 seeds; GPU). See :data:`TIERS`.
+
+    **Data source and device** (keyword arguments of ``make``, not part of the protocol):
+    ``root``, ``source`` (``"auto"``, ``"torchvision"``, ``"hf"`` or ``"dir"``),
+    ``download``, ``hf_id`` (default ``"uoft-cs/cifar100"``); see
+    :func:`lop_bench.data.load_cifar100`. A missing dataset raises
+    :class:`~lop_bench.errors.DatasetNotFoundError` naming ``lop-bench data download
+    cifar100``. ``device`` (default None): None returns numpy observations (the computation
+    runs with torch on the CPU); a torch device (``"cuda"``) keeps the dataset there as uint8
+    and returns torch tensors there (observations, and ``target`` as an int64 tensor), with
+    the augmentation on that device. The dataset's fingerprint is ``dataset_fingerprint``
+    and enters the protocol hash.
+
+    **Randomness.** From the seed: the class order (a per-purpose generator spawned from
+    it), each epoch's shuffle (child ``(block, epoch)`` of the ``shuffle`` purpose's
+    ``SeedSequence``) and each training batch's augmentation (the env's ``torch.Generator``,
+    re-seeded at every training step from child ``(block, epoch, step)`` of the ``augment``
+    purpose). So every observation is a function of the seed and the position, and a state
+    (:meth:`state_dict`) is just the position. The augmentation's draws come from the
+    device's generator: a CUDA run sees other (equally distributed) flips, crops and angles
+    than a CPU run of the same seed; the class order and shuffles are the same everywhere.
+    The diagnostics probe (:meth:`probe`) draws nothing.
+
+    **Memory.** The dataset is held once per process and device as uint8 (about 180 MB);
+    a block is an index of its classes' images, never a copy.
+    """
+
+    ENV_ID = "lop/IncrementalCIFAR100-v0"
+    STREAM_REVISION = 1
+    TIERS = TIERS
+    METRIC = "accuracy"
+    HIGHER_IS_BETTER = True
+    DATASET_FINGERPRINT = CIFAR100_FINGERPRINT
+    """The official dataset's fingerprint, which ranked results must record
+    (:data:`lop_bench.data.cifar100.CIFAR100_FINGERPRINT`). It is ``None`` until computed on
+    real CIFAR-100; meanwhile the leaderboard refuses every result of this stream."""
+
+    def __init__(
+        self,
+        tier: str = "cpu",
+        render_mode: str | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        source: str = "auto",
+        download: bool = False,
+        hf_id: str = HF_ID,
+        device: str | torch.device | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(tier, **overrides)
+        if render_mode is not None:
+            raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise InvalidConfigError(f"root must be a path or None, got {root!r}.")
+        cfg = self.config
+        self._device = _check_device(device)
+        self._numpy = device is None
+        self.dataset = load_cifar100(root, source, download=download, hf_id=hf_id)
+        self.dataset_fingerprint = self.dataset.fingerprint
+        train_labels = self.dataset.train.labels
+        need = cfg.val_per_class + cfg.train_per_class
+        self._val_idx = _per_class(train_labels, 0, cfg.val_per_class, "training", need)
+        self._train_idx = _per_class(train_labels, cfg.val_per_class, cfg.train_per_class,
+                                     "training", need)
+        self._test_idx = _per_class(self.dataset.test.labels, 0, cfg.test_per_class, "test",
+                                    cfg.test_per_class)
+        self._y_train = train_labels.astype(np.int64)
+        self._y_test = self.dataset.test.labels.astype(np.int64)
+        self._x_train_t, self._y_train_t, self._x_test_t = _tensors(self.dataset, self._device)
+        self._lut = torch.from_numpy(_LUT.copy()).to(self._device)
+        self._gen = torch.Generator(device=self._device)
+        B = self._B = cfg.batch_size
+        self.observation_space = spaces.Box(_LOW, _HIGH, shape=(B, 3, 32, 32), dtype=np.float32)
+        self.action_space = spaces.MultiDiscrete(np.full(B, NUM_CLASSES, dtype=np.int64))
+        self.num_tasks = cfg.num_blocks
+        self.total_steps = cfg.num_steps
+        self._done = False
+
+    # -- position -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``reset(seed=s)`` restarts the stream from block 0; ``reset()`` keeps its position."""
+        new_seed = self._resolve_seed(seed)
+        super().reset(seed=new_seed)
+        if new_seed is not None:
+            self._start(new_seed)
+            self._goto(0, 0, "train", 0, correct=0)
+        elif self._done:
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
+            )
+        return self._obs, self._context()
+
+    def _start(self, seed: int) -> None:
+        self.stream_seed = seed
+        self._stream_started = True
+        self._done = False
+        rng = spawn_generators(seed, _PURPOSES)
+        self.class_order = rng["class_order"].permutation(NUM_CLASSES).astype(np.int64)
+        self.class_order.flags.writeable = False
+        self._block = -1  # no position yet: the next _goto rebuilds every index
+        self._order_key = None
+
+    def _goto(self, block: int, epoch: int, phase: str, step: int, *, correct: int) -> None:
+        """Move to a position and build its observation (a pure function of the position)."""
+        cfg = self.config
+        if block != self._block:
+            self._active = self.class_order[: (block + 1) * cfg.classes_per_block].copy()
+            self._active.flags.writeable = False
+        if phase == "train" and self._order_key != (block, epoch):
+            ss = np.random.SeedSequence(self.stream_seed, spawn_key=(1, block, epoch))
+            train = self._train_idx[self._active].reshape(-1)
+            self._phase_idx = train[np.random.Generator(np.random.PCG64(ss)).permutation(len(train))]
+            self._order_key = (block, epoch)
+            self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
+        elif phase != "train" and self._order_key != (block, phase):
+            table = self._val_idx if phase == "val" else self._test_idx
+            self._phase_idx = table[self._active].reshape(-1)
+            self._order_key = (block, phase)
+            self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
+        self._block, self._epoch, self._phase, self._step = block, epoch, phase, step
+        self._correct = correct
+        steps = cfg.block_steps(block)
+        self._phase_steps = steps[_PHASES.index(phase)]
+        self._obs = self._build_obs()
+
+    def _build_obs(self) -> Any:
+        B, i = self._B, self._step
+        idx = self._phase_idx[i * B:(i + 1) * B]
+        idx_t = self._phase_idx_t[i * B:(i + 1) * B]
+        self._valid = len(idx)
+        if self._phase == "train":
+            self._labels = self._y_train[idx]
+            x = normalize_images(self._x_train_t[idx_t], self._lut)
+            if self.config.augment:
+                ss = np.random.SeedSequence(self.stream_seed,
+                                            spawn_key=(2, self._block, self._epoch, i))
+                self._gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+                x = augment_images(x, self._gen)
+            self._target = self._labels if self._numpy else self._y_train_t[idx_t]
+        else:
+            if self._phase == "val":
+                self._labels = self._y_train[idx]
+                x = normalize_images(self._x_train_t[idx_t], self._lut)
+            else:
+                self._labels = self._y_test[idx]
+                x = normalize_images(self._x_test_t[idx_t], self._lut)
+            if len(idx) < B:
+                x = torch.cat([x, x.new_zeros((B - len(idx), *x.shape[1:]))])
+            self._target = None
+        return x.numpy() if self._numpy else x
+
+    def _context(self) -> dict[str, Any]:
+        return {
+            "task": self._block,
+            "phase": self._phase,
+            "epoch": self._epoch,
+            "active_classes": self._active.copy(),  # a new array each time (check_env)
+            "valid": self._valid,
+            "stream_done": self._done,
+        }
+
+    # -- stepping -------------------------------------------------------------------
+    def _labels_of(self, action: Any) -> np.ndarray:
+        """Check a prediction: an integer array (or tensor) of shape (B,) in 0..99."""
+        shape = (self._B,)
+        if not isinstance(action, np.ndarray):
+            if isinstance(action, torch.Tensor):
+                action = action.detach().cpu().numpy()
+            else:
+                raise InvalidActionError(
+                    f"{self.ENV_ID}: the action must be a numpy integer array (or torch tensor) "
+                    f"of shape {shape} (the predicted labels), got {type(action).__name__}."
+                )
+        if action.shape != shape:
+            raise InvalidActionError(
+                f"{self.ENV_ID}: the action must have shape {shape} (one label per image of the "
+                f"batch, padded rows included), got {action.shape}."
+            )
+        if action.dtype.kind not in "iu":
+            raise InvalidActionError(
+                f"{self.ENV_ID}: the action must be an integer array of labels (int64, as "
+                f"action_space.sample()), got dtype {action.dtype}."
+            )
+        if (action < 0).any() or (action >= NUM_CLASSES).any():
+            raise InvalidActionError(
+                f"{self.ENV_ID}: labels must be CIFAR-100 fine labels in 0..{NUM_CLASSES - 1}, "
+                f"got values from {int(action.min())} to {int(action.max())}."
+            )
+        return action
+
+    def step(self, action: Any):
+        """Score the predicted labels of the current batch, move to the next batch."""
+        if self._done or not self._stream_started:
+            if not self._stream_started:
+                raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before step().")
+            raise StreamFinishedError(
+                f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
+            )
+        pred = self._labels_of(action)
+        n = self._valid
+        correct = int(np.count_nonzero(pred[:n] == self._labels))
+        info: dict[str, Any] = {"task_end": False}
+        cfg = self.config
+        block, epoch, phase, i = self._block, self._epoch, self._phase, self._step
+        if phase == "train":
+            info["target"] = self._target
+            reward = correct / self._B
+        else:
+            reward = 0.0
+        total = self._correct + correct
+        if i + 1 < self._phase_steps:
+            self._goto(block, epoch, phase, i + 1, correct=total if phase != "train" else 0)
+        elif phase == "train":
+            self._goto(block, epoch, "val", 0, correct=0)
+        elif phase == "val":
+            info["val_metrics"] = {self.METRIC: total / len(self._phase_idx)}
+            if epoch + 1 < cfg.epochs_per_block:
+                self._goto(block, epoch + 1, "train", 0, correct=0)
+            else:
+                self._goto(block, epoch, "test", 0, correct=0)
+        else:
+            info["task_end"] = True
+            info["task_metrics"] = {self.METRIC: total / len(self._phase_idx)}
+            if block + 1 < cfg.num_blocks:
+                self._goto(block + 1, 0, "train", 0, correct=0)
+            else:
+                self._done = True
+        info.update(self._context())
+        return self._obs, reward, False, False, info
+
+    # -- diagnostics and checkpoints ------------------------------------------------
+    def probe(self, n: int | None = None) -> Any:
+        """The diagnostics probe: ``n`` (default ``probe_size``) of the active classes'
+        validation images, normalized, never augmented, spread evenly over the classes (all
+        of them when there are fewer): ``(n, 3, 32, 32)`` float32, numpy or a tensor on the
+        env's device like the observations. Draws from no generator."""
+        if not self._stream_started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before probe().")
+        idx = self._val_idx[self._active].reshape(-1)
+        n = min(int(self.config.probe_size if n is None else n), len(idx))
+        idx = idx[(np.arange(n) * len(idx)) // n]
+        x = normalize_images(self._x_train_t[torch.from_numpy(idx).to(self._device)], self._lut)
+        return x.numpy() if self._numpy else x
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position (every observation is a function of the seed and the
+        position, the augmentation generator included): plain values only."""
+        if not self._stream_started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before state_dict().")
+        return {
+            "seed": int(self.stream_seed),
+            "block": int(self._block),
+            "epoch": int(self._epoch),
+            "phase": str(self._phase),
+            "step": int(self._step),
+            "correct": int(self._correct),
+            "done": bool(self._done),
+            "class_order": self.class_order.copy(),
+            "augment_generator": self._gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: the next ``step`` scores the action as the
+        original env would have, and the stream goes on bit for bit."""
+        try:
+            seed, block, epoch = int(state["seed"]), int(state["block"]), int(state["epoch"])
+            phase, step, correct = str(state["phase"]), int(state["step"]), int(state["correct"])
+            done = bool(state["done"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.ENV_ID}: not a state of this stream ({exc}).") from None
+        cfg = self.config
+        if phase not in _PHASES or not (0 <= block < cfg.num_blocks and 0 <= epoch < cfg.epochs_per_block):
+            raise CheckpointError(f"{self.ENV_ID}: the state's position (block {block}, epoch "
+                                     f"{epoch}, {phase!r}) is outside this tier's stream.")
+        self._start(seed)
+        if "class_order" in state and not np.array_equal(np.asarray(state["class_order"]), self.class_order):
+            raise CheckpointError(f"{self.ENV_ID}: the state's class order is not seed {seed}'s.")
+        self._goto(block, epoch, phase, step, correct=correct)
+        self._done = done
+        if "augment_generator" in state:
+            self._gen.set_state(torch.as_tensor(state["augment_generator"]).cpu())
+
+
+def _check_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, TypeError, AssertionError) as exc:
+        raise InvalidConfigError(f"device {device!r} cannot be used: {exc}") from None
+    return dev
