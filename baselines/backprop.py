@@ -14,6 +14,17 @@ Regression (``Box`` action of shape (B, k)) uses the mean squared error
 (``torch.nn.functional.mse_loss``, mean over the batch and outputs). Classification
 (``MultiDiscrete([n] * B)`` or, for B = 1, ``Discrete(n)``) returns the argmax and uses
 cross-entropy against the integer labels in ``info["target"]``.
+
+The network is chosen by ``arch``: ``"mlp"`` (:class:`~baselines.nets.MLP`, inputs
+flattened) or ``"convnet"`` (:class:`~baselines.nets.ConvNet`, the paper's Continual
+ImageNet net, for image observations (B, C, H, W)). ``reset_head=True`` (the Continual
+ImageNet presets, as the paper) sets the output layer's weights and bias, and their
+optimizer state, to zero whenever ``info["task"]`` changes: in the ``learn`` call whose
+``info`` announces the new task (after that call's own update, if it has a target), so the
+head is zero at the first prediction of every task, task 0 included, and never changes
+inside a test phase. Observations may be numpy arrays or torch tensors on the agent's
+device; on a non-CPU device the predicted labels come back as a tensor there (no copy to
+the host per step).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from baselines.nets import ACTIVATIONS, MLP
+from baselines.nets import ACTIVATIONS, MLP, ConvNet
 from lop_bench.agents import is_vector_spec, select_preset, vector_seeds
 from lop_bench.config import (
     check_choice,
@@ -36,12 +47,14 @@ from lop_bench.config import (
     config_to_dict,
     replace_checked,
 )
-from lop_bench.errors import InvalidConfigError
+from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
 __all__ = [
     "REGRESSION",
     "PERMUTED_MNIST",
+    "CONTINUAL_IMAGENET",
+    "ARCHS",
     "BackpropConfig",
     "PRESETS",
     "EntrywiseAdam",
@@ -53,6 +66,14 @@ __all__ = [
 
 REGRESSION = "lop/SlowlyChangingRegression-v0"
 PERMUTED_MNIST = "lop/PermutedMNIST-v0"
+CONTINUAL_IMAGENET = "lop/ContinualImageNet-v0"
+
+ARCHS = ("mlp", "convnet")
+"""Networks of :class:`BackpropConfig`'s ``arch``: :class:`~baselines.nets.MLP` or
+:class:`~baselines.nets.ConvNet`."""
+
+
+_FEATURE_CHUNK = 500  # images per forward pass of ConvNet features (diagnostic probes)
 
 
 def check_optimizer_fields(cfg: Any) -> None:
@@ -87,10 +108,12 @@ class BackpropConfig:
     """Coupled L2 penalty of the optimizer (``torch.optim.SGD``'s ``weight_decay``); 0 for
     plain backprop, > 0 for the ``l2`` and ``shrink_perturb`` agents."""
     hidden: tuple[int, ...] = (5,)
-    """Hidden layer widths. Regression: 20 -> 5 -> 1 (PROTOCOLS.md; ``num_features: 5``)."""
+    """Hidden layer widths. Regression: 20 -> 5 -> 1 (PROTOCOLS.md; ``num_features: 5``).
+    With ``arch="convnet"``: the widths of the fc layers after the conv layers (the
+    paper's (128, 128))."""
     activation: str = "relu"
     """Hidden activation: relu (default), tanh, sigmoid, elu, leaky_relu, swish, linear
-    (the paper's regression study covers all of them)."""
+    (the paper's regression study covers all of them). ``arch="convnet"`` is ReLU only."""
     optimizer: str = "sgd"
     """``"sgd"`` (``torch.optim.SGD``) or ``"adam"`` (:class:`EntrywiseAdam`, which equals
     ``torch.optim.Adam`` until continual backprop resets entries)."""
@@ -98,6 +121,15 @@ class BackpropConfig:
     """Adam's betas (torch's defaults; the paper's code default ``beta_1, beta_2``)."""
     eps: float = 1e-8
     """Adam's epsilon (torch's default)."""
+    arch: str = "mlp"
+    """The network: ``"mlp"`` (fully connected, inputs flattened) or ``"convnet"`` (the
+    paper's Continual ImageNet ConvNet, :class:`~baselines.nets.ConvNet`; needs image
+    observations of shape (batch, channels, height, width))."""
+    reset_head: bool = False
+    """Set the output layer (weights, bias and their optimizer state) to zero at the start
+    of every task (``info["task"]`` changes). Continual ImageNet: True, as the paper
+    ("the output layer is re-initialized to zero at every task"; ``new_heads`` in
+    ``lop/imagenet/single_expr.py``)."""
 
     def __post_init__(self) -> None:
         check_optimizer_fields(self)
@@ -106,6 +138,14 @@ class BackpropConfig:
                 f"hidden must be a tuple of positive layer widths, got {self.hidden!r}."
             )
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("arch", self.arch, ARCHS)
+        if self.arch == "convnet" and self.activation != "relu":
+            raise InvalidConfigError(
+                f"arch='convnet' is the paper's ReLU network; activation must be 'relu', "
+                f"got {self.activation!r}."
+            )
+        if not isinstance(self.reset_head, bool):
+            raise InvalidConfigError(f"reset_head must be true or false, got {self.reset_head!r}.")
 
 
 PRESETS: dict[tuple[str, str], BackpropConfig] = {
@@ -118,6 +158,13 @@ PRESETS: dict[tuple[str, str], BackpropConfig] = {
     # Wider nets: --hp hidden=[2000,2000,2000].
     (PERMUTED_MNIST, "cpu"): BackpropConfig(lr=0.003, hidden=(100, 100, 100)),
     (PERMUTED_MNIST, "smoke"): BackpropConfig(lr=0.003, hidden=(100, 100, 100)),
+    # Continual ImageNet, every tier: the paper's ConvNet (fc 512 -> 128 -> 128 -> 2), SGD
+    # lr 0.01 momentum 0.9, output layer zeroed at every task (PROTOCOLS.md; public config
+    # lop/imagenet/cfg/bp.json: step_size [0.01, 0.001, 0.0001], momentum 0.9, batch 100).
+    # The cpu and smoke tiers shorten the stream, not the net.
+    (CONTINUAL_IMAGENET, "*"): BackpropConfig(
+        lr=0.01, momentum=0.9, arch="convnet", hidden=(128, 128), reset_head=True
+    ),
 }
 
 
@@ -223,7 +270,8 @@ def _io_spec(observation_space: Any, action_space: Any) -> tuple[int, int, str, 
 
 
 class BackpropAgent:
-    """A network (:class:`~baselines.nets.MLP`) trained by one optimizer step per train batch.
+    """A network (:class:`~baselines.nets.MLP` or :class:`~baselines.nets.ConvNet`) trained
+    by one optimizer step per train batch.
 
     Attributes: ``cfg`` (the frozen config), ``preset`` (name of the preset used),
     ``hparams`` (the config as a dict), ``net``, ``optimizer``, ``generator`` (the agent's
@@ -250,31 +298,72 @@ class BackpropAgent:
         self._loss_fn = F.mse_loss if self._kind == "regression" else F.cross_entropy
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(check_seed(seed))
-        self.net = MLP(
-            in_features,
-            tuple(cfg.hidden),
-            out_features,
-            cfg.activation,
-            generator=self.generator,
-            device=self.device,
-        )
+        # LinearConfig has neither field: it is always an MLP without a head reset.
+        self._conv = getattr(cfg, "arch", "mlp") == "convnet"
+        self._reset_head = bool(getattr(cfg, "reset_head", False))
+        if self._conv:
+            self._in_shape = tuple(int(s) for s in observation_space.shape[1:])
+            if len(self._in_shape) != 3:
+                raise InvalidConfigError(
+                    "arch='convnet' needs image observations of shape (batch, channels, "
+                    f"height, width), got {observation_space.shape}."
+                )
+            self.net = ConvNet(
+                self._in_shape,
+                out_features,
+                hidden=tuple(cfg.hidden),
+                generator=self.generator,
+                device=self.device,
+            )
+        else:
+            self.net = MLP(
+                in_features,
+                tuple(cfg.hidden),
+                out_features,
+                cfg.activation,
+                generator=self.generator,
+                device=self.device,
+            )
         self.optimizer = make_optimizer(cfg, self.net.parameters())
         self.last_loss: torch.Tensor | None = None
         self._out: torch.Tensor | None = None  # the train prediction kept for learn()
         self._feats: list[torch.Tensor] = []
         self._valid: int | None = None
+        self._task: Any = None  # the task the head was last reset for (reset_head only)
+        if self._reset_head:  # zero from the start (diagnostics before the first act see it)
+            with torch.no_grad():
+                for p in self.net.layers[-1].parameters():
+                    p.zero_()
 
     # -- the online protocol -------------------------------------------------------------
     def _input(self, obs: Any) -> torch.Tensor:
         x = torch.as_tensor(obs, device=self.device)
         if x.dtype != torch.float32:
             x = x.float()
-        if x.dim() != 2:
+        if self._conv:
+            if x.dim() != 4:
+                x = x.reshape(-1, *self._in_shape)
+        elif x.dim() != 2:
             x = x.reshape(x.shape[0], -1)
         return x
 
+    @torch.no_grad()
+    def _new_task(self, info: dict) -> None:
+        """Zero the output layer and its optimizer state if ``info`` starts another task."""
+        task = info.get("task")
+        if task is None or task == self._task:
+            return
+        self._task = int(task) if isinstance(task, (int, np.integer)) else task
+        for p in self.net.layers[-1].parameters():
+            p.zero_()
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.zero_()
+
     def act(self, obs: Any, info: dict) -> Any:
         """Predict for ``obs``; on train batches keep the forward pass for :meth:`learn`."""
+        if self._reset_head and info.get("task") != self._task:
+            self._new_task(info)  # the stream's first task (later ones: in learn)
         x = self._input(obs)
         if info.get("phase", "train") == "train":
             out, self._feats = self.net.forward_with_features(x)
@@ -287,9 +376,11 @@ class BackpropAgent:
         out = out.detach()
         if self._kind == "regression":
             return out.cpu().numpy()
-        labels = out.argmax(dim=1).cpu().numpy()
+        labels = out.argmax(dim=1)
         if self._kind == "classification":
-            return labels
+            if labels.device.type != "cpu" and torch.is_tensor(obs):
+                return labels  # stays on the device: no host sync per step
+            return labels.cpu().numpy()
         return int(labels[0]) + self._first_label
 
     def learn(
@@ -307,6 +398,8 @@ class BackpropAgent:
         out, feats = self._out, self._feats
         self._out = None
         if target is None:
+            if self._reset_head:
+                self._new_task(info)
             return
         if out is None:  # learn() without a train act(): do the forward pass here
             out, feats = self.net.forward_with_features(self._input(obs))
@@ -331,15 +424,23 @@ class BackpropAgent:
         self.optimizer.step()
         self.last_loss = loss.detach()
         self._after_step(feats)
+        if self._reset_head:
+            self._new_task(info)
 
     def _after_step(self, feats: list[torch.Tensor]) -> None:
         """Hook run after every optimizer step, with the step's hidden activations."""
 
     # -- diagnostics and checkpoints -------------------------------------------------------
     def features(self, x: Any) -> list[torch.Tensor]:
-        """Hidden activations per hidden layer, each (N, units), for inputs ``x`` (N, ...)."""
+        """Hidden activations per hidden layer for inputs ``x`` (N, ...): (N, units) for fc
+        layers, (N, channels, height, width) for conv layers (after ReLU and max-pool)."""
         with torch.no_grad():
-            return self.net.forward_with_features(self._input(x))[1]
+            x = self._input(x)
+            if not self._conv or x.shape[0] <= _FEATURE_CHUNK:
+                return self.net.forward_with_features(x)[1]
+            # Large probes in chunks: a conv layer's maps of 2,000 images are big.
+            parts = [self.net.forward_with_features(c)[1] for c in x.split(_FEATURE_CHUNK)]
+            return [torch.cat(layer) for layer in zip(*parts, strict=True)]
 
     def parameters(self) -> Any:
         """The network's parameters."""
@@ -351,11 +452,14 @@ class BackpropAgent:
 
     def state_dict(self) -> dict[str, Any]:
         """Network, optimizer and generator state (tensors and plain values)."""
-        return {
+        state = {
             "net": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
         }
+        if self._reset_head:
+            state["head_task"] = self._task
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -363,6 +467,9 @@ class BackpropAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self._out, self._feats = None, []
+        if self._reset_head:
+            task = state.get("head_task")
+            self._task = int(task) if isinstance(task, (int, np.integer)) else task
 
 
 def build_agent(
@@ -380,6 +487,11 @@ def build_agent(
     preset, cfg = select_preset(presets, env_spec, name)
     cfg = replace_checked(cfg, what=f"{name} hyperparameter", **hparams)
     if is_vector_spec(env_spec):  # make_vec: one batched agent for all seeds
+        if getattr(cfg, "arch", "mlp") != "mlp" or getattr(cfg, "reset_head", False):
+            raise VectorizationNotSupported(
+                f"{name} with arch={cfg.arch!r}, reset_head={cfg.reset_head!r} has no "
+                "vectorized agent (MLPs without a head reset only); run the seeds one by one."
+            )
         from baselines.vectorized import build_vectorized
 
         return build_vectorized(

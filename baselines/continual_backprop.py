@@ -33,8 +33,32 @@ tensor) only ``exp_avg``/``exp_avg_sq`` can be reset, and the fresh entries' fir
 updates are then smaller than a fresh Adam's.
 
 The replacement code works on a list of ``(layer, next_layer)`` pairs (incoming weights
-are rows of ``layer.weight``, outgoing weights columns of ``next_layer.weight``), so conv
-layers can join later.
+are rows of ``layer.weight``, outgoing weights columns of ``next_layer.weight``).
+
+Conv layers (:class:`~baselines.nets.ConvNet`, Continual ImageNet): a unit is an output
+channel. Its activation is the layer's feature map as the next layer reads it, (N, C, H, W)
+after ReLU *and max-pool*; every statistic is averaged over the batch and the spatial
+positions: the running mean activation ``f``, ``mean |h|`` and, for the adaptable
+utility, ``mean |h - f_hat|`` (divided by the mean |incoming weight| over the channel's
+filter). Its outgoing weights are the next conv's input-channel slice
+``next.weight[:, c]`` (all kernel positions) or, across the flatten, the first fc layer's
+columns ``c * H * W ... (c + 1) * H * W - 1`` (torch's channel-major flatten); ``mean
+|outgoing weights|`` is over all of them. A replaced channel gets a fresh filter (the
+net's init bound, from the agent's generator), bias 0, zero outgoing weights and zero
+optimizer state for all of these entries; its mean contribution ``f_hat * (sum of its
+outgoing weights over the kernel or the flattened positions)`` moves into the next
+layer's bias.
+
+Max-pool between layers: the pool acts per channel, so measuring the channel *after* its
+pool (the values the next layer actually multiplies by the outgoing weights) makes the
+bias correction exact for unpadded ("valid") next convs and for the flatten: when the
+pooled map was constant over the batch and the positions, the output is exactly
+unchanged (up to float rounding); otherwise it changes only by the channel's deviation
+from ``f_hat`` times its outgoing weights. The fresh filter changes only that channel's
+pooled map, which the zero outgoing weights hide. (A padded next conv sees zeros at the
+border, where the moved bias over-corrects: its exactness holds in the interior only.)
+The paper's code (``lop/algos/convGnT.py``) also measures after the pool; it resets no
+SGD momentum and applies no bias correction.
 """
 
 from __future__ import annotations
@@ -47,6 +71,7 @@ import torch
 from torch import nn
 
 from baselines.backprop import (
+    CONTINUAL_IMAGENET,
     PERMUTED_MNIST,
     REGRESSION,
     BackpropAgent,
@@ -110,6 +135,24 @@ PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
     (PERMUTED_MNIST, "smoke"): ContinualBackpropConfig(
         lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
     ),
+    # Continual ImageNet, every tier: backprop's ConvNet preset (SGD lr 0.01, momentum 0.9,
+    # head zeroed at every task) with replacement rate 3e-4, maturity 100, decay 0.99
+    # (PROTOCOLS.md; public config lop/imagenet/cfg/cbp.json: step_size 0.01, momentum 0.9,
+    # replacement_rate 3e-4, maturity_threshold 100, decay_rate 0.99). Utility: the paper's
+    # text defines CBP by the contribution utility (Methods, eq. 1), the default of
+    # lop/imagenet/single_expr.py and of cbp2.json; cbp.json sets "adaptable_contribution"
+    # (--hp utility=adaptable_contribution for that variant).
+    (CONTINUAL_IMAGENET, "*"): ContinualBackpropConfig(
+        lr=0.01,
+        momentum=0.9,
+        arch="convnet",
+        hidden=(128, 128),
+        reset_head=True,
+        replacement_rate=3e-4,
+        decay_rate=0.99,
+        maturity_threshold=100,
+        utility="contribution",
+    ),
 }
 
 
@@ -134,6 +177,9 @@ def reset_optimizer_entries(
 class GenerateAndTest:
     """Utilities, ages and replacement of the hidden units of ``(layer, next_layer)`` pairs.
 
+    Layers are ``nn.Linear`` or ``nn.Conv2d`` (a unit is an output channel); a next layer
+    is a conv reading the channels, or a linear layer reading the units (or, after a
+    conv, the channels flattened channel-major: ``in_features`` a multiple of the channels).
     ``init_bounds[i]`` is the bound of the uniform init of ``pairs[i][0]``'s weights.
     State per layer: ``utility``, ``mean_act``, ``age`` (tensors on the layer's device),
     ``accumulated`` (the fractional replacement count carried over) and ``num_replaced``.
@@ -167,9 +213,26 @@ class GenerateAndTest:
         self.mean_act: list[torch.Tensor] = []
         self.age: list[torch.Tensor] = []
         self._bias_correction: list[torch.Tensor] = []  # 1 - eta ** age, per unit
-        for layer, _ in self.pairs:
+        # Per pair: whether the next layer is a conv, and how many of a linear next layer's
+        # inputs belong to one unit (1, or H * W positions of a flattened channel).
+        self._next_conv: list[bool] = []
+        self._group: list[int] = []
+        for layer, nxt in self.pairs:
             w = layer.weight
             n = w.shape[0]
+            w_out = nxt.weight
+            if w_out.dim() == 2:
+                group, rest = divmod(w_out.shape[1], n)
+                if rest or group == 0:
+                    raise ValueError(
+                        f"a next linear layer of {w_out.shape[1]} inputs cannot read {n} units."
+                    )
+            elif w_out.dim() == 4 and w_out.shape[1] == n:
+                group = w_out.shape[2] * w_out.shape[3]
+            else:
+                raise ValueError(f"a next layer of weight shape {tuple(w_out.shape)} cannot read {n} units.")
+            self._next_conv.append(w_out.dim() == 4)
+            self._group.append(group)
             self.utility.append(torch.zeros(n, device=w.device, dtype=w.dtype))
             self.mean_act.append(torch.zeros(n, device=w.device, dtype=w.dtype))
             self.age.append(torch.zeros(n, device=w.device, dtype=torch.long))
@@ -188,29 +251,18 @@ class GenerateAndTest:
         """Update ages, mean activations and utilities, then replace the units due.
 
         ``features[i]``: the activations (batch, units) of ``pairs[i][0]`` in the forward
-        pass of the step just taken; the weights are those after the step.
+        pass of the step just taken, or (batch, channels, height, width) for a conv layer
+        (after its max-pool, as the next layer reads them); the weights are those after
+        the step.
         """
         self.step_count += 1
-        eta = self.decay_rate
         adaptable = self.utility_type == "adaptable_contribution"
         for i, ((layer, nxt), h) in enumerate(zip(self.pairs, features, strict=True)):
             h = h.detach()
-            # Batch means; at batch size 1 a view of the single row does (no reduction).
-            single = h.shape[0] == 1
-            h_mean = h[0] if single else h.mean(0)
-            self.age[i].add_(1)
-            # 1 - eta ** age, kept by its recurrence c <- eta * c + (1 - eta) (c = 0 at age 0).
-            bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
-            mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
-            out_mag = nxt.weight.abs().mean(0)
-            if adaptable:
-                deviation = (h_mean if single else h) - mean_act / bias_correction
-                deviation = deviation.abs_() if single else deviation.abs_().mean(0)
-                new_util = out_mag.mul_(deviation).div_(layer.weight.abs().mean(1))
+            if h.dim() != 2:
+                self._update_channels(i, h, adaptable)
             else:
-                new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(0))
-            self.utility[i].lerp_(new_util, 1.0 - eta)
-
+                self._update_units(i, layer, nxt, h, adaptable)
             if self.replacement_rate == 0.0:
                 continue
             if self.step_count >= self._next_recount[i]:
@@ -221,13 +273,69 @@ class GenerateAndTest:
             k = int(acc)
             self.accumulated[i] = acc - k
             if k:
-                self._replace_lowest(i, min(k, self._num_mature[i]), bias_correction)
+                self._replace_lowest(i, min(k, self._num_mature[i]), self._bias_correction[i])
+
+    def _update_units(
+        self, i: int, layer: nn.Module, nxt: nn.Module, h: torch.Tensor, adaptable: bool
+    ) -> None:
+        """Age, mean activation and utility of fc units from activations (batch, units)."""
+        eta = self.decay_rate
+        # Batch means; at batch size 1 a view of the single row does (no reduction).
+        single = h.shape[0] == 1
+        h_mean = h[0] if single else h.mean(0)
+        self.age[i].add_(1)
+        # 1 - eta ** age, kept by its recurrence c <- eta * c + (1 - eta) (c = 0 at age 0).
+        bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
+        mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
+        out_mag = nxt.weight.abs().mean(0)
+        if adaptable:
+            deviation = (h_mean if single else h) - mean_act / bias_correction
+            deviation = deviation.abs_() if single else deviation.abs_().mean(0)
+            new_util = out_mag.mul_(deviation).div_(layer.weight.abs().mean(1))
+        else:
+            new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(0))
+        self.utility[i].lerp_(new_util, 1.0 - eta)
+
+    def _update_channels(self, i: int, h: torch.Tensor, adaptable: bool) -> None:
+        """Age, mean activation and utility of conv channels from feature maps (N, C, H, W):
+        every average is over the batch and the spatial positions."""
+        eta = self.decay_rate
+        layer = self.pairs[i][0]
+        dims = (0, *range(2, h.dim()))
+        self.age[i].add_(1)
+        bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
+        mean_act = self.mean_act[i].lerp_(h.mean(dims), 1.0 - eta)
+        out_mag = self._outgoing(i).abs().mean((0, 2))
+        if adaptable:
+            f_hat = (mean_act / bias_correction).view(1, -1, *([1] * (h.dim() - 2)))
+            deviation = (h - f_hat).abs_().mean(dims)
+            in_mag = layer.weight.abs().flatten(1).mean(1)
+            new_util = out_mag.mul_(deviation).div_(in_mag)
+        else:
+            new_util = out_mag.mul_(h.abs().mean(dims))
+        self.utility[i].lerp_(new_util, 1.0 - eta)
+
+    def _outgoing(self, i: int) -> torch.Tensor:
+        """The next layer's weights as a view (out, units, group): unit ``u``'s outgoing
+        weights are ``[:, u, :]`` (a conv's kernel positions, a flattened channel's inputs)."""
+        w_out = self.pairs[i][1].weight
+        return w_out.view(w_out.shape[0], self.pairs[i][0].weight.shape[0], self._group[i])
 
     def _replace_lowest(self, i: int, k: int, bias_correction: torch.Tensor) -> None:
         """Replace the ``k`` eligible units of layer ``i`` with the lowest utility."""
+        # nan_to_num also maps +inf to the largest float: only immature units score inf,
+        # so the k (<= number eligible) lowest are all eligible.
         score = torch.nan_to_num(self.utility[i] / bias_correction, nan=0.0)
         score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
-        self.replace(i, torch.topk(score, k, largest=False).indices)
+        # Sorted, as torch.unique would give them, without unique's device sync.
+        self._replace(i, torch.topk(score, k, largest=False).indices.sort().values)
+        # The eligible count follows without reading the ages back from the device: k
+        # eligible units became age 0, and they are eligible again mt + 1 steps from now.
+        self.num_replaced[i] += k
+        self._num_mature[i] -= k
+        self._next_recount[i] = min(
+            self._next_recount[i], float(self.step_count + self.maturity_threshold + 1)
+        )
 
     # -- replacement -------------------------------------------------------------------
     @torch.no_grad()
@@ -237,39 +345,56 @@ class GenerateAndTest:
         Public so that tests and users can force a replacement; :meth:`step` calls it with
         the lowest-utility eligible units.
         """
-        i = layer_index
-        layer, nxt = self.pairs[i]
-        w_in, w_out = layer.weight, nxt.weight
+        w_in = self.pairs[layer_index][0].weight
         idx = torch.unique(
             torch.as_tensor(indices, dtype=torch.long, device=w_in.device).reshape(-1)
         )
-        k = idx.numel()
-        if k == 0:
+        if idx.numel() == 0:
             return
+        self._replace(layer_index, idx)
+        self.num_replaced[layer_index] += idx.numel()
+        self._recount(layer_index)
+
+    def _replace(self, i: int, idx: torch.Tensor) -> None:
+        """:meth:`replace` of the sorted, distinct units ``idx`` (a long tensor on the
+        layer's device), without the bookkeeping of the counts."""
+        layer, nxt = self.pairs[i]
+        w_in, w_out = layer.weight, nxt.weight
+        k = idx.numel()
+        # Outgoing entries along the next layer's dim 1: the units themselves (a next conv's
+        # input channels, or fc units), or a flattened channel's H * W inputs.
+        group = self._group[i]
+        cols = idx
+        if not self._next_conv[i] and group > 1:
+            offsets = torch.arange(group, device=idx.device)
+            cols = (idx[:, None] * group + offsets).reshape(-1)
         # 1. Move the removed units' mean contribution into the next layer's bias, before
         #    the mean activation and the outgoing weights are zeroed.
         mean = self.mean_activation(i)[idx]
         if nxt.bias is not None:
-            nxt.bias.add_(w_out[:, idx] @ mean)
+            if self._next_conv[i]:  # a constant channel adds mean * (sum of its kernel)
+                nxt.bias.add_(w_out[:, idx].sum((2, 3)) @ mean)
+            elif group > 1:
+                nxt.bias.add_(w_out[:, cols] @ mean.repeat_interleave(group))
+            else:
+                nxt.bias.add_(w_out[:, idx] @ mean)
         # 2. Fresh incoming weights (the net's init), zero incoming bias and outgoing weights.
         bound = self.init_bounds[i]
         fresh = torch.empty((k, *w_in.shape[1:]), device=w_in.device, dtype=w_in.dtype)
         w_in[idx] = fresh.uniform_(-bound, bound, generator=self.generator)
         if layer.bias is not None:
             layer.bias[idx] = 0.0
-        w_out[:, idx] = 0.0
+        w_out[:, cols] = 0.0
         # 3. The optimizer state of every reset entry.
         reset_optimizer_entries(self.optimizer, w_in, idx, 0)
         if layer.bias is not None:
             reset_optimizer_entries(self.optimizer, layer.bias, idx, 0)
-        reset_optimizer_entries(self.optimizer, w_out, idx, 1)
+        reset_optimizer_entries(self.optimizer, w_out, cols, 1)
         # 4. Statistics.
         self.utility[i][idx] = 0.0
         self.mean_act[i][idx] = 0.0
         self.age[i][idx] = 0
         self._bias_correction[i][idx] = 0.0
-        self.num_replaced[i] += k
-        self._recount(i)
 
     @torch.no_grad()
     def mean_activation(self, layer_index: int) -> torch.Tensor:
@@ -330,7 +455,7 @@ class ContinualBackpropAgent(BackpropAgent):
     def __init__(self, cfg: ContinualBackpropConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(cfg, *args, **kwargs)
         self.gnt = GenerateAndTest(
-            self.net.linear_pairs(),
+            self.net.unit_pairs(),
             self.net.init_bounds[:-1],
             self.optimizer,
             self.generator,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from baselines.backprop import (
+    CONTINUAL_IMAGENET,
     PERMUTED_MNIST,
     REGRESSION,
     BackpropAgent,
@@ -35,6 +36,17 @@ PRESETS: dict[tuple[str, str], BackpropConfig] = {
     # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
     (PERMUTED_MNIST, "cpu"): BackpropConfig(lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4),
     (PERMUTED_MNIST, "smoke"): BackpropConfig(lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4),
+    # Continual ImageNet, every tier: the paper's ConvNet with the head zeroed at every task,
+    # SGD lr 0.03, momentum 0.9, weight decay 3e-6 (PROTOCOLS.md; public config
+    # lop/imagenet/cfg/l2.json: step_size 0.03, momentum 0.9, weight_decay 3e-6).
+    (CONTINUAL_IMAGENET, "*"): BackpropConfig(
+        lr=0.03,
+        momentum=0.9,
+        weight_decay=3e-6,
+        arch="convnet",
+        hidden=(128, 128),
+        reset_head=True,
+    ),
 }
 
 

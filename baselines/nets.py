@@ -7,6 +7,11 @@ as in the paper's code, since torch defines none for them); the output layer use
 ("linear"). ``init="lecun"`` (the paper's PPO networks, ``lecun_init`` in
 ``lop/utils/miscellaneous.py``) uses gain 1 for every layer: ``b = sqrt(3 / fan_in)``. Every draw comes from the generator passed in, never from torch's global RNG:
 layers are created on the ``meta`` device (no default init) and filled afterwards.
+
+:class:`ConvNet` (Continual ImageNet) follows the paper's ``lop/nets/conv_net.py``, which
+keeps torch's default init of ``nn.Conv2d`` / ``nn.Linear``: weights *and* biases
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (:func:`default_init_bound`); its continual-backprop
+code draws fresh units from the same bound (``get_layer_bound``, ``init="default"``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from torch import nn
 from lop_bench.config import check_choice
 from lop_bench.errors import InvalidConfigError
 
-__all__ = ["ACTIVATIONS", "INITS", "activation_gain", "kaiming_uniform_bound", "MLP"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "activation_gain",
+    "kaiming_uniform_bound",
+    "default_init_bound",
+    "MLP",
+    "ConvNet",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -61,6 +74,12 @@ def activation_gain(activation: str) -> float:
 def kaiming_uniform_bound(fan_in: int, activation: str) -> float:
     """Bound ``b`` of the Kaiming-uniform init ``U(-b, b)``: ``gain * sqrt(3 / fan_in)``."""
     return activation_gain(activation) * math.sqrt(3.0 / fan_in)
+
+
+def default_init_bound(fan_in: int) -> float:
+    """Bound of torch's default init of ``nn.Linear`` / ``nn.Conv2d``: ``1 / sqrt(fan_in)``
+    (``kaiming_uniform_(a=sqrt(5))`` for the weights, the same bound for the biases)."""
+    return 1.0 / math.sqrt(fan_in)
 
 
 class MLP(nn.Module):
@@ -144,4 +163,123 @@ class MLP(nn.Module):
     def linear_pairs(self) -> list[tuple[nn.Linear, nn.Linear]]:
         """``(layer, next_layer)`` for every hidden layer: the unit's incoming and outgoing
         weights, as generate-and-test needs them."""
+        return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]
+
+    def unit_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The same as :meth:`linear_pairs` (the name :class:`ConvNet` shares)."""
+        return self.linear_pairs()
+
+
+class ConvNet(nn.Module):
+    """The paper's Continual ImageNet network (``lop/nets/conv_net.py``), ReLU throughout::
+
+        conv(3 -> 32, 5x5) ReLU maxpool 2 -> conv(32 -> 64, 3x3) ReLU maxpool 2
+        -> conv(64 -> 128, 3x3) ReLU maxpool 2 -> flatten (128 x 2 x 2 = 512 for 32x32)
+        -> fc 128 ReLU -> fc 128 ReLU -> fc out_features
+
+    Convolutions are unpadded ("valid", stride 1), pools are ``max_pool2d(2)``, as in the
+    paper's code. The input is (N, C, H, W); the flatten is torch's (channel-major: the
+    inputs ``c * H' * W' ... (c + 1) * H' * W' - 1`` of the first fc layer belong to
+    channel ``c``). Raw pixels (0..255) go in unnormalized, as in the paper.
+
+    Init: torch's default (:func:`default_init_bound`), weights and biases
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` drawn from ``generator`` layer by layer
+    (weight, then bias). ``init_bounds[i]`` is ``layers[i]``'s bound.
+
+    ``forward_with_features`` returns the output and the hidden activations: for each conv
+    layer its ReLU output after the max-pool, (N, C, H, W), the tensor the next layer
+    reads (diagnostics and generate-and-test treat axis 1 as the units); for each hidden
+    fc layer its ReLU output (N, units).
+
+    >>> net = ConvNet(generator=torch.Generator().manual_seed(0))
+    >>> out, feats = net.forward_with_features(torch.zeros(4, 3, 32, 32))
+    >>> [tuple(f.shape) for f in feats]
+    [(4, 32, 14, 14), (4, 64, 6, 6), (4, 128, 2, 2), (4, 128), (4, 128)]
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int] = (3, 32, 32),
+        out_features: int = 2,
+        *,
+        channels: tuple[int, ...] = (32, 64, 128),
+        kernels: tuple[int, ...] = (5, 3, 3),
+        hidden: tuple[int, ...] = (128, 128),
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if len(in_shape) != 3 or any(int(s) <= 0 for s in in_shape):
+            raise InvalidConfigError(
+                f"ConvNet needs an input shape (channels, height, width), got {in_shape!r}."
+            )
+        if len(channels) != len(kernels) or not channels:
+            raise InvalidConfigError("ConvNet needs one kernel size per conv layer.")
+        sizes = (*map(int, channels), *map(int, hidden), int(out_features))
+        if any(s <= 0 for s in sizes) or any(int(k) <= 0 for k in kernels):
+            raise InvalidConfigError(f"layer sizes must be > 0, got {sizes} (kernels {kernels}).")
+        c, h, w = map(int, in_shape)
+        self.in_shape = (c, h, w)
+        convs = []
+        for ch, k in zip(channels, kernels, strict=True):
+            convs.append(nn.Conv2d(c, int(ch), int(k), device="meta"))
+            c, h, w = int(ch), (h - int(k) + 1) // 2, (w - int(k) + 1) // 2
+            if h < 1 or w < 1:
+                raise InvalidConfigError(
+                    f"input {in_shape!r} is too small for ConvNet's {len(channels)} conv + "
+                    "max-pool stages (32x32 images give a 2x2 map; at least 24x24 is needed)."
+                )
+        self.conv_out_shape = (c, h, w)
+        self.flat_features = c * h * w
+        widths = (self.flat_features, *map(int, hidden), int(out_features))
+        fcs = [nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        self.layers = nn.ModuleList([*convs, *fcs])
+        self.to_empty(device=device if device is not None else generator.device)
+        object.__setattr__(self, "_convs", tuple(self.layers)[: len(convs)])
+        object.__setattr__(self, "_hidden_fcs", tuple(self.layers)[len(convs) : -1])
+        object.__setattr__(self, "_output_layer", self.layers[-1])
+        self.num_conv = len(convs)
+        self.init_bounds = tuple(
+            default_init_bound(layer.weight[0].numel()) for layer in self.layers
+        )
+        self.reset_parameters(generator)
+
+    @property
+    def num_hidden(self) -> int:
+        """Number of hidden layers (conv and fc)."""
+        return len(self.layers) - 1
+
+    @property
+    def head(self) -> nn.Linear:
+        """The output layer."""
+        return self._output_layer
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """torch's default init (weights and biases ``U(-b, b)``, ``b = 1/sqrt(fan_in)``)."""
+        for layer, bound in zip(self.layers, self.init_bounds, strict=True):
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output and the activations of every hidden layer, from one forward pass."""
+        feats = []
+        for conv in self._convs:
+            x = F.max_pool2d(torch.relu(F.conv2d(x, conv.weight, conv.bias)), 2)
+            feats.append(x)
+        x = x.flatten(1)
+        for layer in self._hidden_fcs:
+            x = torch.relu(F.linear(x, layer.weight, layer.bias))
+            feats.append(x)
+        last = self._output_layer
+        return F.linear(x, last.weight, last.bias), feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for images ``x`` of shape (N, C, H, W)."""
+        return self.forward_with_features(x)[0]
+
+    def unit_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(layer, next_layer)`` for every hidden layer (conv layers first), as
+        generate-and-test needs them: a conv channel's outgoing weights are the next conv's
+        input-channel slice or, across the flatten, the first fc layer's columns of it."""
         return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]

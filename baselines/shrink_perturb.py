@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from baselines.backprop import (
+    CONTINUAL_IMAGENET,
     PERMUTED_MNIST,
     REGRESSION,
     BackpropAgent,
@@ -62,6 +63,19 @@ PRESETS: dict[tuple[str, str], ShrinkPerturbConfig] = {
     ),
     (PERMUTED_MNIST, "smoke"): ShrinkPerturbConfig(
         lr=0.003, hidden=(100, 100, 100), weight_decay=1e-4, noise_std=1e-5
+    ),
+    # Continual ImageNet, every tier: the paper's ConvNet with the head zeroed at every task,
+    # SGD lr 0.01, momentum 0.9, weight decay 1e-5, noise 1e-5 (PROTOCOLS.md; public config
+    # lop/imagenet/cfg/snp.json: step_size 0.01, momentum 0.9, weight_decay 1e-5,
+    # perturb_scale 1e-5).
+    (CONTINUAL_IMAGENET, "*"): ShrinkPerturbConfig(
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=1e-5,
+        noise_std=1e-5,
+        arch="convnet",
+        hidden=(128, 128),
+        reset_head=True,
     ),
 }
 
