@@ -472,6 +472,10 @@ class BackpropAgent:
             self._task = int(task) if isinstance(task, (int, np.integer)) else task
 
 
+_INCREMENTAL_CIFAR = "lop/IncrementalCIFAR100-v0"
+_INCREMENTAL_VARIANTS = ("backprop", "shrink_perturb", "continual_backprop")
+
+
 def build_agent(
     agent_cls: type,
     presets: dict[tuple[str, str], Any],
@@ -483,7 +487,17 @@ def build_agent(
     device: str | torch.device,
     hparams: dict[str, Any],
 ) -> Any:
-    """Pick the preset for ``env_spec``, apply ``hparams`` (checked) and build the agent."""
+    """Pick the preset for ``env_spec``, apply ``hparams`` (checked) and build the agent.
+
+    On class-incremental CIFAR-100 the paper's learners are ResNet-18s with a learning-rate
+    schedule and early stopping: ``backprop``, ``shrink_perturb`` and ``continual_backprop``
+    hand that stream to their :mod:`baselines.incremental` versions.
+    """
+    if getattr(env_spec, "id", None) == _INCREMENTAL_CIFAR and name in _INCREMENTAL_VARIANTS:
+        from baselines import incremental
+
+        factory = getattr(incremental, f"make_{name}_agent")
+        return factory(env_spec, observation_space, action_space, seed, device, **hparams)
     preset, cfg = select_preset(presets, env_spec, name)
     cfg = replace_checked(cfg, what=f"{name} hyperparameter", **hparams)
     if is_vector_spec(env_spec):  # make_vec: one batched agent for all seeds

@@ -305,3 +305,28 @@ def test_runs_the_regression_stream(name):
     assert np.mean(scores[-3:]) < scores[0]  # it learns something
     if name == "continual_backprop":
         assert agent.gnt.num_replaced[0] > 0
+
+
+@pytest.mark.parametrize("name", ["backprop", "shrink_perturb", "continual_backprop"])
+def test_incremental_cifar_gets_the_resnet_version_of_the_agent(name):
+    import lop_bench
+    from baselines.incremental import IncrementalAgent
+
+    env = lop_bench.make("lop/IncrementalCIFAR100-v0", tier="smoke")
+    agent = lop_bench.make_agent(name, env, seed=0, lr=0.05)
+    assert isinstance(agent, IncrementalAgent)
+    assert agent.preset.startswith(f"{name}/lop/IncrementalCIFAR100-v0")
+    assert agent.hparams["lr"] == 0.05  # overrides reach the ResNet agent's config
+    variant = {"backprop": (0.0, False), "shrink_perturb": (1e-5, False),
+               "continual_backprop": (0.0, True)}[name]
+    assert (agent.cfg.noise_std, agent.cfg.continual_backprop) == variant
+    with pytest.raises(InvalidConfigError, match="hidden"):  # MLP fields are not its fields
+        lop_bench.make_agent(name, env, seed=0, hidden=(5,))
+
+
+def test_l2_names_the_streams_it_has_presets_for_on_incremental_cifar():
+    import lop_bench
+
+    env = lop_bench.make("lop/IncrementalCIFAR100-v0", tier="smoke")
+    with pytest.raises(InvalidConfigError, match="no preset for 'lop/IncrementalCIFAR100-v0'"):
+        lop_bench.make_agent("l2", env, seed=0)
