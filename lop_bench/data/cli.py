@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["add_cli", "cmd_download", "cmd_prepare", "cmd_verify", "cmd_path"]
 
-DATASETS = ("mnist", "imagenet32")
+DATASETS = ("mnist", "cifar100", "imagenet32")
 """Datasets the ``data`` subcommands know (more streams add theirs here)."""
 
 
@@ -21,12 +21,22 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """``lop-bench data download mnist``: fetch into the cache (or ``--root``) and verify."""
-    from lop_bench.data.mnist import download_mnist
+    """``lop-bench data download mnist|cifar100``: fetch into the cache (or ``--root``) and
+    verify."""
+    if args.name == "cifar100":
+        from lop_bench.data import cifar100
 
-    where = download_mnist(args.root, source=args.source, hf_id=args.hf_id)
+        hf_id = args.hf_id or cifar100.HF_ID
+        where = cifar100.download_cifar100(args.root, source=args.source, hf_id=hf_id)
+        print(f"CIFAR-100 is in {where}")
+        # the hub copy is saved under the root, where "auto" reads it without the network
+        return _verify_cifar100(args.root, "auto" if args.source == "hf" else args.source, hf_id)
+    from lop_bench.data.mnist import HF_ID, download_mnist
+
+    hf_id = args.hf_id or HF_ID
+    where = download_mnist(args.root, source=args.source, hf_id=hf_id)
     print(f"MNIST is in {where}")
-    return _verify(args.root, args.source, args.hf_id)
+    return _verify(args.root, args.source, hf_id)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -42,6 +52,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """``lop-bench data verify``: checksums of the archives, fingerprint of the arrays."""
     if args.name == "imagenet32":
         return _verify_imagenet32(args.root, args.source, args.hf_id)
+    if args.name == "cifar100":
+        return _verify_cifar100(args.root, args.source, args.hf_id)
     from lop_bench.data.mnist import HF_ID
 
     return _verify(args.root, args.source, args.hf_id or HF_ID)
@@ -54,8 +66,27 @@ def cmd_path(args: argparse.Namespace) -> int:
     root = data_root(args.root)
     if getattr(args, "name", None) == "imagenet32":
         root = root / "imagenet32" / "classes"
+    elif getattr(args, "name", None) == "cifar100":
+        from lop_bench.data.cifar100 import FOLDER
+
+        root = root / FOLDER
+    elif getattr(args, "name", None) == "mnist":
+        root = root / "MNIST"
     print(root)
     return 0
+
+
+def _verify_cifar100(root: Any, source: str, hf_id: str | None) -> int:
+    from lop_bench.data import cifar100
+
+    if source not in cifar100.SOURCES:
+        from lop_bench.errors import InvalidConfigError
+
+        raise InvalidConfigError(f"--source for cifar100 must be one of "
+                                 f"{', '.join(cifar100.SOURCES)}, got {source!r}.")
+    status, lines = cifar100.verify_cifar100(root, source, hf_id=hf_id or cifar100.HF_ID)
+    print("\n".join(lines))
+    return status
 
 
 def _verify_imagenet32(root: Any, source: str, hf_id: str | None) -> int:
@@ -115,6 +146,7 @@ def _verify(root: Any, source: str, hf_id: str) -> int:
 def add_cli(subparsers: Any) -> None:
     """Add ``data download|prepare|verify|path`` to the ``lop-bench`` subcommands."""
     from lop_bench.data.cache import DEFAULT_ROOT, ENV_VAR
+    from lop_bench.data.cifar100 import HF_ID as CIFAR_HF_ID
     from lop_bench.data.imagenet import HF_ID as IMAGENET_HF_ID
     from lop_bench.data.imagenet import SOURCES as IMAGENET_SOURCES
     from lop_bench.data.mnist import HF_ID, SOURCES
@@ -126,8 +158,10 @@ def add_cli(subparsers: Any) -> None:
         epilog=textwrap.dedent("""\
             examples:
               lop-bench data download mnist
+              lop-bench data download cifar100
               lop-bench data prepare imagenet32 --from ~/Imagenet32_train
               lop-bench data verify
+              lop-bench data verify cifar100
               lop-bench data verify imagenet32
               lop-bench data path
         """))
@@ -136,21 +170,28 @@ def add_cli(subparsers: Any) -> None:
     sp = sub.add_parser(
         "download", help="fetch a dataset into the data directory, then verify it",
         formatter_class=_formatter,
-        description="Fetch a dataset: MNIST with torchvision (the IDX archives, md5-checked, "
-                    "into ROOT/MNIST/raw) or with Hugging Face datasets (--source hf: saved to "
-                    "ROOT/MNIST/hf). Nothing is fetched when the files are already there.",
+        description="Fetch a dataset with torchvision (MNIST: the IDX archives, md5-checked, "
+                    "into ROOT/MNIST/raw; CIFAR-100: the python-pickle tarball, md5-checked, "
+                    "extracted to ROOT/cifar-100-python) or with Hugging Face datasets "
+                    "(--source hf: saved to ROOT/MNIST/hf or ROOT/CIFAR100/hf). Nothing is "
+                    "fetched when the files are already there. Downsampled ImageNet cannot be "
+                    "downloaded by lop-bench (it needs an image-net.org account): fetch "
+                    "Imagenet32 yourself, then `lop-bench data prepare imagenet32`.",
         epilog=textwrap.dedent("""\
             examples:
               lop-bench data download mnist
               lop-bench data download mnist --root /data/lop_bench
               lop-bench data download mnist --source hf
+              lop-bench data download cifar100
+              lop-bench data download cifar100 --source hf --hf-id uoft-cs/cifar100
         """))
-    sp.add_argument("name", choices=("mnist",), metavar="NAME",
-                    help="dataset: mnist (imagenet32: see `lop-bench data prepare`)")
+    sp.add_argument("name", choices=("mnist", "cifar100"), metavar="NAME",
+                    help="dataset: mnist or cifar100 (imagenet32: see `lop-bench data prepare`)")
     sp.add_argument("--root", help=root_help)
     sp.add_argument("--source", choices=("torchvision", "hf"), default="torchvision",
                     help="torchvision (default) or hf (Hugging Face datasets)")
-    sp.add_argument("--hf-id", default=HF_ID, help=f"hub id for --source hf (default: {HF_ID})")
+    sp.add_argument("--hf-id", default=None,
+                    help=f"hub id for --source hf (default: mnist {HF_ID}, cifar100 {CIFAR_HF_ID})")
     sp.set_defaults(func=cmd_download)
 
     sp = sub.add_parser(
@@ -191,18 +232,21 @@ def add_cli(subparsers: Any) -> None:
               lop-bench data verify
               lop-bench data verify mnist --root /data/lop_bench
               lop-bench data verify mnist --source dir --root ~/my_mnist_copy
+              lop-bench data verify cifar100
+              lop-bench data verify cifar100 --source hf --root /data/lop_bench
               lop-bench data verify imagenet32
               lop-bench data verify imagenet32 --source imagenet32 --root ~/Imagenet32_train
         """))
     sp.add_argument("name", nargs="?", choices=DATASETS, default="mnist", metavar="NAME",
-                    help="dataset: mnist (default) or imagenet32")
+                    help="dataset: mnist (default), cifar100 or imagenet32")
     sp.add_argument("--root", help=root_help + "; with --source dir, the copy to check")
     sources = tuple(dict.fromkeys(SOURCES + IMAGENET_SOURCES))
     sp.add_argument("--source", choices=sources, default="auto",
-                    help="where to read it: auto (default); mnist: torchvision, hf or dir; "
-                         "imagenet32: npy, imagenet32 or hf")
+                    help="where to read it: auto (default); mnist and cifar100: torchvision, hf "
+                         "or dir; imagenet32: npy, imagenet32 or hf")
     sp.add_argument("--hf-id", default=None,
-                    help=f"hub id for --source hf (default: {HF_ID}; imagenet32: {IMAGENET_HF_ID})")
+                    help=f"hub id for --source hf (default: mnist {HF_ID}; cifar100 "
+                         f"{CIFAR_HF_ID}; imagenet32: {IMAGENET_HF_ID})")
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser(
@@ -211,11 +255,13 @@ def add_cli(subparsers: Any) -> None:
             examples:
               lop-bench data path
               {ENV_VAR}=/data/lop_bench lop-bench data path
+              lop-bench data path cifar100
               lop-bench data path imagenet32
         """))
     sp.add_argument("name", nargs="?", choices=DATASETS, default=None, metavar="NAME",
-                    help="print where this dataset's files live (imagenet32: its per-class "
-                         "layout) instead of the data directory")
+                    help="print where this dataset's files live (mnist: ROOT/MNIST; cifar100: "
+                         "ROOT/cifar-100-python; imagenet32: its per-class layout) instead of "
+                         "the data directory")
     sp.add_argument("--root", help=root_help)
     sp.set_defaults(func=cmd_path)
 

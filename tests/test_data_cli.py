@@ -1,0 +1,67 @@
+"""``lop-bench data`` for CIFAR-100: download, verify and path dispatch to the right loader."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from lop_bench.data import cifar100
+from lop_bench.data.cli import add_cli
+from lop_bench.errors import DatasetNotFoundError, InvalidConfigError
+from tests import cifar_fixtures
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="lop-bench")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_verify_and_path_for_cifar100(tmp_path, capsys):
+    root = str(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="lop-bench data download cifar100"):
+        _cli(["data", "verify", "cifar100", "--root", root])
+    cifar_fixtures.write_torchvision(tmp_path, *cifar_fixtures.fake_splits(3, 2))
+    assert _cli(["data", "verify", "cifar100", "--root", root]) == 0
+    out = capsys.readouterr().out
+    fingerprint = cifar100.load_cifar100(root, use_cache=False).fingerprint
+    assert "300 training and 200 test images" in out and fingerprint in out
+    assert _cli(["data", "path", "cifar100", "--root", root]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cifar-100-python")
+    with pytest.raises(InvalidConfigError, match="--source for cifar100"):
+        _cli(["data", "verify", "cifar100", "--source", "npy", "--root", root])
+
+
+def test_verify_says_when_the_data_is_not_the_official_cifar100(tmp_path, capsys, monkeypatch):
+    cifar_fixtures.write_torchvision(tmp_path, *cifar_fixtures.fake_splits(3, 2))
+    monkeypatch.setattr(cifar100, "CIFAR100_FINGERPRINT", "sha256:" + "0" * 64)
+    assert _cli(["data", "verify", "cifar100", "--root", str(tmp_path)]) == 1
+    assert "NOT the official CIFAR-100" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "hf_id"), [
+    ([], cifar100.HF_ID),  # each dataset's own hub id by default
+    (["--hf-id", "me/my-cifar100"], "me/my-cifar100"),
+])
+def test_download_cifar100_fetches_then_verifies(tmp_path, monkeypatch, capsys, argv, hf_id):
+    calls = []
+
+    def fake_download(root, source, hf_id):
+        calls.append((root, source, hf_id))
+        cifar_fixtures.write_torchvision(tmp_path, *cifar_fixtures.fake_splits(3, 2))
+        return tmp_path / "cifar-100-python"
+
+    monkeypatch.setattr(cifar100, "download_cifar100", fake_download)
+    assert _cli(["data", "download", "cifar100", "--root", str(tmp_path), "--source", "hf",
+                 *argv]) == 0
+    assert calls == [(str(tmp_path), "hf", hf_id)]
+    out = capsys.readouterr().out
+    assert f"CIFAR-100 is in {tmp_path / 'cifar-100-python'}" in out and "fingerprint:" in out
+
+
+def test_unknown_datasets_are_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        _cli(["data", "download", "imagenet32"])
+    assert "invalid choice: 'imagenet32'" in capsys.readouterr().err
