@@ -385,3 +385,72 @@ def test_committed_leaderboard_is_valid_and_up_to_date(tmp_path):
         assert (copy / name).read_bytes() == (repo_board / name).read_bytes(), (
             f"leaderboard/{name} is stale: run `lop-bench leaderboard build`"
         )
+
+
+# -- incremental CIFAR-100: ranked by the last task, with the gap to from_scratch ------
+CIFAR = "lop/IncrementalCIFAR100-v0"
+
+
+def _cifar_entry(agent: str, per_task: list[list[float]]) -> lb.Entry:
+    results = tuple(
+        lb.Result({"seed": seed, "env_id": CIFAR, "tier": "smoke", "protocol_hash": "h",
+                   "per_task": scores, "run_info": {"created": "2026-11-29T00:00:00+00:00",
+                                                    "versions": {"lop-bench": "0.1.0"}},
+                   "summary": {"final": sum(scores) / len(scores), "initial": scores[0],
+                               "drop": scores[0] - scores[-1]},
+                   "agent": {"name": agent, "preset": None, "hparams": {}}}, check=False)
+        for seed, scores in enumerate(per_task)
+    )
+    return lb.Entry(CIFAR, "smoke", agent, None, {}, results)
+
+
+def test_incremental_cifar_ranks_by_the_last_task_and_shows_the_gap_to_from_scratch():
+    # `final` (here a mean over tasks) would rank them the other way round
+    early = _cifar_entry("early_peak", [[0.9, 0.9, 0.40], [0.9, 0.9, 0.44]])
+    late = _cifar_entry("late_bloomer", [[0.1, 0.1, 0.60], [0.1, 0.1, 0.64]])
+    scratch = _cifar_entry("from_scratch", [[0.5, 0.5, 0.50], [0.5, 0.5, 0.50]])
+    assert lb.rank_stat(CIFAR) == "last" and lb.rank_stat(REG) == "final"
+    (table,) = lb._tables([early, scratch, late])
+    assert [e.agent for e in table.entries] == ["late_bloomer", "from_scratch", "early_peak"]
+    keys = [k for k, _ in table.columns]
+    assert "gap" in keys and "initial" not in keys and "drop" not in keys
+    assert dict(table.columns)["final"] == "final (all classes)"
+    rows = {r["agent"]: r for r in table.rows}
+    assert rows["late_bloomer"]["final"].startswith("0.62 ±")
+    assert rows["late_bloomer"]["gap"].startswith("+0.12 ±")  # paired: (0.10 + 0.14) / 2
+    assert rows["early_peak"]["gap"].startswith("-0.08 ±")
+    assert rows["from_scratch"]["gap"] == "0"
+
+
+def test_the_gap_needs_a_from_scratch_entry_and_shared_seeds():
+    alone = _cifar_entry("backprop", [[0.5, 0.3], [0.5, 0.4]])
+    (table,) = lb._tables([alone])
+    assert table.rows[0]["gap"] == "—"
+    scratch_seed0 = _cifar_entry("from_scratch", [[0.5, 0.5]])
+    (table,) = lb._tables([alone, scratch_seed0])
+    rows = {r["agent"]: r for r in table.rows}
+    assert rows["backprop"]["gap"] == "-0.2"  # one shared seed: no interval
+
+
+def test_a_cifar_board_builds_with_the_last_task_table(tmp_path, monkeypatch):
+    out = tmp_path / "runs"
+    for agent in ("backprop", "from_scratch"):
+        for seed in (0, 1):
+            result = lop_bench.run(CIFAR, agent, tier="smoke", seed=seed, progress=False,
+                                   out=out / agent)
+    # the session's fixture stands in for the official CIFAR-100 (whose fingerprint the
+    # leaderboard requires)
+    from lop_bench.envs.incremental_cifar import IncrementalCIFAR100Env
+
+    monkeypatch.setattr(IncrementalCIFAR100Env, "DATASET_FINGERPRINT",
+                        result.data["dataset_fingerprint"])
+    board = tmp_path / "board"
+    lb.submit([out / "backprop", out / "from_scratch"], board)
+    readme, index = lb.build(board)
+    text = readme.read_text()
+    assert "| final (all classes) | gap to from_scratch |" in text
+    entries = {e.agent: e for e in lb.load_board(board)}
+    mine, ref = entries["backprop"].stat("last"), entries["from_scratch"].stat("last")
+    gap = sum(m - r for m, r in zip(mine, ref)) / 2
+    row = next(line for line in text.splitlines() if line.startswith("| ") and "| backprop |" in line)
+    assert (f"| {gap:+.4g}" in row) or (gap == 0 and "| +0" in row)

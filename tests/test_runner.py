@@ -108,3 +108,13 @@ def test_out_writes_a_loadable_file(tmp_path):
     assert len(files) == 1
     assert lop_bench.results.load(files[0]).per_task == r.per_task
     assert np.isfinite(r.summary["final"])
+
+
+def test_val_metrics_record_the_task_and_epoch_they_score():
+    """The val phase after epoch e of block b is recorded as (task b, epoch e): the epoch of
+    the observation the agent answered, not of the step that follows the phase."""
+    result = lop_bench.run("lop/IncrementalCIFAR100-v0", "backprop", tier="smoke", seed=0,
+                           progress=False)
+    rows = result.data["val_metrics"]
+    assert [(r["task"], r["epoch"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
