@@ -166,7 +166,8 @@ def test_env_state_of_another_stream_or_tier_is_refused():
 @pytest.mark.parametrize(
     "env_id,agent",
     [(REG, "backprop"), (REG, "continual_backprop"), (REG, "shrink_perturb"), (REG, "linear"),
-     (MNIST, "continual_backprop"), (MNIST, "l2")],
+     (MNIST, "continual_backprop"), (MNIST, "l2"),
+     ("lop/ContinualImageNet-v0", "continual_backprop"), ("lop/ContinualImageNet-v0", "l2")],
 )
 def test_killed_and_resumed_run_gives_the_same_result(tmp_path, monkeypatch, env_id, agent):
     a, b = tmp_path / "a", tmp_path / "b"

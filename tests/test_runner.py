@@ -118,3 +118,30 @@ def test_val_metrics_record_the_task_and_epoch_they_score():
     rows = result.data["val_metrics"]
     assert [(r["task"], r["epoch"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+
+class _Holder:
+    def __init__(self, *tensors):
+        self.tensors = list(tensors)
+
+    def parameters(self):
+        return self.tensors
+
+
+def test_the_phase_check_sees_through_nans_but_not_past_changes():
+    """A diverged network is full of NaNs (NaN != NaN): unchanged NaNs pass the check; a
+    value that changes, or a NaN that appears, fails it."""
+    import torch
+
+    from lop_bench.runner import _check_unchanged, _snapshot
+
+    w = torch.tensor([1.0, float("nan"), 3.0])
+    agent = _Holder(w, torch.tensor([1, 2]))
+    snap = _snapshot(agent)
+    _check_unchanged(agent, snap, "test", 0)  # NaN at the same place, same values: fine
+    w[0] = 2.0
+    with pytest.raises(PhaseViolationError):
+        _check_unchanged(agent, snap, "test", 0)
+    w[0], w[2] = 1.0, float("nan")
+    with pytest.raises(PhaseViolationError):
+        _check_unchanged(agent, snap, "test", 0)
