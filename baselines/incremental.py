@@ -191,8 +191,10 @@ class IncrementalConfig:
 _CPU_WIDTH = 0.125
 # The cpu and smoke tiers use a ResNet-18 of 1/8 width (8/16/32/64 channels, 0.18M
 # parameters): about 60 ms per training batch of 90 on one CPU thread (width 1/4: about
-# 130 ms), so a cpu-tier run (200 training and 46 eval batches) takes 15-25 s on a loaded
-# 2-core machine (benchmarks/cifar_speed.py).
+# 130 ms; benchmarks/cifar_speed.py), so a cpu-tier run (200 training and 46 eval batches)
+# takes about 26 CPU-seconds on average over the five agents, and `lop-bench reproduce
+# ... --tier cpu --jobs 2` (25 runs) about 6 minutes on 2 idle cores (the measurement is
+# in the stream's cpu tier, lop_bench/envs/incremental_cifar.py).
 _BASE = IncrementalConfig()
 _SP = dataclasses.replace(_BASE, noise_std=1e-5)
 _CBP = dataclasses.replace(_BASE, continual_backprop=True)

@@ -170,6 +170,11 @@ def main() -> None:
                       f"{1000 * t_bare / max(train_steps, 1):>15.1f} {overhead:>8.1%} "
                       f"{t_alone / t_bare:>9.1%}")
     print(f"required: env overhead at most {MAX_OVERHEAD:.0%}: {'FAIL' if failed else 'ok'}")
+    if not args.device.startswith("cuda"):
+        gpu = ("a GPU is available: measure a paper-tier block there with --tier paper "
+               "--device cuda --steps 200" if torch.cuda.is_available()
+               else "no GPU available here: the paper tier's images/s on a GPU was not measured")
+        print(gpu)
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def test_import_does_not_load_torchvision_or_datasets(copies):
         "import sys, lop_bench, lop_bench.data;"
         "from lop_bench.envs.incremental_cifar import IncrementalCIFAR100Env;"
         f"IncrementalCIFAR100Env('smoke', root={str(copies['torchvision'])!r}, train_per_class=2,"
-        " val_per_class=1, test_per_class=2).reset(seed=0);"
+        " val_per_class=1, held_out_per_class=1, test_per_class=2).reset(seed=0);"
         "print([m for m in ('torchvision', 'datasets', 'PIL', 'pyarrow') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -539,39 +539,76 @@ def test_resume_on_the_real_stream_is_bit_identical(cifar_root):
     assert sum(agent2.gnt.num_replaced) > 0  # the smoke preset replaces units in 33 steps
 
 
+# A child process that runs the smoke tier with a checkpoint after every block and SIGKILLs
+# itself (no exception, no finally, no atexit: a real kill) when asked for step KILL_AT + 1.
+_KILLED_RUN = """
+import os, signal, sys
+import lop_bench
+from lop_bench.registration import env_class
+
+import torch
+
+agent, root, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))  # as the parent: the same float reductions
+cls = env_class("lop/IncrementalCIFAR100-v0")
+real, count = cls.step, [0]
+
+def step(self, action):
+    count[0] += 1
+    if count[0] > kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, action)
+
+cls.step = step
+lop_bench.run("lop/IncrementalCIFAR100-v0", agent, tier="smoke", seed=2, progress=False,
+              env_kwargs={"root": root}, out=out, checkpoint_every=1)
+raise SystemExit("not killed")
+"""
+_BLOCK0_STEPS = 12  # smoke block 0: 2 epochs x (3 train + 2 val steps) + 2 test steps
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs POSIX signals")
 @pytest.mark.parametrize("name", ["continual_backprop", "shrink_perturb", "from_scratch"])
-def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path, monkeypatch):
+def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path):
     import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
 
     import lop_bench
-    from lop_bench.registration import env_class
-    from lop_bench.results import deterministic_part
+    from lop_bench.results import NONDETERMINISTIC_FIELDS
 
     agent = f"baselines.incremental:make_{name}_agent"
     kw = dict(tier="smoke", seed=2, progress=False, env_kwargs={"root": cifar_root})
     a, b = tmp_path / "a", tmp_path / "b"
-    lop_bench.run(INCREMENTAL_CIFAR, agent, out=a, **kw)
+    lop_bench.run(INCREMENTAL_CIFAR, agent, out=a, **kw)  # uninterrupted
 
-    class Killed(Exception):
-        pass
+    # killed in block 1 (step 21 of 33), after block 0's checkpoint
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    args = [agent, cifar_root, str(b), "20", str(torch.get_num_threads())]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, *args],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert list(b.glob("*.json")) == []  # no result: the run died
+    (ckpt,) = b.glob("*.ckpt.pt")
+    raw = torch.load(ckpt, weights_only=True)  # tensors and plain values only
+    assert raw["loop"]["steps"] == _BLOCK0_STEPS and raw["loop"]["info"]["task"] == 1
 
-    cls, real, count = env_class(INCREMENTAL_CIFAR), env_class(INCREMENTAL_CIFAR).step, [0]
-
-    def step(self, action):
-        count[0] += 1
-        if count[0] > 20:  # in the second block, after the first block's checkpoint
-            raise Killed
-        return real(self, action)
-
-    monkeypatch.setattr(cls, "step", step)
-    with pytest.raises(Killed):
-        lop_bench.run(INCREMENTAL_CIFAR, agent, out=b, checkpoint_every=1, **kw)
-    monkeypatch.setattr(cls, "step", real)
     result = lop_bench.run(INCREMENTAL_CIFAR, agent, out=b, checkpoint_every=1, resume=True, **kw)
-    assert result.data["run_info"]["resumed_at_step"] > 0
+    assert result.data["run_info"]["resumed_at_step"] == _BLOCK0_STEPS
+    assert not ckpt.exists()  # removed once the result is written
     (fa,), (fb,) = a.glob("*.json"), b.glob("*.json")
-    assert deterministic_part(json.loads(fa.read_text())) == deterministic_part(
-        json.loads(fb.read_text()))
+    assert fa.name == fb.name
+    full, resumed = json.loads(fa.read_text()), json.loads(fb.read_text())
+    assert full.keys() == resumed.keys()
+    for key in full:
+        if key not in NONDETERMINISTIC_FIELDS:
+            assert resumed[key] == full[key], f"result field {key!r} differs after the resume"
+    assert len(full["per_task"]) == 2 and len(full["val_metrics"]) == 4
 
 
 def test_memory_layout_changes_speed_not_the_network():

@@ -120,6 +120,11 @@ def test_spaces_tiers_and_paper_protocol(root):
     p = TIERS["paper"]
     assert (p.classes_per_block, p.num_blocks, p.epochs_per_block) == (5, 20, 200)
     assert (p.train_per_class, p.val_per_class, p.test_per_class, p.batch_size) == (450, 50, 100, 90)
+    assert p.held_out_per_class == 50
+    # the smaller tiers' images are a subset of the paper's split: validation among the
+    # first 50 of each class, training after them
+    c = TIERS["cpu"]
+    assert c.held_out_per_class == 50 and c.val_per_class <= 50
     assert p.augment and p.num_seeds == 15 and TIERS["cpu"].num_seeds == 5
     # the paper's block: 25 training steps per 5 classes, validation padded to whole batches
     assert p.block_steps(0) == (25, 3, 6) and p.block_steps(19) == (500, 56, 112)
@@ -136,8 +141,10 @@ def test_config_errors_are_named(root):
     with pytest.raises(InvalidConfigError, match="unknown .* field 'epochs'"):
         env_of(root, epochs=3)
     # the data must hold what the tier needs
-    with pytest.raises(InvalidConfigError, match="needs 100 training images of every class, but class"):
-        env_of(root, "cpu")
+    with pytest.raises(InvalidConfigError, match="needs 140 training images of every class, but class"):
+        env_of(root, "cpu")  # 50 held out + 90 for training
+    with pytest.raises(InvalidConfigError, match="val_per_class .4. must be at most held_out_per_class .3."):
+        env_of(root, val_per_class=4)
     with pytest.raises(InvalidConfigError, match="needs 6 test images"):
         env_of(root, test_per_class=6)
     with pytest.raises(InvalidConfigError, match="device 'nope'"):
@@ -182,8 +189,10 @@ def test_class_order_is_the_seeds_and_the_stream_is_deterministic(root):
     assert not np.array_equal(a[-1][2]["active_classes"], c[-1][2]["active_classes"])
 
 
-def test_the_split_is_the_first_images_of_each_class_in_file_order(root):
-    env = env_of(root, augment=False)
+@pytest.mark.parametrize("val_per_class", [3, 2])
+def test_the_split_is_the_first_images_of_each_class_in_file_order(root, val_per_class):
+    env = env_of(root, augment=False, val_per_class=val_per_class)  # 3 held out
+    val_idx = first_per_class(YTR, 0, val_per_class)  # with 2, image 2 of a class is in neither
     trace = rollout(env, seed=1)
     active = trace[-1][2]["active_classes"]
     by_phase = {}
@@ -193,7 +202,7 @@ def test_the_split_is_the_first_images_of_each_class_in_file_order(root):
     val = np.concatenate(by_phase[("val", 0)])
     test = np.concatenate(by_phase[("test", 1)])
     # val and test: the active classes' images in order of introduction, then file order
-    want_val = np.concatenate([norm(XTR[VAL[c]]) for c in active])
+    want_val = np.concatenate([norm(XTR[val_idx[c]]) for c in active])
     want_test = np.concatenate([norm(XTE[TEST[c]]) for c in active])
     np.testing.assert_allclose(val, want_val, atol=1e-5)
     np.testing.assert_allclose(test, want_test, atol=1e-5)
