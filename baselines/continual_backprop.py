@@ -42,12 +42,15 @@ positions: the running mean activation ``f``, ``mean |h|`` and, for the adaptabl
 utility, ``mean |h - f_hat|`` (divided by the mean |incoming weight| over the channel's
 filter). Its outgoing weights are the next conv's input-channel slice
 ``next.weight[:, c]`` (all kernel positions) or, across the flatten, the first fc layer's
-columns ``c * H * W ... (c + 1) * H * W - 1`` (torch's channel-major flatten); ``mean
-|outgoing weights|`` is over all of them. A replaced channel gets a fresh filter (the
-net's init bound, from the agent's generator), bias 0, zero outgoing weights and zero
-optimizer state for all of these entries; its mean contribution ``f_hat * (sum of its
-outgoing weights over the kernel or the flattened positions)`` moves into the next
-layer's bias.
+columns ``c * H * W ... (c + 1) * H * W - 1`` (torch's channel-major flatten). Into a
+conv, the utility is ``mean |outgoing weights|`` (over the next conv's filters and kernel
+positions) times the channel's mean size; across the flatten, where each position ``p``
+has its own column, it is the mean over the positions of ``mean |column p|`` times the
+mean size of ``h[:, c, p]`` over the batch (as the paper's ``convGnT.py``). A replaced
+channel gets a fresh filter (the net's init bound, from the agent's generator), bias 0,
+zero outgoing weights and zero optimizer state for all of these entries; its mean
+contribution ``f_hat * (sum of its outgoing weights over the kernel or the flattened
+positions)`` moves into the next layer's bias.
 
 Max-pool between layers: the pool acts per channel, so measuring the channel *after* its
 pool (the values the next layer actually multiplies by the outgoing weights) makes the
@@ -305,14 +308,23 @@ class GenerateAndTest:
         self.age[i].add_(1)
         bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
         mean_act = self.mean_act[i].lerp_(h.mean(dims), 1.0 - eta)
-        out_mag = self._outgoing(i).abs().mean((0, 2))
         if adaptable:
             f_hat = (mean_act / bias_correction).view(1, -1, *([1] * (h.dim() - 2)))
-            deviation = (h - f_hat).abs_().mean(dims)
-            in_mag = layer.weight.abs().flatten(1).mean(1)
-            new_util = out_mag.mul_(deviation).div_(in_mag)
+            size = (h - f_hat).abs_()
         else:
-            new_util = out_mag.mul_(h.abs().mean(dims))
+            size = h.abs()
+        if self._next_conv[i] or self._group[i] == 1:
+            # A next conv applies the same kernel at every position: mean |kernel entries|
+            # times the mean size of the channel over the batch and the positions.
+            new_util = self._outgoing(i).abs().mean((0, 2)).mul_(size.mean(dims))
+        else:
+            # Across the flatten each position p has its own column of the fc layer: per
+            # position, mean |column p| times the mean size of h[:, c, p] over the batch,
+            # then the mean over the positions (as the paper's convGnT).
+            per_position = self._outgoing(i).abs().mean(0).mul_(size.flatten(2).mean(0))
+            new_util = per_position.mean(1)
+        if adaptable:
+            new_util.div_(layer.weight.abs().flatten(1).mean(1))
         self.utility[i].lerp_(new_util, 1.0 - eta)
 
     def _outgoing(self, i: int) -> torch.Tensor:

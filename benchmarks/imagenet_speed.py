@@ -178,6 +178,13 @@ def main() -> None:
             print(line)
         verdict = "OK" if worst <= 0.10 else "OVER"
         print(f"worst overhead of the env over the bare loop: {worst:+.1%} (required <= 10%: {verdict})")
+        if device.type != "cuda":
+            if torch.cuda.is_available():
+                print(f"GPU {torch.cuda.get_device_name()} available but not measured: rerun "
+                      "with --tier paper --device cuda --steps 500 for the paper tier's rate.")
+            else:
+                print("GPU: none available on this machine, so no paper-tier GPU rate was "
+                      "measured (rerun with --tier paper --device cuda where there is one).")
 
 
 if __name__ == "__main__":

@@ -410,3 +410,73 @@ def test_run_end_to_end_on_the_smoke_tier():
     with pytest.raises(PhaseViolationError, match="test"):
         lop_bench.run(CIN, lambda *a, **k: PixelPerceptron(cheat=True), tier="smoke", seed=0,
                       progress=False)
+
+
+# -- the reference ConvNet agents through the real runner ---------------------------------
+AGENTS = ("backprop", "l2", "shrink_perturb", "continual_backprop")
+PAPER_HPARAMS = {
+    "backprop": {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
+    "l2": {"lr": 0.03, "momentum": 0.9, "weight_decay": 3e-6},
+    "shrink_perturb": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-5, "noise_std": 1e-5},
+    "continual_backprop": {"lr": 0.01, "momentum": 0.9, "replacement_rate": 3e-4,
+                           "maturity_threshold": 100},
+}
+
+
+def test_reference_agents_run_under_the_runners_test_phase_check(root):
+    """Each reference agent through ``lop_bench.run``, which fails a run whose agent changes a
+    parameter or buffer inside a test phase: all pass, with the paper's hyperparameters."""
+    for name in AGENTS:
+        r = lop_bench.run(CIN, name, tier="smoke", seed=1, progress=False,
+                          env_kwargs={"root": str(root)})
+        d = r.data
+        assert len(r.per_task) == 3 and all(0.0 <= a <= 1.0 for a in r.per_task)
+        assert d["agent"]["preset"] == f"{name}/{CIN}/*"
+        hp = d["agent"]["hparams"]
+        assert {k: hp[k] for k in PAPER_HPARAMS[name]} == PAPER_HPARAMS[name]
+        assert hp["arch"] == "convnet" and hp["reset_head"] is True
+        assert d["diagnostics"]["tasks"] == [0, 1, 2]
+
+
+def test_a_convnet_agent_that_learns_in_a_test_phase_fails_the_run(root):
+    """The same check catches the ConvNet agent when a test batch moves its weights (an SGD
+    step on the test batch with made-up labels) or only its buffers (continual backprop's
+    utilities)."""
+    from baselines import backprop, continual_backprop
+
+    def cheating(module, what):
+        def factory(*args, **kwargs):
+            agent = module.make_agent(*args, **kwargs)
+            learn = agent.learn
+
+            def learn_also_on_test(obs, action, reward, next_obs, terminated, truncated, info):
+                if "target" not in info and info["phase"] == "test" and not info["task_end"]:
+                    if what == "weights":
+                        info = {**info, "target": np.zeros(len(action), np.int64)}
+                        agent._out, agent._feats = agent.net.forward_with_features(agent._input(obs))
+                    else:
+                        with torch.no_grad():
+                            agent.gnt.utility[0].add_(1.0)
+                learn(obs, action, reward, next_obs, terminated, truncated, info)
+
+            agent.learn = learn_also_on_test
+            return agent
+        return factory
+
+    for module, what in ((backprop, "weights"), (continual_backprop, "buffers")):
+        with pytest.raises(PhaseViolationError, match="'test' phase of task 0"):
+            lop_bench.run(CIN, cheating(module, what), tier="smoke", seed=0, progress=False,
+                          env_kwargs={"root": str(root)})
+
+
+def test_a_reference_run_is_bit_identical_on_cpu(root):
+    from lop_bench.results import deterministic_part
+
+    def once():
+        return deterministic_part(lop_bench.run(
+            CIN, "continual_backprop", tier="smoke", seed=2, progress=False,
+            env_kwargs={"root": str(root)},
+            agent_kwargs={"replacement_rate": 0.05, "maturity_threshold": 2}).data)
+
+    a, b = once(), once()
+    assert a == b and a["agent"]["hparams"]["replacement_rate"] == 0.05

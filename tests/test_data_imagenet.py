@@ -68,6 +68,18 @@ def test_wnid_orders():
     assert MAP_CLSLOC_WNIDS[-1] == "n03255030"  # 1000 dumbbell
     assert sorted(CLSLOC_TO_SORTED) == list(range(1000))
     assert CLSLOC_TO_SORTED[:3] == (278, 212, 250)  # kit fox is class 278 of ImageFolder
+    # Entries of the devkit's map_clsloc.txt ("wnid label name"), independent of the table's
+    # own sorting: label -> wnid -> ImageFolder / Hugging Face class.
+    devkit = {449: ("n01440764", 0),  # tench
+              450: ("n01443537", 1),  # goldfish
+              442: ("n01484850", 2),  # great_white_shark
+              443: ("n01491361", 3),  # tiger_shark
+              831: ("n04591713", 907),  # wine_bottle
+              889: ("n15075141", 999),  # toilet_tissue
+              999: ("n07831146", 959)}  # carbonara
+    for label, (wnid, cls) in devkit.items():
+        assert MAP_CLSLOC_WNIDS[label - 1] == wnid and WNIDS[cls] == wnid
+        assert CLSLOC_TO_SORTED[label - 1] == cls
 
 
 def test_imagenet32_labels_map_to_sorted_classes(tmp_path):
@@ -81,6 +93,18 @@ def test_imagenet32_labels_map_to_sorted_classes(tmp_path):
 
 
 # -- the three formats give the same thing -----------------------------------------------
+def test_the_fixtures_use_the_devkit_labels(copies):
+    """The batches hold the devkit's 1-based labels of classes 0..3 (tench, goldfish, great
+    white shark, tiger shark: 449, 450, 442, 443), not labels derived from lop-bench's own
+    table, so the format test below checks the mapping rather than restating it."""
+    x, y = read_batch(copies["pickle"] / "train_data_batch_1")
+    with open(copies["pickle"] / "train_data_batch_1", "rb") as f:
+        raw = np.asarray(pickle.load(f, encoding="latin1")["labels"])
+    assert sorted(set(raw.tolist())) == [442, 443, 449, 450]
+    devkit_to_class = {449: 0, 450: 1, 442: 2, 443: 3}
+    assert y.tolist() == [devkit_to_class[int(v)] for v in raw]
+
+
 @pytest.mark.parametrize("fmt", list(SOURCE_OF))
 def test_every_format_gives_the_same_classes(copies, fmt):
     data = load_imagenet32(copies[fmt], SOURCE_OF[fmt])

@@ -113,16 +113,14 @@ TIERS: dict[str, ContinualImageNetConfig] = {
     "smoke": ContinualImageNetConfig(num_classes=4, train_per_class=20, test_per_class=10,
                                      num_tasks=3, epochs=2, batch_size=16, num_seeds=2),
     # A functional check on a laptop, far too short to show loss of plasticity (the paper
-    # needs hundreds of tasks of 250 epochs). Sized to `lop-bench reproduce` (4 agents x 5
-    # seeds on 2 CPU cores in 15 minutes or less). Measured here (torch 2.14 CPU, one
-    # thread): the ConvNet takes about 52 ms per training batch of 100 (forward, backward,
-    # SGD step) and 18 ms per test batch alone, and 66 ms per step driven through this env
-    # (0.4 ms of it the env) while a second process kept the other core busy, as reproduce's
-    # two workers do. 20 tasks x (2 epochs x 12 batches + 2 test batches) = 520 steps:
-    # backprop about 520 x 66 ms = 34 s per run; 20 runs, with continual backprop and
-    # shrink-and-perturb up to 2x slower (1.5x on average), about 20 x 34 s x 1.5 / 2 cores
-    # = 8.5 minutes, plus loading (the per-class files are memory-mapped; their
-    # fingerprint, sha256 of 2.2 GB, is cached next to them after the first load).
+    # needs hundreds of tasks of 250 epochs): 1,000 classes, 20 tasks x (2 epochs x 12
+    # batches + 2 test batches) = 520 steps per run, 5 seeds. Sized to `lop-bench
+    # reproduce` (4 agents x 5 seeds on 2 CPU cores in 15 minutes or less). Measured on a
+    # 2-core VM (torch 2.14.1 CPU, synthetic data in the real per-class layout, fingerprint
+    # already cached): `lop-bench reproduce lop/ContinualImageNet-v0 --tier cpu --jobs 2`
+    # took 5 min 53 s wall (11 min 13 s of CPU), and 12 min 51 s while another two-process
+    # job shared the same two cores. Hashing the 2.2 GB for the fingerprint (first load
+    # only; `prepare` writes it) took 4 s from the page cache.
     "cpu": ContinualImageNetConfig(num_tasks=20, epochs=2, num_seeds=5),
     # PROTOCOLS.md: 1,000 classes of 600 + 100 images, 5,000 tasks of 250 epochs, batch
     # 100, 30 runs.

@@ -175,11 +175,14 @@ def test_channel_utility_and_mean_activation_by_hand():
     util = conv2.weight.abs().mean((0, 2, 3)) * h.abs().mean((0, 2, 3))
     assert torch.allclose(gnt.utility[CONV_TO_CONV], (1 - eta) * util, rtol=1e-5)
     assert torch.allclose(gnt.mean_act[CONV_TO_CONV], (1 - eta) * h.mean((0, 2, 3)), rtol=1e-5)
-    # conv -> flatten -> fc: the channel's 4 columns of fc1
+    # conv -> flatten -> fc: the channel's 4 columns of fc1, each with its own position
     h = feats[CONV_TO_FC]
-    out_mag = fc1.weight.view(128, 128, 4).abs().mean((0, 2))
-    util = out_mag * h.abs().mean((0, 2, 3))
-    assert torch.allclose(gnt.utility[CONV_TO_FC], (1 - eta) * util, rtol=1e-5)
+    util = torch.zeros(128)
+    for c in range(128):
+        for p in range(4):  # position p = (p // 2, p % 2) of the 2x2 map is column 4c + p
+            col = fc1.weight[:, 4 * c + p].abs().mean()
+            util[c] += col * h[:, c, p // 2, p % 2].abs().mean() / 4
+    assert torch.allclose(gnt.utility[CONV_TO_FC], (1 - eta) * util, rtol=1e-5, atol=1e-9)
     assert torch.allclose(gnt.mean_activation(CONV_TO_FC), h.mean((0, 2, 3)), rtol=1e-5)
 
 
@@ -199,6 +202,13 @@ def test_adaptable_utility_on_channels_by_hand():
         / conv1.weight.abs().mean((1, 2, 3))
     )
     assert torch.allclose(gnt.utility[0], (1 - gnt.decay_rate) * util, rtol=1e-4, atol=1e-9)
+    # across the flatten: per position, then the mean over the 4 positions
+    conv3, fc1 = gnt.pairs[CONV_TO_FC]
+    h = feats[CONV_TO_FC].flatten(2)  # (N, 128, 4): column 4c + p of fc1 reads h[:, c, p]
+    f_hat = h.mean((0, 2)).view(1, -1, 1)
+    per_position = fc1.weight.abs().mean(0).view(128, 4) * (h - f_hat).abs().mean(0)
+    util = per_position.mean(1) / conv3.weight.abs().mean((1, 2, 3))
+    assert torch.allclose(gnt.utility[CONV_TO_FC], (1 - gnt.decay_rate) * util, rtol=1e-4, atol=1e-9)
 
 
 def test_lowest_utility_eligible_channels_are_replaced():
