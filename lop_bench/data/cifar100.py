@@ -50,12 +50,16 @@ from typing import Any
 
 import numpy as np
 
+from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
+from lop_bench.data._common import md5_file as _md5
+from lop_bench.data._common import require
+from lop_bench.data._common import root_flag as _root_flag
+from lop_bench.data._common import stat_key as _stat_key
 from lop_bench.data.cache import data_root
 from lop_bench.data.mnist import DatasetMismatchWarning
 from lop_bench.errors import (
     ChecksumError,
     DatasetNotFoundError,
-    DependencyNotInstalled,
     InvalidConfigError,
     did_you_mean,
 )
@@ -177,25 +181,8 @@ def cifar_fingerprint(train_images: np.ndarray, train_labels: np.ndarray,
     return "sha256:" + h.hexdigest()
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        pip = {"PIL": "pillow", "PIL.Image": "pillow", "pyarrow.parquet": "pyarrow"}.get(module, module)
-        raise DependencyNotInstalled(
-            f"reading CIFAR-100 from this source needs {pip!r}: pip install \"lop-bench[data]\" "
-            f"(or pip install {pip})."
-        ) from None
+    return require(module, "CIFAR-100")
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,10 +262,6 @@ def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> CIFAR100
 
 # ---------------------------------------------------------------------------------------
 # Hugging Face ``datasets`` copies (save_to_disk, parquet, hub)
-
-
-def _is_saved_dataset(directory: Path) -> bool:
-    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
 
 
 def _parquet_files(directory: Path, split: str) -> list[Path]:
@@ -402,18 +385,6 @@ _CACHE_SIZE = 2
 def clear_cache() -> None:
     """Forget the decoded arrays kept in memory (each process keeps the last two loads)."""
     _CACHE.clear()
-
-
-def _stat_key(paths: list[Path]) -> tuple:
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
-def _root_flag(root: Path) -> str:
-    return "" if root == data_root() else f" --root {root}"
 
 
 def _has_pickles(d: Path) -> bool:

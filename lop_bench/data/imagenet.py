@@ -68,12 +68,14 @@ from typing import Any
 
 import numpy as np
 
+from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
+from lop_bench.data._common import require
+from lop_bench.data._common import root_flag as _root_flag
 from lop_bench.data.cache import data_root
 from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
 from lop_bench.errors import (
     ChecksumError,
     DatasetNotFoundError,
-    DependencyNotInstalled,
     InvalidConfigError,
     did_you_mean,
 )
@@ -122,10 +124,6 @@ _FINGERPRINT_FILE = "fingerprint.json"
 _WNIDS_FILE = "wnids.txt"
 _PIXELS = 3 * 32 * 32
 _BATCH_RE = re.compile(r"^train_data_batch_(\d+)(\.npz)?$")
-
-
-def _root_flag(root: Path) -> str:
-    return "" if root == data_root() else f" --root {root}"
 
 
 def _fix(root: Path | None = None) -> str:
@@ -443,20 +441,7 @@ def _batch_chunks(files: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 
 def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        pip = {"PIL": "pillow"}.get(module.split(".")[0], module.split(".")[0])
-        raise DependencyNotInstalled(
-            f"reading ImageNet 32x32 from this source needs {pip!r}: pip install "
-            f"\"lop-bench[data]\" (or pip install {pip})."
-        ) from None
-
-
-def _is_saved_dataset(directory: Path) -> bool:
-    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
+    return require(module, "ImageNet 32x32")
 
 
 def _parquet_files(directory: Path) -> list[Path]:

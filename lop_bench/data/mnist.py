@@ -50,11 +50,15 @@ from typing import Any
 
 import numpy as np
 
+from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
+from lop_bench.data._common import md5_file as _md5
+from lop_bench.data._common import require
+from lop_bench.data._common import root_flag as _root_flag
+from lop_bench.data._common import stat_key as _stat_key
 from lop_bench.data.cache import data_root
 from lop_bench.errors import (
     ChecksumError,
     DatasetNotFoundError,
-    DependencyNotInstalled,
     InvalidConfigError,
     did_you_mean,
 )
@@ -225,14 +229,6 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_archives(directory: str | os.PathLike[str]) -> tuple[str, ...]:
     """Check the md5 of every published ``.gz`` archive present in ``directory``.
 
@@ -306,20 +302,7 @@ def _read_idx_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        pip = {"PIL": "pillow"}.get(module, module)
-        raise DependencyNotInstalled(
-            f"reading MNIST from this source needs {pip!r}: pip install \"lop-bench[data]\" "
-            f"(or pip install {pip})."
-        ) from None
-
-
-def _is_saved_dataset(directory: Path) -> bool:
-    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
+    return require(module, "MNIST")
 
 
 def _parquet_files(directory: Path, split: str) -> list[Path]:
@@ -421,18 +404,6 @@ _CACHE_SIZE = 2
 def clear_cache() -> None:
     """Forget the decoded arrays kept in memory (each process keeps the last two loads)."""
     _CACHE.clear()
-
-
-def _stat_key(paths: list[Path]) -> tuple:
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
-def _root_flag(root: Path) -> str:
-    return "" if root == data_root() else f" --root {root}"
 
 
 def _not_found(root: Path, source: str, split: str) -> DatasetNotFoundError:

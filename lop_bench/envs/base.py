@@ -288,3 +288,46 @@ class ContinualVectorStream(VectorEnv):
             "epoch": self._zeros_i, "_epoch": t,
             "stream_done": self._true if self._done else self._false, "_stream_done": t,
         }
+
+
+def check_labels(
+    action: Any,
+    shape: tuple[int, ...],
+    num_classes: int,
+    env_id: str,
+    *,
+    padded: bool = False,
+    where: str = "",
+) -> np.ndarray:
+    """Check predicted labels: a numpy integer array (or a torch tensor, on any device) of
+    ``shape`` with values in ``0 .. num_classes - 1``; raise
+    :class:`~lop_bench.errors.InvalidActionError` naming what is wrong otherwise. Returns
+    the numpy array. ``padded``: the batch may carry padded rows (they need labels too)."""
+    if not isinstance(action, np.ndarray):
+        if hasattr(action, "detach") and hasattr(action, "cpu"):  # a torch tensor
+            action = action.detach().cpu().numpy()
+        else:
+            raise InvalidActionError(
+                f"{env_id}: the action must be a numpy integer array (or torch tensor) of "
+                f"shape {shape} (the predicted labels), got {type(action).__name__}."
+            )
+    if action.shape != shape:
+        rows = "one label per image of the batch" + (", padded rows included" if padded else "")
+        raise InvalidActionError(
+            f"{env_id}: the action must have shape {shape} ({rows}), got {action.shape}."
+        )
+    if action.dtype.kind not in "iu":
+        raise InvalidActionError(
+            f"{env_id}: the action must be an integer array of labels (int64, as "
+            f"action_space.sample()), got dtype {action.dtype}."
+        )
+    if action.size == 1:  # the online streams' one-image steps: skip the array reductions
+        bad = not 0 <= int(action.flat[0]) < num_classes
+    else:
+        bad = bool((action < 0).any() or (action >= num_classes).any())
+    if bad:
+        raise InvalidActionError(
+            f"{env_id}: labels must be in 0..{num_classes - 1}, got values from "
+            f"{int(action.min())} to {int(action.max())}{where}."
+        )
+    return action

@@ -19,8 +19,8 @@ from lop_bench.data.imagenet import (
     ImageNet32Data,
     load_imagenet32,
 )
-from lop_bench.envs.base import ContinualStream
-from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
+from lop_bench.envs.base import ContinualStream, check_labels
+from lop_bench.errors import InvalidConfigError, StreamFinishedError
 from lop_bench.seeding import spawn_generators
 
 __all__ = [
@@ -126,36 +126,6 @@ TIERS: dict[str, ContinualImageNetConfig] = {
     # 100, 30 runs.
     "paper": ContinualImageNetConfig(),
 }
-
-
-def check_labels(action: Any, shape: tuple[int, ...], num_classes: int, env_id: str) -> np.ndarray:
-    """Check predicted labels: a numpy integer array (or torch tensor) of ``shape`` with
-    values in ``0 .. num_classes - 1``; raise :class:`~lop_bench.errors.InvalidActionError`
-    otherwise. Returns the numpy array."""
-    if not isinstance(action, np.ndarray):
-        if hasattr(action, "detach") and hasattr(action, "cpu"):  # a torch tensor
-            action = action.detach().cpu().numpy()
-        else:
-            raise InvalidActionError(
-                f"{env_id}: the action must be a numpy integer array of shape {shape} (the "
-                f"predicted labels), got {type(action).__name__}."
-            )
-    if action.shape != shape:
-        raise InvalidActionError(
-            f"{env_id}: the action must have shape {shape} (one label per image of the "
-            f"batch, padded rows included), got {action.shape}."
-        )
-    if action.dtype.kind not in "iu":
-        raise InvalidActionError(
-            f"{env_id}: the action must be an integer array of labels (int64, as "
-            f"action_space.sample()), got dtype {action.dtype}."
-        )
-    if bool((action < 0).any() or (action >= num_classes).any()):
-        raise InvalidActionError(
-            f"{env_id}: labels must be in 0..{num_classes - 1}, got values from "
-            f"{int(action.min())} to {int(action.max())}."
-        )
-    return action
 
 
 def _load(root: Any, source: str, hf_id: str) -> ImageNet32Data:
@@ -424,7 +394,7 @@ class ContinualImageNetEnv(ContinualStream):
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
             )
-        pred = check_labels(action, (self._B,), 2, self.ENV_ID)
+        pred = check_labels(action, (self._B,), 2, self.ENV_ID, padded=True)
         phase, _, labels, _ = self._batch(self._i)
         v = len(labels)
         correct = int(np.count_nonzero(pred[:v] == labels))

@@ -23,10 +23,9 @@ from lop_bench.data.cifar100 import (
     CIFAR100Data,
     load_cifar100,
 )
-from lop_bench.envs.base import ContinualStream
+from lop_bench.envs.base import ContinualStream, check_labels
 from lop_bench.errors import (
     CheckpointError,
-    InvalidActionError,
     InvalidConfigError,
     StreamFinishedError,
 )
@@ -536,31 +535,7 @@ class IncrementalCIFAR100Env(ContinualStream):
     # -- stepping -------------------------------------------------------------------
     def _labels_of(self, action: Any) -> np.ndarray:
         """Check a prediction: an integer array (or tensor) of shape (B,) in 0..99."""
-        shape = (self._B,)
-        if not isinstance(action, np.ndarray):
-            if isinstance(action, torch.Tensor):
-                action = action.detach().cpu().numpy()
-            else:
-                raise InvalidActionError(
-                    f"{self.ENV_ID}: the action must be a numpy integer array (or torch tensor) "
-                    f"of shape {shape} (the predicted labels), got {type(action).__name__}."
-                )
-        if action.shape != shape:
-            raise InvalidActionError(
-                f"{self.ENV_ID}: the action must have shape {shape} (one label per image of the "
-                f"batch, padded rows included), got {action.shape}."
-            )
-        if action.dtype.kind not in "iu":
-            raise InvalidActionError(
-                f"{self.ENV_ID}: the action must be an integer array of labels (int64, as "
-                f"action_space.sample()), got dtype {action.dtype}."
-            )
-        if (action < 0).any() or (action >= NUM_CLASSES).any():
-            raise InvalidActionError(
-                f"{self.ENV_ID}: labels must be CIFAR-100 fine labels in 0..{NUM_CLASSES - 1}, "
-                f"got values from {int(action.min())} to {int(action.max())}."
-            )
-        return action
+        return check_labels(action, (self._B,), NUM_CLASSES, self.ENV_ID, padded=True)
 
     def step(self, action: Any):
         """Score the predicted labels of the current batch, move to the next batch."""

@@ -12,8 +12,8 @@ from gymnasium import spaces
 
 from lop_bench.config import check_positive
 from lop_bench.data.mnist import HF_ID, MNIST_TRAIN_FINGERPRINT, MNISTData, load_mnist
-from lop_bench.envs.base import ContinualStream, ContinualVectorStream
-from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
+from lop_bench.envs.base import ContinualStream, ContinualVectorStream, check_labels
+from lop_bench.errors import InvalidConfigError, StreamFinishedError
 from lop_bench.seeding import generator_states, set_generator_states, spawn_generators
 
 __all__ = [
@@ -326,7 +326,7 @@ class PermutedMNISTEnv(ContinualStream):
 
     def _labels(self, action: Any) -> np.ndarray:
         """Check a prediction: an integer array of shape (B,) with labels in 0..9."""
-        return check_labels(action, (self._B,), self.ENV_ID)
+        return check_labels(action, (self._B,), NUM_CLASSES, self.ENV_ID)
 
     def step(self, action: Any):
         """Score the predicted labels of the current batch, reveal its labels, move on."""
@@ -363,39 +363,6 @@ class PermutedMNISTEnv(ContinualStream):
         info["epoch"] = 0
         info["stream_done"] = self._done
         return obs, correct / self._B, False, False, info
-
-
-def check_labels(action: Any, shape: tuple[int, ...], env_id: str, where: str = "") -> np.ndarray:
-    """Check predicted labels: a numpy integer array (or torch tensor) of ``shape`` with
-    values in ``0 .. 9``; raise :class:`~lop_bench.errors.InvalidActionError` otherwise."""
-    if not isinstance(action, np.ndarray):
-        if hasattr(action, "detach") and hasattr(action, "cpu"):  # a torch tensor
-            action = action.detach().cpu().numpy()
-        else:
-            raise InvalidActionError(
-                f"{env_id}: the action must be a numpy integer array of shape {shape} (the "
-                f"predicted labels), got {type(action).__name__}."
-            )
-    if action.shape != shape:
-        raise InvalidActionError(
-            f"{env_id}: the action must have shape {shape} (one label per image of the "
-            f"batch), got {action.shape}."
-        )
-    if action.dtype.kind not in "iu":
-        raise InvalidActionError(
-            f"{env_id}: the action must be an integer array of labels (int64, as "
-            f"action_space.sample()), got dtype {action.dtype}."
-        )
-    if action.size == 1:
-        bad = not 0 <= int(action.flat[0]) < NUM_CLASSES
-    else:
-        bad = bool((action < 0).any() or (action >= NUM_CLASSES).any())
-    if bad:
-        raise InvalidActionError(
-            f"{env_id}: labels must be in 0..{NUM_CLASSES - 1}, got values from "
-            f"{int(action.min())} to {int(action.max())}{where}."
-        )
-    return action
 
 
 class PermutedMNISTVectorEnv(ContinualVectorStream):
@@ -480,7 +447,7 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended or was never started; call reset()."
             )
-        actions = check_labels(actions, (self.num_envs, self._B), self.ENV_ID)
+        actions = check_labels(actions, (self.num_envs, self._B), NUM_CLASSES, self.ENV_ID)
         i = self._i
         y = self._Y[i]
         correct = np.count_nonzero(actions == y, axis=1)
