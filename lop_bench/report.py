@@ -37,7 +37,9 @@ class Group:
         return [r.seed for r in self.results]
 
     def stat(self, key: str) -> dict[int, float]:
-        """Seed -> summary statistic ``key``."""
+        """Seed -> summary statistic ``key`` (``"last"``: the score of the last task)."""
+        if key == "last":
+            return {r.seed: float(r.per_task[-1]) for r in self.results}
         return {r.seed: r.summary[key] for r in self.results}
 
     @property
@@ -79,8 +81,32 @@ def _fmt(stats: dict[str, Any]) -> str:
     return f"{mean:.4g} ± {half:.2g}"
 
 
+def _paired_gap(g: Group, ref: Group | None) -> str:
+    """The paired difference of the last-task scores, ``g - ref``, over shared seeds."""
+    from lop_bench.metrics import paired_difference
+
+    if ref is None:
+        return "-"
+    if g is ref:
+        return "0"
+    mine, theirs = g.stat("last"), ref.stat("last")
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return "-"
+    d = paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])
+    if d["ci_low"] is None:
+        return f"{d['mean']:+.4g}"
+    return f"{d['mean']:+.4g} ± {(d['ci_high'] - d['ci_low']) / 2:.2g}"
+
+
 def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) -> str:
-    """A plain-text table per (env, tier): agent, seeds, initial / final / drop / mean."""
+    """A plain-text table per (env, tier): agent, seeds, initial / final / drop / mean.
+
+    Streams ranked by their last task (class-incremental CIFAR-100, whose tasks grow) show
+    instead the last task's score (on all classes) and its paired gap to the reference
+    agent (retrained from scratch), as the leaderboard does.
+    """
+    from lop_bench.leaderboard import LAST_TASK_STREAMS
     from lop_bench.metrics import seed_stats, stream_metric
 
     lines: list[str] = []
@@ -95,11 +121,22 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
         better = "higher" if m.higher_is_better else "lower"
         lines.append(f"{env_id}  tier={tier}  metric={m.metric} ({better} is better; "
                      "mean ± 95% CI half-width over seeds)")
-        header = ["agent", "seeds", *_STATS]
-        rows = [header]
-        for g in gs:
-            rows.append([g.agent, str(len(g.results))]
-                        + [_fmt(seed_stats(list(g.stat(k).values()))) for k in _STATS])
+        reference = LAST_TASK_STREAMS.get(env_id)
+        if reference is None:
+            header = ["agent", "seeds", *_STATS]
+            rows = [header]
+            for g in gs:
+                rows.append([g.agent, str(len(g.results))]
+                            + [_fmt(seed_stats(list(g.stat(k).values()))) for k in _STATS])
+        else:
+            ref = next((g for g in gs if g.agent == reference), None)
+            header = ["agent", "seeds", "last (all classes)", f"gap to {reference}", "mean"]
+            rows = [header]
+            for g in gs:
+                rows.append([g.agent, str(len(g.results)),
+                             _fmt(seed_stats(list(g.stat("last").values()))),
+                             _paired_gap(g, ref),
+                             _fmt(seed_stats(list(g.stat("mean").values())))])
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for j, r in enumerate(rows):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -222,7 +259,26 @@ FINDINGS: dict[str, list[Finding]] = {
         Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
                 ("continual_backprop", "final"), ">", ("backprop", "final")),
     ],
+    "lop/ContinualImageNet-v0": [
+        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
+                ("backprop", "final"), "<", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
+                ("continual_backprop", "final"), ">", ("backprop", "final")),
+    ],
+    "lop/IncrementalCIFAR100-v0": [
+        Finding("backprop loses plasticity: on all classes it ends below a network retrained "
+                "from scratch", ("backprop", "last"), "<", ("from_scratch", "last")),
+        Finding("continual backprop keeps plasticity: on all classes it ends above backprop",
+                ("continual_backprop", "last"), ">", ("backprop", "last")),
+    ],
 }
+
+SHORT_TIERS: dict[str, str] = {
+    "lop/ContinualImageNet-v0": "20 tasks",
+    "lop/IncrementalCIFAR100-v0": "4 blocks of 4 epochs",
+}
+"""Streams whose ``cpu`` tier only checks that everything works: far too short for the
+paper's findings, which take thousands of tasks or epochs."""
 
 
 def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, str]]]:
@@ -240,6 +296,9 @@ def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, st
         if tier == "smoke":
             lines.append("  (the smoke tier is a seconds-long functional check, too short to show "
                          "them: use --tier cpu)")
+        elif tier == "cpu" and env_id in SHORT_TIERS:
+            lines.append(f"  (the cpu tier, {SHORT_TIERS[env_id]}, is a functional check, far "
+                         "too short to show them: only the paper tier can)")
         for f in findings:
             gl = by_key.get((env_id, tier, f.left[0]))
             gr = by_key.get((env_id, tier, f.right[0]))
