@@ -168,8 +168,8 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
         probe_size=8,
     ),
     # Functional, sized to `lop-bench reproduce` (5 reference agents x 5 seeds on 2 cores in
-    # 15 minutes or less, with the agents' narrow ResNet cpu presets). A subset of the paper's protocol: the first 20 classes of each seed's order
-    # (4 blocks of 5), 90 of the 450 training images per class (the first 90 after the
+    # 15 minutes or less, with the agents' narrow ResNet cpu presets). A subset of the
+    # paper's protocol: the first 20 classes of each seed's order (4 blocks of 5), 90 of the 450 training images per class (the first 90 after the
     # paper's 50 held-out images), 10 of the 50 validation images (the first 10) and 20 of
     # the 100 test images per class, 4 epochs per block instead of 200, batch 90.
     # Training images seen per run: 4 epochs x 5 x 90 x (1 + 2 + 3 + 4) = 18,000 (200 steps
@@ -179,7 +179,7 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
     # thread per run, diagnostics on) on a synthetic full-size CIFAR-100 in the pickle
     # layout (500/100 images per class), twice, each time on 2 cores shared with another
     # 2-process job (load 4-6): 834 s and 650 s wall (13.9 and 10.8 minutes), 661 and 671
-    # CPU-seconds in all, so about 6 minutes on 2 idle cores. Seconds per run under that
+    # CPU-seconds in all; on 2 idle cores, 309 s wall (5 min 9 s, 578 CPU-seconds). Seconds per run under that
     # load: 40-100 (continual backprop and shrink-and-perturb the slowest, from scratch
     # the fastest). (A ResNet twice as wide is about 2.3 times slower per step: over the
     # budget.) Far too short to show the loss of plasticity (the paper's effect appears
