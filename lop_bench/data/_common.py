@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,28 @@ def stat_key(paths: list[Path]) -> tuple:
 def root_flag(root: Path) -> str:
     """``" --root DIR"`` for commands in messages, or "" when ``root`` is the default."""
     return "" if root == data_root() else f" --root {root}"
+
+
+def save_hub_copy(datasets: Any, hf_id: str, base: Path, target: Path, command: str) -> Path:
+    """Fetch ``hf_id`` with ``datasets`` (its cache under ``base/huggingface``) and save it to
+    ``target`` with ``save_to_disk``, where the loaders read it without the network."""
+    try:
+        ds = datasets.load_dataset(hf_id, cache_dir=str(base / "huggingface"))
+    except Exception as exc:
+        from lop_bench.errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError(
+            f"could not fetch {hf_id!r} with datasets: {type(exc).__name__}: {exc}. Without "
+            f"network access, use `{command}` elsewhere and copy {base} here."
+        ) from exc
+    ds.save_to_disk(str(target))
+    return target
+
+
+def lru_put(cache: OrderedDict, key: Any, value: Any, size: int) -> Any:
+    """Put ``value`` in the in-process LRU ``cache`` (at most ``size`` entries); return it."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value

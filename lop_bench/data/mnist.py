@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
+from lop_bench.data._common import lru_put, require, save_hub_copy
 from lop_bench.data._common import md5_file as _md5
-from lop_bench.data._common import require
 from lop_bench.data._common import root_flag as _root_flag
 from lop_bench.data._common import stat_key as _stat_key
 from lop_bench.data.cache import data_root
@@ -544,11 +544,7 @@ def _finish(key: tuple, data: MNISTData) -> MNISTData:
             ),
             stacklevel=3,
         )
-    _CACHE[key] = data
-    _CACHE.move_to_end(key)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return data
+    return lru_put(_CACHE, key, data, _CACHE_SIZE)
 
 
 def download_mnist(
@@ -582,15 +578,6 @@ def download_mnist(
         check_archives(raw)
         return raw
     if source == "hf":
-        datasets = _require("datasets")
-        target = base / Path(*_HF_COPY)
-        try:
-            ds = datasets.load_dataset(hf_id, cache_dir=str(base / "huggingface"))
-        except Exception as exc:
-            raise DatasetNotFoundError(
-                f"could not fetch {hf_id!r} with datasets: {type(exc).__name__}: {exc}. Without "
-                f"network access, use `{DOWNLOAD_COMMAND}` elsewhere and copy {base} here."
-            ) from exc
-        ds.save_to_disk(str(target))
-        return target
+        return save_hub_copy(_require("datasets"), hf_id, base, base / Path(*_HF_COPY),
+                             DOWNLOAD_COMMAND)
     raise InvalidConfigError(f"download source must be 'torchvision' or 'hf', got {source!r}.")
