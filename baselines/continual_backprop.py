@@ -177,7 +177,81 @@ def reset_optimizer_entries(
             value.index_fill_(dim, index, 0)
 
 
-class GenerateAndTest:
+class UnitStatistics:
+    """Per-unit bookkeeping shared by the generate-and-test variants (this module's layers,
+    :class:`baselines.resnet.ResidualGenerateAndTest`'s residual blocks).
+
+    Per layer: ``utility``, ``mean_act``, ``age`` and ``bias_correction`` (``1 - eta **
+    age``), tensors on the layer's device; ``accumulated`` (the fractional replacement
+    count carried over) and ``num_replaced``. Subclasses set ``step_count`` and
+    ``maturity_threshold``, then call :meth:`_init_statistics`.
+    """
+
+    step_count: int
+    maturity_threshold: int
+
+    def _init_statistics(self, weights: list[torch.Tensor]) -> None:
+        """Zero statistics for layers whose incoming weights are ``weights`` (units = rows)."""
+        self.utility: list[torch.Tensor] = []
+        self.mean_act: list[torch.Tensor] = []
+        self.age: list[torch.Tensor] = []
+        self.bias_correction: list[torch.Tensor] = []
+        for w in weights:
+            n = w.shape[0]
+            self.utility.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+            self.mean_act.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+            self.age.append(torch.zeros(n, device=w.device, dtype=torch.long))
+            self.bias_correction.append(torch.zeros(n, device=w.device, dtype=w.dtype))
+        num = len(weights)
+        self.accumulated = [0.0] * num
+        self.num_replaced = [0] * num
+        # Host-side count of eligible units: it changes only when units are replaced or
+        # cross the threshold, so it is recounted (one device read) only then.
+        self._num_mature = [0] * num
+        self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
+
+    def _recount(self, i: int) -> None:
+        """Count the eligible units of layer ``i`` and when the next one matures."""
+        ages = self.age[i].cpu()
+        mature = ages > self.maturity_threshold
+        self._num_mature[i] = int(mature.sum())
+        immature = ages[~mature]
+        if immature.numel():
+            oldest = int(immature.max())
+            self._next_recount[i] = float(self.step_count + self.maturity_threshold + 1 - oldest)
+        else:
+            self._next_recount[i] = math.inf
+
+    # -- state ---------------------------------------------------------------------------
+    def buffers(self) -> list[torch.Tensor]:
+        """Utilities, mean activations and ages of every layer."""
+        return [*self.utility, *self.mean_act, *self.age]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values (copies)."""
+        return {
+            "step_count": self.step_count,
+            "utility": [t.clone() for t in self.utility],
+            "mean_act": [t.clone() for t in self.mean_act],
+            "age": [t.clone() for t in self.age],
+            "bias_correction": [t.clone() for t in self.bias_correction],
+            "accumulated": [float(a) for a in self.accumulated],
+            "num_replaced": [int(n) for n in self.num_replaced],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.step_count = int(state["step_count"])
+        for name in ("utility", "mean_act", "age", "bias_correction"):
+            for dst, src in zip(getattr(self, name), state[name], strict=True):
+                dst.copy_(src)
+        self.accumulated = [float(a) for a in state["accumulated"]]
+        self.num_replaced = [int(n) for n in state["num_replaced"]]
+        for i in range(len(self.utility)):
+            self._recount(i)
+
+
+class GenerateAndTest(UnitStatistics):
     """Utilities, ages and replacement of the hidden units of ``(layer, next_layer)`` pairs.
 
     Layers are ``nn.Linear`` or ``nn.Conv2d`` (a unit is an output channel); a next layer
@@ -212,10 +286,6 @@ class GenerateAndTest:
         self.maturity_threshold = int(maturity_threshold)
         self.utility_type = utility
         self.step_count = 0
-        self.utility: list[torch.Tensor] = []
-        self.mean_act: list[torch.Tensor] = []
-        self.age: list[torch.Tensor] = []
-        self._bias_correction: list[torch.Tensor] = []  # 1 - eta ** age, per unit
         # Per pair: whether the next layer is a conv, and how many of a linear next layer's
         # inputs belong to one unit (1, or H * W positions of a flattened channel).
         self._next_conv: list[bool] = []
@@ -236,17 +306,7 @@ class GenerateAndTest:
                 raise ValueError(f"a next layer of weight shape {tuple(w_out.shape)} cannot read {n} units.")
             self._next_conv.append(w_out.dim() == 4)
             self._group.append(group)
-            self.utility.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-            self.mean_act.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-            self.age.append(torch.zeros(n, device=w.device, dtype=torch.long))
-            self._bias_correction.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-        num = len(self.pairs)
-        self.accumulated = [0.0] * num
-        self.num_replaced = [0] * num
-        # Host-side count of eligible units: it changes only when units are replaced or
-        # cross the threshold, so it is recounted (one device read) only then.
-        self._num_mature = [0] * num
-        self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
+        self._init_statistics([layer.weight for layer, _ in self.pairs])
 
     # -- the per-step update -------------------------------------------------------------
     @torch.no_grad()
@@ -276,7 +336,7 @@ class GenerateAndTest:
             k = int(acc)
             self.accumulated[i] = acc - k
             if k:
-                self._replace_lowest(i, min(k, self._num_mature[i]), self._bias_correction[i])
+                self._replace_lowest(i, min(k, self._num_mature[i]), self.bias_correction[i])
 
     def _update_units(
         self, i: int, layer: nn.Module, nxt: nn.Module, h: torch.Tensor, adaptable: bool
@@ -288,7 +348,7 @@ class GenerateAndTest:
         h_mean = h[0] if single else h.mean(0)
         self.age[i].add_(1)
         # 1 - eta ** age, kept by its recurrence c <- eta * c + (1 - eta) (c = 0 at age 0).
-        bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
+        bias_correction = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
         mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
         out_mag = nxt.weight.abs().mean(0)
         if adaptable:
@@ -306,7 +366,7 @@ class GenerateAndTest:
         layer = self.pairs[i][0]
         dims = (0, *range(2, h.dim()))
         self.age[i].add_(1)
-        bias_correction = self._bias_correction[i].mul_(eta).add_(1.0 - eta)
+        bias_correction = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
         mean_act = self.mean_act[i].lerp_(h.mean(dims), 1.0 - eta)
         if adaptable:
             f_hat = (mean_act / bias_correction).view(1, -1, *([1] * (h.dim() - 2)))
@@ -406,59 +466,14 @@ class GenerateAndTest:
         self.utility[i][idx] = 0.0
         self.mean_act[i][idx] = 0.0
         self.age[i][idx] = 0
-        self._bias_correction[i][idx] = 0.0
+        self.bias_correction[i][idx] = 0.0
 
     @torch.no_grad()
     def mean_activation(self, layer_index: int) -> torch.Tensor:
         """The bias-corrected running mean activation of every unit of a layer (0 at age 0)."""
-        bias_correction = self._bias_correction[layer_index]
+        bias_correction = self.bias_correction[layer_index]
         mean = self.mean_act[layer_index] / bias_correction
         return torch.where(bias_correction > 0, mean, torch.zeros_like(mean))
-
-    def _recount(self, i: int) -> None:
-        """Count the eligible units of layer ``i`` and when the next one matures."""
-        ages = self.age[i].cpu()
-        mature = ages > self.maturity_threshold
-        self._num_mature[i] = int(mature.sum())
-        immature = ages[~mature]
-        if immature.numel():
-            oldest = int(immature.max())
-            self._next_recount[i] = float(self.step_count + self.maturity_threshold + 1 - oldest)
-        else:
-            self._next_recount[i] = math.inf
-
-    # -- state ---------------------------------------------------------------------------
-    def buffers(self) -> list[torch.Tensor]:
-        """Utilities, mean activations and ages of every layer."""
-        return [*self.utility, *self.mean_act, *self.age]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain values (copies)."""
-        return {
-            "step_count": self.step_count,
-            "utility": [t.clone() for t in self.utility],
-            "mean_act": [t.clone() for t in self.mean_act],
-            "age": [t.clone() for t in self.age],
-            "bias_correction": [t.clone() for t in self._bias_correction],
-            "accumulated": list(self.accumulated),
-            "num_replaced": list(self.num_replaced),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.step_count = int(state["step_count"])
-        for name, dsts in (
-            ("utility", self.utility),
-            ("mean_act", self.mean_act),
-            ("age", self.age),
-            ("bias_correction", self._bias_correction),
-        ):
-            for dst, src in zip(dsts, state[name], strict=True):
-                dst.copy_(src)
-        self.accumulated = [float(a) for a in state["accumulated"]]
-        self.num_replaced = [int(n) for n in state["num_replaced"]]
-        for i in range(len(self.pairs)):
-            self._recount(i)
 
 
 class ContinualBackpropAgent(BackpropAgent):

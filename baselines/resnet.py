@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.continual_backprop import reset_optimizer_entries
+from baselines.continual_backprop import UnitStatistics, reset_optimizer_entries
 from lop_bench.config import check_choice
 from lop_bench.errors import InvalidConfigError
 
@@ -202,7 +202,7 @@ class ResNet18(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-class ResidualGenerateAndTest:
+class ResidualGenerateAndTest(UnitStatistics):
     """Generate-and-test over the channels of each BasicBlock's first convolution.
 
     A unit is channel ``c`` of ``block.conv1`` after ``block.bn1`` and the ReLU; its incoming
@@ -266,24 +266,7 @@ class ResidualGenerateAndTest:
         self.maturity_threshold = int(maturity_threshold)
         self.utility_type = utility
         self.step_count = 0
-        self.utility: list[torch.Tensor] = []
-        self.mean_act: list[torch.Tensor] = []
-        self.age: list[torch.Tensor] = []
-        self.bias_correction: list[torch.Tensor] = []
-        for block in self.blocks:
-            w = block.conv1.weight
-            n = w.shape[0]
-            self.utility.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-            self.mean_act.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-            self.age.append(torch.zeros(n, device=w.device, dtype=torch.long))
-            self.bias_correction.append(torch.zeros(n, device=w.device, dtype=w.dtype))
-        num = len(self.blocks)
-        self.accumulated = [0.0] * num
-        self.num_replaced = [0] * num
-        # Host-side eligible counts, recounted only when a unit matures or is replaced
-        # (as baselines.continual_backprop.GenerateAndTest).
-        self._num_mature = [0] * num
-        self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
+        self._init_statistics([block.conv1.weight for block in self.blocks])
 
     @torch.no_grad()
     def step(self, features: list[torch.Tensor]) -> None:
@@ -365,42 +348,3 @@ class ResidualGenerateAndTest:
         self.bias_correction[i][idx] = 0.0
         self.num_replaced[i] += k
         self._recount(i)
-
-    def _recount(self, i: int) -> None:
-        ages = self.age[i].cpu()
-        mature = ages > self.maturity_threshold
-        self._num_mature[i] = int(mature.sum())
-        immature = ages[~mature]
-        if immature.numel():
-            oldest = int(immature.max())
-            self._next_recount[i] = float(self.step_count + self.maturity_threshold + 1 - oldest)
-        else:
-            self._next_recount[i] = math.inf
-
-    # -- state ---------------------------------------------------------------------------
-    def buffers(self) -> list[torch.Tensor]:
-        """Utilities, mean activations and ages of every block."""
-        return [*self.utility, *self.mean_act, *self.age]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain values (copies)."""
-        return {
-            "step_count": self.step_count,
-            "utility": [t.clone() for t in self.utility],
-            "mean_act": [t.clone() for t in self.mean_act],
-            "age": [t.clone() for t in self.age],
-            "bias_correction": [t.clone() for t in self.bias_correction],
-            "accumulated": [float(a) for a in self.accumulated],
-            "num_replaced": [int(n) for n in self.num_replaced],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.step_count = int(state["step_count"])
-        for name in ("utility", "mean_act", "age", "bias_correction"):
-            for dst, src in zip(getattr(self, name), state[name], strict=True):
-                dst.copy_(src)
-        self.accumulated = [float(a) for a in state["accumulated"]]
-        self.num_replaced = [int(n) for n in state["num_replaced"]]
-        for i in range(len(self.blocks)):
-            self._recount(i)
