@@ -153,6 +153,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size, stream_metric
 
@@ -187,6 +188,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
                     ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0, color=color)
             ax.set_title(f"{env_id} [{tier}]" if col == 0 else label, fontsize=10)
             ax.set_xlabel("task")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # tasks are whole numbers
             ax.set_ylabel(m.label if col == 0 else label)
             ax.grid(alpha=0.3)
             if col == 0:
