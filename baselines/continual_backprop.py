@@ -189,6 +189,7 @@ class UnitStatistics:
 
     step_count: int
     maturity_threshold: int
+    replacement_rate: float
 
     def _init_statistics(self, weights: list[torch.Tensor]) -> None:
         """Zero statistics for layers whose incoming weights are ``weights`` (units = rows)."""
@@ -209,6 +210,21 @@ class UnitStatistics:
         # cross the threshold, so it is recounted (one device read) only then.
         self._num_mature = [0] * num
         self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
+
+    def _num_due(self, i: int) -> int:
+        """How many units of layer ``i`` to replace now: the accumulator gains
+        ``replacement_rate * eligible`` a step, its integer part is due (at most the eligible
+        count) and the fraction carries over."""
+        if self.replacement_rate == 0.0:
+            return 0
+        if self.step_count >= self._next_recount[i]:
+            self._recount(i)
+        if self._num_mature[i] == 0:
+            return 0
+        acc = self.accumulated[i] + self.replacement_rate * self._num_mature[i]
+        k = int(acc)
+        self.accumulated[i] = acc - k
+        return min(k, self._num_mature[i])
 
     def _recount(self, i: int) -> None:
         """Count the eligible units of layer ``i`` and when the next one matures."""
@@ -326,17 +342,9 @@ class GenerateAndTest(UnitStatistics):
                 self._update_channels(i, h, adaptable)
             else:
                 self._update_units(i, layer, nxt, h, adaptable)
-            if self.replacement_rate == 0.0:
-                continue
-            if self.step_count >= self._next_recount[i]:
-                self._recount(i)
-            if self._num_mature[i] == 0:
-                continue
-            acc = self.accumulated[i] + self.replacement_rate * self._num_mature[i]
-            k = int(acc)
-            self.accumulated[i] = acc - k
+            k = self._num_due(i)
             if k:
-                self._replace_lowest(i, min(k, self._num_mature[i]), self.bias_correction[i])
+                self._replace_lowest(i, k, self.bias_correction[i])
 
     def _update_units(
         self, i: int, layer: nn.Module, nxt: nn.Module, h: torch.Tensor, adaptable: bool

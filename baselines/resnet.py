@@ -288,19 +288,10 @@ class ResidualGenerateAndTest(UnitStatistics):
             else:
                 new_util = out_mag.mul_(h.abs().mean(dim=(0, 2, 3)))
             self.utility[i].lerp_(new_util, 1.0 - eta)
-            if self.replacement_rate == 0.0:
-                continue
-            if self.step_count >= self._next_recount[i]:
-                self._recount(i)
-            if self._num_mature[i] == 0:
-                continue
-            acc = self.accumulated[i] + self.replacement_rate * self._num_mature[i]
-            k = int(acc)
-            self.accumulated[i] = acc - k
+            k = self._num_due(i)
             if k:
                 score = torch.nan_to_num(self.utility[i] / bc, nan=0.0)
                 score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
-                k = min(k, self._num_mature[i])
                 self.replace(i, torch.topk(score, k, largest=False).indices)
 
     @torch.no_grad()
