@@ -24,6 +24,9 @@ __all__ = [
     "PhaseViolationError",
     "DatasetNotFoundError",
     "ChecksumError",
+    "UnsafeDataError",
+    "CheckpointError",
+    "IdentityMismatchError",
     "DependencyNotInstalled",
     "VectorizationNotSupported",
     "did_you_mean",
@@ -82,7 +85,8 @@ class SubmissionRejected(InvalidResultError):
 
 
 class PhaseViolationError(LopBenchError, RuntimeError):
-    """An agent changed its parameters or buffers during a ``val`` or ``test`` phase."""
+    """An agent changed its state (its ``state_dict()``, else its parameters and buffers) during a
+    ``val`` or ``test`` phase."""
 
 
 class DatasetNotFoundError(LopBenchError, FileNotFoundError):
@@ -91,6 +95,17 @@ class DatasetNotFoundError(LopBenchError, FileNotFoundError):
 
 class ChecksumError(LopBenchError, ValueError):
     """A dataset file whose checksum differs from the published one (corrupt or truncated)."""
+
+
+class UnsafeDataError(LopBenchError, ValueError):
+    """A data file that asks the unpickler for anything but plain data (containers, numbers,
+    strings, numpy arrays); it is never executed. The message names the file."""
+
+
+class IdentityMismatchError(LopBenchError, ValueError):
+    """An existing result or checkpoint belongs to another run (other stream, tier, overrides,
+    agent, preset, hyperparameters, seed or diagnostics settings); the message names the
+    difference and the fix."""
 
 
 class DependencyNotInstalled(LopBenchError, ImportError):
