@@ -28,9 +28,10 @@ update; beyond the paper, which has no shrink-and-perturb run on the Ant).
 
 Agent protocol: ``act`` samples from the policy with the agent's own ``torch.Generator``
 and returns the clipped action; ``learn`` stores the transition and updates every
-``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks and
-``probe()`` the agent's last ``probe_size`` (1,000) states, for the diagnostics (dormant
-units by the RL definition).
+``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks (the
+policy's first: the headline) and ``probe()`` the agent's last ``probe_size`` (1,000)
+states, for the diagnostics (dormant units by the RL definition: active on at most 1% of
+those states).
 
 Speed (``benchmarks/ant_speed.py``, 2-core CPU): about 2,000 env steps/s of training with
 one torch thread, half of it in the updates. Use ``torch.set_num_threads(1)`` (the CLI's
@@ -60,6 +61,7 @@ from lop_bench.config import (
     config_to_dict,
     replace_checked,
 )
+from lop_bench.diagnostics import Network
 from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
@@ -482,15 +484,21 @@ class PPOAgent:
             p.add_(noise, alpha=self.cfg.noise_std)
 
     # -- diagnostics -----------------------------------------------------------------------
-    def features(self, x: Any) -> list[torch.Tensor]:
-        """Hidden activations (N, units) of the value network's layers, then the policy's.
+    def features(self, x: Any) -> list[Network]:
+        """Hidden activations (N, units) of the policy, then of the value network, each a
+        :class:`~lop_bench.diagnostics.Network` with its parameters.
 
-        The policy's last hidden layer comes last, so the runner's ranks (of the last layer)
-        are the policy's feature ranks, as in the paper's Ant analysis.
+        The policy comes first: its dormant units, ranks (of its last hidden layer) and
+        weight magnitude are the headline, as in the paper's Ant analysis (``run_ppo.py``
+        logs the policy's features and weights); the value network's are reported under
+        the ``value_`` prefix.
         """
         x = torch.as_tensor(x, dtype=torch.float32, device=self.device).reshape(-1, self.obs_dim)
         with torch.no_grad():
-            return self.value.forward_with_features(x)[1] + self.policy.forward_with_features(x)[1]
+            return [
+                Network(name, net.forward_with_features(x)[1], list(net.parameters()))
+                for name, net in (("policy", self.policy), ("value", self.value))
+            ]
 
     def probe(self) -> np.ndarray:
         """The agent's last ``probe_size`` (1,000) states, oldest first: ``(n, obs_dim)``

@@ -5,12 +5,20 @@ Definitions follow PROTOCOLS.md ("Diagnostics definitions") and the paper's anal
 - dormant unit (supervised streams): active (``> 0``) on fewer than 1% of the probe inputs;
   for a conv layer (``N, C, H, W``) a unit is a channel and its activity is averaged over the
   batch and the spatial positions. Dead unit: active on none of them.
-- dormant unit (RL): mean activation at most 0.01 (:func:`rl_dormant_fraction`).
+- dormant unit (RL, as the public code's ``lop/rl/run_ppo.py`` and ``plots/fig4b.py``
+  compute it for the Ant): active (``> 0``) on at most 1% of the agent's recent states
+  (:func:`rl_dormant_fraction`). It is the supervised rule with ``<=`` for ``<``; it is a
+  rule on how *often* a unit is active, never on how large its activation is, so a unit
+  with small but positive activations is not dormant.
 - ReDo's tau-dormant score, a different measure under its own name
   (:func:`tau_dormant_fraction`).
 - effective rank ``exp(H)``, stable rank (99% of the sum of singular values) and approximate
   rank (99% of the sum of squared singular values) of a feature matrix.
 - weight magnitude: mean absolute value over all entries of all parameters.
+
+An agent with more than one network (PPO's policy and value networks) reports each as a
+named :class:`Network`; :func:`measure` takes the first as the headline (the paper's Ant
+figures are the policy's) and reports the others under their name.
 
 Activations are ``(N, units)`` or ``(N, C, ...)`` (axis 1 is the unit axis, every other axis
 is averaged over). They may be torch tensors or numpy arrays (or anything ``np.asarray``
@@ -26,7 +34,9 @@ torch is never imported by this module itself: a torch tensor's own module is us
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +54,7 @@ __all__ = [
     "singular_values",
     "weight_magnitude",
     "feature_norm",
+    "Network",
     "measure",
 ]
 
@@ -96,8 +107,8 @@ def _unit_stats(a: Any) -> dict[str, np.ndarray]:
     """Per-unit statistics over inputs (and spatial positions): float64 numpy vectors.
 
     ``a`` has passed :func:`_activations`. ``active``: fraction of (input, position) pairs
-    with activation > 0 (exact counts); ``any``: active at least once; ``mean``: mean
-    activation; ``abs_mean``: mean |activation|.
+    with activation > 0 (exact counts); ``any``: active at least once; ``abs_mean``: mean
+    |activation|.
     """
     dims = tuple(d for d in range(a.ndim) if d != 1)
     count = math.prod(a.shape[d] for d in dims)
@@ -105,18 +116,14 @@ def _unit_stats(a: Any) -> dict[str, np.ndarray]:
         import torch
 
         positive = (a > 0).sum(dim=dims, dtype=torch.int64).cpu().numpy()
-        a64 = a.to(torch.float64)
-        mean = a64.mean(dim=dims).cpu().numpy()
-        abs_mean = a64.abs().mean(dim=dims).cpu().numpy()
+        abs_mean = a.to(torch.float64).abs().mean(dim=dims).cpu().numpy()
     else:
         positive = np.count_nonzero(a > 0, axis=dims)
-        mean = a.mean(axis=dims)
         abs_mean = np.abs(a).mean(axis=dims)
     positive = np.asarray(positive, dtype=np.int64)
     return {
         "active": positive / float(count),
         "any": positive > 0,
-        "mean": np.asarray(mean, dtype=np.float64),
         "abs_mean": np.asarray(abs_mean, dtype=np.float64),
     }
 
@@ -184,16 +191,17 @@ def dead_fraction(acts: Any) -> float:
 
 
 def rl_dormant_fraction(acts: Any, threshold: float = DORMANT_THRESHOLD) -> float:
-    """Fraction of units dormant by the RL definition: mean activation ``<= threshold``.
+    """Fraction of dormant units by the RL definition: active (``> 0``) on at most
+    ``threshold`` of the states.
 
-    The paper's Ant analysis averages the activation value (not the activity indicator)
-    over the agent's recent states; conv channels average over positions as well.
+    The paper's Ant analysis (``lop/rl/run_ppo.py``: ``(activity > 0).float().mean(dim=0)``
+    over the last 1,000 states; ``plots/fig4b.py``: ``<= 0.01``). With the default 1%, a
+    unit active on 10 of 1,000 states is dormant and one active on 11 is not, however small
+    its activations; conv channels count (input, position) pairs.
     """
-    t = float(threshold)
-    if not math.isfinite(t):
-        raise ValueError(f"threshold must be finite, got {threshold!r}.")
-    mean = _unit_stats(_activations(acts))["mean"]
-    return float(np.count_nonzero(mean <= t) / mean.size)
+    t = _check_threshold(threshold, "threshold")
+    active = _unit_stats(_activations(acts))["active"]
+    return float(np.count_nonzero(active <= t) / active.size)
 
 
 def tau_dormant_fraction(acts: Any, tau: float = 0.0) -> float:
@@ -331,6 +339,42 @@ def _feature_norm(a: Any) -> float:
 # the runner's per-probe summary
 
 
+_DORMANT_RULES = {
+    # definition -> is a unit of activity fraction `active` dormant at threshold `t`?
+    "supervised": lambda active, t: active < t,
+    "rl": lambda active, t: active <= t,
+}
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+_SCALARS = ("dormant_fraction", "dead_fraction", "effective_rank", "stable_rank",
+            "approximate_rank", "feature_norm", "weight_magnitude", "num_units")
+"""The scalar entries of :func:`measure` (a non-headline network's carry its name as prefix)."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """One named network of an agent, for diagnostics: its hidden activations on the probe
+    (``layers``, first hidden layer first, as ``agent.features`` returns them) and, to
+    measure its own weight magnitude, its parameters (``params``, or ``None``).
+
+    An agent with several networks returns a list of these from ``features(x)``, the
+    headline network first: PPO returns ``[Network("policy", ...), Network("value", ...)]``.
+    ``name`` is lower-case letters, digits and ``_``, starting with a letter.
+    """
+
+    name: str
+    layers: Sequence[Any]
+    params: Iterable[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"a network's name must be lower-case letters, digits and '_', starting with "
+                f"a letter, got {self.name!r}."
+            )
+
+
 def _layer_measures(
     acts: Any,
     threshold: float,
@@ -340,10 +384,7 @@ def _layer_measures(
     a = _activations(acts)
     stats = _unit_stats(a)
     units = int(stats["active"].size)
-    if definition == "supervised":
-        dormant = int(np.count_nonzero(stats["active"] < threshold))
-    else:
-        dormant = int(np.count_nonzero(stats["mean"] <= threshold))
+    dormant = int(np.count_nonzero(_DORMANT_RULES[definition](stats["active"], threshold)))
     dead = int(np.count_nonzero(~stats["any"]))
     out: dict[str, Any] = {
         "shape": [int(s) for s in a.shape],
@@ -363,63 +404,28 @@ def _layer_measures(
     return out, dormant, dead
 
 
-def measure(
-    features: Sequence[Any],
-    params: Iterable[Any] | None = None,
-    *,
-    threshold: float = DORMANT_THRESHOLD,
-    definition: str = "supervised",
-    layer_ranks: bool = True,
+def _network_measures(
+    features: Any,
+    params: Iterable[Any] | None,
+    threshold: float,
+    definition: str,
+    layer_ranks: bool,
+    where: str,
 ) -> dict[str, Any]:
-    """The per-probe diagnostics the runner records.
-
-    Args:
-        features: hidden activations of each hidden layer on the probe batch, first layer
-            first (``agent.features(x)``): ``(N, units)`` or conv ``(N, C, H, W)`` each.
-        params: the agent's parameters (``agent.parameters()``), or ``None``.
-        threshold: dormant threshold (1%: fraction of inputs for ``"supervised"``; mean
-            activation for ``"rl"``).
-        definition: ``"supervised"`` (:func:`dormant_fraction`, the paper's supervised
-            streams) or ``"rl"`` (:func:`rl_dormant_fraction`, the paper's Ant analysis).
-        layer_ranks: also compute the ranks of every layer, not only the last (singular
-            values of large flattened conv layers are costly; when ``False`` the per-layer
-            rank entries are ``None`` except for the last layer).
-
-    Returns:
-        A JSON-ready dict:
-
-        - ``dormant_fraction`` / ``dead_fraction``: over all hidden units of all layers
-          pooled (a conv channel is one unit);
-        - ``effective_rank`` (float), ``stable_rank`` and ``approximate_rank`` (ints), and
-          ``feature_norm``: of the last hidden layer's feature matrix (a conv last layer is
-          flattened to ``(N, C * H * W)``);
-        - ``weight_magnitude``: :func:`weight_magnitude` of ``params``, ``None`` without them;
-        - ``num_units``: hidden units in all;
-        - ``layers``: per layer, ``shape``, ``num_units``, ``dormant_fraction``,
-          ``dead_fraction``, ``effective_rank``, ``stable_rank``, ``approximate_rank``,
-          ``feature_norm``.
-
-    Raises:
-        ValueError: no layers, a layer of a wrong shape, empty, or NaN / inf values.
-    """
-    if definition not in ("supervised", "rl"):
-        raise ValueError(f"definition must be 'supervised' or 'rl', got {definition!r}.")
-    t = float(threshold)
-    if not math.isfinite(t) or (definition == "supervised" and t < 0):
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}.")
+    """:func:`measure`'s dict for one network's layers (``where`` names them in errors)."""
     if _is_torch(features) or isinstance(features, np.ndarray):
-        raise ValueError("features must be a list of per-layer activations, not one array.")
+        raise ValueError(f"{where} must be a list of per-layer activations, not one array.")
     layers_in = list(features)
     if not layers_in:
-        raise ValueError("features is empty: pass the activations of at least one layer.")
+        raise ValueError(f"{where} is empty: pass the activations of at least one layer.")
     layers: list[dict[str, Any]] = []
     units = dormant = dead = 0
     last = len(layers_in) - 1
     for i, acts in enumerate(layers_in):
         try:
-            info, d, z = _layer_measures(acts, t, definition, layer_ranks or i == last)
+            info, d, z = _layer_measures(acts, threshold, definition, layer_ranks or i == last)
         except ValueError as exc:
-            raise ValueError(f"features[{i}]: {exc}") from None
+            raise ValueError(f"{where}[{i}]: {exc}") from None
         layers.append(info)
         units += info["num_units"]
         dormant += d
@@ -436,3 +442,81 @@ def measure(
         "num_units": units,
         "layers": layers,
     }
+
+
+def measure(
+    features: Sequence[Any],
+    params: Iterable[Any] | None = None,
+    *,
+    threshold: float = DORMANT_THRESHOLD,
+    definition: str = "supervised",
+    layer_ranks: bool = True,
+) -> dict[str, Any]:
+    """The per-probe diagnostics the runner records.
+
+    Args:
+        features: hidden activations of each hidden layer on the probe batch, first layer
+            first (``agent.features(x)``): ``(N, units)`` or conv ``(N, C, H, W)`` each. Or,
+            for an agent with several networks, a list of :class:`Network`, the headline
+            network first.
+        params: the agent's parameters (``agent.parameters()``), or ``None``. With
+            :class:`Network` entries, the headline's weight magnitude is of its own
+            ``params`` when it has them, else of these.
+        threshold: the dormant threshold, a fraction of the probe inputs (1%).
+        definition: ``"supervised"`` (active on fewer than ``threshold`` of the inputs:
+            :func:`dormant_fraction`, the paper's supervised streams) or ``"rl"`` (active on
+            at most ``threshold``: :func:`rl_dormant_fraction`, the paper's Ant analysis).
+        layer_ranks: also compute the ranks of every layer, not only the last (singular
+            values of large flattened conv layers are costly; when ``False`` the per-layer
+            rank entries are ``None`` except for the last layer).
+
+    Returns:
+        A JSON-ready dict, of the headline network when there are several:
+
+        - ``dormant_fraction`` / ``dead_fraction``: over all hidden units of all layers
+          pooled (a conv channel is one unit);
+        - ``effective_rank`` (float), ``stable_rank`` and ``approximate_rank`` (ints), and
+          ``feature_norm``: of the last hidden layer's feature matrix (a conv last layer is
+          flattened to ``(N, C * H * W)``);
+        - ``weight_magnitude``: :func:`weight_magnitude` of ``params``, ``None`` without them;
+        - ``num_units``: hidden units in all;
+        - ``layers``: per layer, ``shape``, ``num_units``, ``dormant_fraction``,
+          ``dead_fraction``, ``effective_rank``, ``stable_rank``, ``approximate_rank``,
+          ``feature_norm``.
+
+        With :class:`Network` entries, also ``network`` (the headline's name), every other
+        network's scalar entries prefixed with its name (``value_dormant_fraction``,
+        ``value_effective_rank``, ...; its ``weight_magnitude`` is ``None`` without its
+        own ``params``), and ``networks``: each network's whole dict by name.
+
+    Raises:
+        ValueError: no layers, a layer of a wrong shape, empty, or NaN / inf values; a mix
+            of :class:`Network` entries and plain activations, or two networks of one name.
+    """
+    if definition not in _DORMANT_RULES:
+        raise ValueError(f"definition must be 'supervised' or 'rl', got {definition!r}.")
+    t = _check_threshold(threshold, "threshold")
+    if _is_torch(features) or isinstance(features, np.ndarray):
+        raise ValueError("features must be a list of per-layer activations, not one array.")
+    items = list(features)
+    networks = [f for f in items if isinstance(f, Network)]
+    if not networks:
+        return _network_measures(items, params, t, definition, layer_ranks, "features")
+    if len(networks) != len(items):
+        raise ValueError("features mixes Network entries and plain activations: pass one kind.")
+    names = [n.name for n in networks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two networks share a name: {names}.")
+    per_network = {}
+    for k, net in enumerate(networks):
+        own = net.params if net.params is not None else (params if k == 0 else None)
+        per_network[net.name] = _network_measures(
+            net.layers, own, t, definition, layer_ranks, f"features[{k}] ({net.name!r})"
+        )
+    headline = networks[0].name
+    out = dict(per_network[headline])
+    out["network"] = headline
+    for name in names[1:]:
+        out.update({f"{name}_{key}": per_network[name][key] for key in _SCALARS})
+    out["networks"] = per_network
+    return out

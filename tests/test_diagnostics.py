@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lop_bench.diagnostics import (
+    Network,
     approximate_rank,
     dead_fraction,
     dormant_fraction,
@@ -63,16 +64,34 @@ def test_dormant_conv_averages_batch_and_positions():
     assert dead_fraction(t) == pytest.approx(1 / 3)
 
 
-def test_rl_dormant_fraction():
-    acts = np.array(
-        [
-            [0.0, 0.02, 0.01, -1.0],
-            [0.0, 0.00, 0.01, 3.0],
-        ]
-    )  # unit means: 0, 0.01, 0.01, 1.0
-    assert rl_dormant_fraction(acts) == 0.75  # mean <= 0.01
-    assert rl_dormant_fraction(acts, threshold=0.0) == 0.25
-    assert rl_dormant_fraction(torch.tensor(acts)) == 0.75
+def _rl_acts() -> np.ndarray:
+    """1,000 states x 4 units, the paper's RL rule (active on at most 1% of the states):
+    unit 0 is active on 5 states (0.5%) with large values, dormant although its mean
+    activation is 0.5; unit 1 on 20 states (2%) with tiny values, not dormant although its
+    mean is 2e-8; unit 2 on exactly 10 (1%), dormant (``<=``); unit 3 on 11, not dormant."""
+    acts = np.full((1000, 4), -0.3)
+    acts[:5, 0] = 100.0
+    acts[100:120, 1] = 1e-6
+    acts[500:510, 2] = 1.0
+    acts[-11:, 3] = 1.0
+    return acts
+
+
+def test_rl_dormant_fraction_counts_active_states_not_activation_size():
+    acts = _rl_acts()
+    assert acts[:, 0].mean() > 0.01 and acts[:, 1].mean() < 0.01  # the old rule's inverse
+    assert rl_dormant_fraction(acts) == 0.5  # units 0 and 2
+    assert rl_dormant_fraction(torch.tensor(acts, dtype=torch.float32)) == 0.5
+    assert rl_dormant_fraction(acts[:, :2]) == 0.5  # the 0.5% unit is, the 2% unit is not
+    assert rl_dormant_fraction(acts[:, 1:2]) == 0.0
+    assert rl_dormant_fraction(acts, threshold=0.0) == 0.0  # every unit is active somewhere
+    assert rl_dormant_fraction(acts, threshold=0.02) == 1.0  # unit 1's 2% included
+    # the supervised rule (strictly fewer than 1%) differs only at exactly 1%: unit 2
+    assert dormant_fraction(acts) == 0.25
+    conv = np.zeros((10, 2, 10, 10))  # 1,000 (state, position) pairs per channel
+    conv[0, 0, 0, :5] = 1.0  # 0.5%: dormant
+    conv[:2, 1, 0, :] = 1e-6  # 2%: not dormant
+    assert rl_dormant_fraction(conv) == 0.5
 
 
 def test_tau_dormant_fraction():
@@ -249,11 +268,53 @@ def test_measure_conv_last_layer_flattened():
 def test_measure_options():
     acts = np.array([[0.005, 1.0], [0.005, 2.0]])
     assert measure([acts])["dormant_fraction"] == 0.0  # both active on all inputs
-    assert measure([acts], definition="rl")["dormant_fraction"] == 0.5  # mean 0.005 <= 0.01
+    assert measure([acts], definition="rl")["dormant_fraction"] == 0.0  # active on all
+    assert measure([_rl_acts()], definition="rl")["dormant_fraction"] == 0.5
+    assert measure([_rl_acts()])["dormant_fraction"] == 0.25
     out = measure([acts, acts], layer_ranks=False)
     assert out["layers"][0]["effective_rank"] is None
     assert out["layers"][1]["effective_rank"] is not None
     assert out["effective_rank"] == pytest.approx(effective_rank(acts))
+
+
+def test_measure_networks_headline_first_others_by_name():
+    policy = [_rl_acts(), _known_acts()]  # 4 + 4 units: 2 + 3 dormant (RL rule)
+    value = [np.ones((50, 3)), np.zeros((50, 5))]  # 8 units, 5 dead
+    pw, vw = [torch.full((2, 2), 0.5)], [torch.full((3,), -2.0)]
+    out = measure([Network("policy", policy, pw), Network("value", value, vw)],
+                  [torch.ones(7)], definition="rl", layer_ranks=False)
+    alone = measure(policy, pw, definition="rl", layer_ranks=False)
+    assert out["network"] == "policy"
+    for key in ("dormant_fraction", "dead_fraction", "effective_rank", "stable_rank",
+                "approximate_rank", "feature_norm", "weight_magnitude", "num_units", "layers"):
+        assert out[key] == alone[key], key
+    assert out["dormant_fraction"] == 5 / 8 and out["weight_magnitude"] == 0.5
+    assert out["value_dormant_fraction"] == pytest.approx(5 / 8)
+    assert out["value_dead_fraction"] == pytest.approx(5 / 8)
+    assert out["value_num_units"] == 8 and out["value_weight_magnitude"] == 2.0
+    assert out["value_effective_rank"] == pytest.approx(effective_rank(np.zeros((50, 5))))
+    assert set(out["networks"]) == {"policy", "value"}
+    assert out["networks"]["value"]["layers"][0]["num_units"] == 3
+    json.dumps(out)
+    # Without its own params the headline takes the agent's; another network has none.
+    out = measure([Network("policy", policy), Network("value", value)], [torch.ones(7)],
+                  definition="rl")
+    assert out["weight_magnitude"] == 1.0 and out["value_weight_magnitude"] is None
+
+
+def test_measure_networks_rejects():
+    acts = np.ones((3, 2))
+    with pytest.raises(ValueError, match="mixes"):
+        measure([Network("policy", [acts]), acts])
+    with pytest.raises(ValueError, match="share a name"):
+        measure([Network("a", [acts]), Network("a", [acts])])
+    with pytest.raises(ValueError, match="'value'.*NaN"):
+        measure([Network("policy", [acts]), Network("value", [np.full((3, 2), np.nan)])])
+    with pytest.raises(ValueError, match="empty"):
+        measure([Network("policy", [])])
+    for bad in ("", "Policy", "1net", "a-b", None):
+        with pytest.raises(ValueError, match="name"):
+            Network(bad, [acts])
 
 
 def test_measure_deterministic():

@@ -181,7 +181,8 @@ class ChangingFrictionAntEnv(ContinualStream):
     METRIC = "return"
     HIGHER_IS_BETTER = True
     DIAGNOSTICS_DEFINITION = "rl"
-    """Dormant units by the RL definition (mean activation <= 0.01 on the agent's probe)."""
+    """Dormant units by the RL definition: active (> 0) on at most 1% of the agent's probe
+    (its last 1,000 states), as the paper's Ant analysis counts them."""
 
     def __init__(self, tier: str = "cpu", render_mode: str | None = None, **overrides: Any):
         super().__init__(tier, **overrides)

@@ -206,12 +206,18 @@ def test_features_and_probe_for_diagnostics():
     p = a.probe()
     assert p.shape == (50, 27) and p.dtype == np.float32
     assert np.array_equal(p[-1], a._obs_np[(130 - 1) % 64])  # newest last
-    feats = a.features(p)
-    assert [f.shape for f in feats] == [(50, 16)] * 4
+    policy, value = a.features(p)
+    assert (policy.name, value.name) == ("policy", "value")
+    assert [f.shape for f in policy.layers + value.layers] == [(50, 16)] * 4
     value_h2 = torch.relu(a.value.layers[1](torch.relu(a.value.layers[0](torch.as_tensor(p)))))
-    torch.testing.assert_close(feats[1], value_h2)  # value net first, the policy's last layer last
-    m = measure(feats, a.parameters(), definition="rl", layer_ranks=False)
-    assert 0.0 <= m["dormant_fraction"] <= 1.0 and m["num_units"] == 64
+    torch.testing.assert_close(value.layers[1], value_h2)
+    assert all(q is r for q, r in zip(policy.params, a.policy.parameters(), strict=True))
+    m = measure([policy, value], a.parameters(), definition="rl", layer_ranks=False)
+    alone = measure(policy.layers, list(a.policy.parameters()), definition="rl", layer_ranks=False)
+    assert m["network"] == "policy" and m["num_units"] == 32 and m["value_num_units"] == 32
+    assert m["dormant_fraction"] == alone["dormant_fraction"]
+    assert m["effective_rank"] == alone["effective_rank"]  # the policy's last hidden layer
+    assert m["weight_magnitude"] == alone["weight_magnitude"]
 
 
 def test_state_dict_resumes_exactly():
