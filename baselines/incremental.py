@@ -91,6 +91,7 @@ __all__ = [
     "PRESETS",
     "learning_rate",
     "lr_milestone_epochs",
+    "resolve_memory_format",
     "IncrementalAgent",
     "make_backprop_agent",
     "make_shrink_perturb_agent",
@@ -147,10 +148,14 @@ class IncrementalConfig:
     """Kaiming re-initialization of the head at every new block (``head_resetting.json``)."""
     reset_network: bool = False
     """A fresh network and optimizer at every new block (``retrained_network.json``)."""
-    channels_last: bool = True
-    """Keep conv weights and inputs in torch's ``channels_last`` memory layout (lop-bench's
-    choice: about 25% faster training on one CPU thread at width 1/8; the same network, its
-    results differ from the default layout's by float rounding only)."""
+    channels_last: bool | None = None
+    """Memory layout of the conv weights and inputs (lop-bench's choice; the same network
+    either way, results differ by float rounding only). ``None``: torch's ``channels_last``
+    on CUDA, where it is faster, and the default contiguous layout on every other device;
+    ``False``: contiguous everywhere; ``True``: channels-last, accepted on CUDA only. On CPU
+    the channels-last convolution backward of oneDNN (torch's CPU convolutions) corrupts the
+    heap on AVX2 CPUs at narrow widths (an abort at width 1/16 on one thread), so it is
+    never used there (:func:`resolve_memory_format`)."""
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
@@ -186,6 +191,34 @@ class IncrementalConfig:
             raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
         check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
         check_choice("utility", self.utility, UTILITIES)
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise InvalidConfigError(
+                f"channels_last must be true, false or null (channels-last on CUDA only), got "
+                f"{self.channels_last!r}."
+            )
+
+
+def resolve_memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
+    """The memory layout of the network's conv weights and inputs on ``device``.
+
+    ``None`` picks ``torch.channels_last`` on CUDA and ``torch.contiguous_format`` elsewhere;
+    ``False`` always the contiguous layout. ``True`` is refused off CUDA with
+    :class:`~lop_bench.errors.InvalidConfigError`: on CPU, oneDNN's channels-last
+    convolution backward (``brgemm`` 1x1 kernels chosen on AVX2 CPUs) corrupts the heap at
+    the narrow widths of the tests (width 1/16: 4 stem channels), which aborts the process
+    or, worse, silently corrupts a run. The contiguous layout takes other kernels and is
+    what the CPU path runs everywhere (``tests/test_native_safety.py`` checks it under
+    every x86 instruction-set level in a child process).
+    """
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    elif channels_last and device.type != "cuda":
+        raise InvalidConfigError(
+            f"channels_last=True is accepted on CUDA only, not on {device.type!r}: oneDNN's "
+            "channels-last CPU convolutions corrupt the heap on AVX2 CPUs. Leave channels_last "
+            "unset (channels-last on CUDA, contiguous elsewhere) or set it to false."
+        )
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 _CPU_WIDTH = 0.125
@@ -289,7 +322,8 @@ class IncrementalAgent:
 
     Attributes: ``cfg`` (the frozen :class:`IncrementalConfig`, ``epochs_per_block``
     resolved), ``preset``, ``hparams`` (the config as a dict), ``net``
-    (:class:`~baselines.resnet.ResNet18`), ``optimizer`` (``torch.optim.SGD``),
+    (:class:`~baselines.resnet.ResNet18`), ``memory_format`` (its layout on the agent's
+    device, :func:`resolve_memory_format`), ``optimizer`` (``torch.optim.SGD``),
     ``generators`` (purpose -> ``torch.Generator``), ``gnt``
     (:class:`~baselines.resnet.ResidualGenerateAndTest` or ``None``), ``best_accuracy``
     (the block's best validation accuracy so far, or ``None``), ``last_loss``.
@@ -313,15 +347,15 @@ class IncrementalAgent:
         self.preset = preset
         self.hparams = config_to_dict(cfg)
         self.device = torch.device(device)
+        self.memory_format = resolve_memory_format(cfg.channels_last, self.device)
         self._batch, channels, num_classes = _check_spaces(observation_space, action_space)
         self.generators = _torch_generators(check_seed(seed), self.device)
         self.net = ResNet18(
             num_classes, cfg.width, generator=self.generators["init"], device=self.device,
             in_channels=channels,
         )
-        if cfg.channels_last:
+        if self.memory_format is torch.channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self._memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self._milestones = lr_milestone_epochs(cfg)
         self.optimizer = self._make_optimizer()
         self.gnt: ResidualGenerateAndTest | None = None
@@ -379,7 +413,7 @@ class IncrementalAgent:
         x = torch.as_tensor(obs, device=self.device)
         if x.dtype != torch.float32:
             x = x.float()
-        return x.contiguous(memory_format=self._memory_format) if x.dim() == 4 else x
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def act(self, obs: Any, info: dict) -> np.ndarray:
         """Predict a class among ``info["active_classes"]`` for every image of ``obs``."""

@@ -611,12 +611,32 @@ def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path
     assert len(full["per_task"]) == 2 and len(full["val_metrics"]) == 4
 
 
-def test_memory_layout_changes_speed_not_the_network():
+def test_cpu_runs_the_contiguous_layout_and_refuses_channels_last():
     env = FakeIncrementalStream(blocks=1, epochs=1)
-    fast, plain = _agent(env), _agent(env, channels_last=False)
+    for agent in (_agent(env), _agent(env, channels_last=False)):
+        assert agent.memory_format == torch.contiguous_format
+        assert all(p.is_contiguous() for p in agent.parameters())
+        assert not agent.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert _agent(env).hparams["channels_last"] is None  # the request, not the device's choice
+    with pytest.raises(InvalidConfigError, match="CUDA only.*AVX2"):
+        _agent(env, channels_last=True)
+    with pytest.raises(InvalidConfigError, match="channels_last must be true, false or null"):
+        _agent(env, channels_last="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_runs_channels_last_the_same_network():
+    env = FakeIncrementalStream(blocks=1, epochs=1)
+
+    def build(**hp):
+        return FACTORIES["backprop"](env.spec, env.observation_space, env.action_space, 0,
+                                     "cuda", **{**SMALL, **hp})
+
+    fast, plain = build(), build(channels_last=False)
+    assert fast.memory_format == build(channels_last=True).memory_format == torch.channels_last
     assert fast.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert plain.net.conv1.weight.is_contiguous()
+    assert plain.net.conv1.weight.is_contiguous() and plain.memory_format == torch.contiguous_format
     assert _same(_tensors(fast), [t.contiguous() for t in _tensors(plain)])  # same init
     x = np.random.default_rng(0).normal(size=(5, 3, 8, 8)).astype(np.float32)
-    for a, b in zip(fast.features(x), plain.features(x)):
+    for a, b in zip(fast.features(x), plain.features(x), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
