@@ -1,26 +1,33 @@
 """Continual backprop: backprop plus generate-and-test (Dohare et al., Nature 2024).
 
-After every optimizer step, for every hidden layer:
+After every optimizer step, in two passes over the hidden layers (as the public code's
+``gnt.py``: every layer is scored before any layer changes, so a replacement in layer
+``l`` never alters the weights that layer ``l + 1`` is scored with):
 
-1. *Test.* Each unit's age grows by one; its running mean activation ``f`` and its
-   utility ``u`` are exponential averages with decay ``eta`` (0.99), both bias-corrected
-   like Adam's moments by ``1 - eta ** age``. The default utility is the paper's
-   "adaptable contribution"::
+1. *Test*, every layer. Each unit's age grows by one; its running mean activation ``f``
+   and its utility ``u`` are exponential averages with decay ``eta`` (0.99), both
+   bias-corrected like Adam's moments by ``1 - eta ** age``. The default utility is the
+   paper's "adaptable contribution"::
 
        mean |outgoing weights| * mean over the batch |h - f_hat| / mean |incoming weights|
 
    (``"contribution"``, ``mean |outgoing weights| * mean |h|``, is the option the image
-   experiments use).
-2. *Generate.* Units older than ``maturity_threshold`` are eligible. Each step adds
-   ``replacement_rate * (number eligible)`` to a per-layer accumulator; the integer part
-   is the number of units replaced now (the lowest bias-corrected utilities among the
-   eligible), the fraction is kept for later steps (deterministic, no coin flip).
-   A replaced unit gets fresh incoming weights (the network's init distribution, from
-   the agent's generator), incoming bias 0 and outgoing weights 0, and its optimizer
-   state, utility, mean activation and age are reset to 0. Before anything is zeroed,
-   its mean contribution ``outgoing weights * f_hat`` moves into the next layer's bias,
-   so the output changes only by the removed unit's deviation from its mean
-   (DESIGN.md section 5).
+   experiments use). Units older than ``maturity_threshold`` are eligible; the layer's
+   count due is drawn (below) and that many eligible units of lowest bias-corrected
+   utility are chosen.
+2. *Generate*, every layer with units chosen. A replaced unit gets fresh incoming weights
+   (the network's init distribution, from the agent's generator), incoming bias 0 and
+   outgoing weights 0, and its optimizer state, utility, mean activation and age are reset
+   to 0. Before anything is zeroed, its mean contribution ``outgoing weights * f_hat``
+   moves into the next layer's bias, so the output changes only by the removed unit's
+   deviation from its mean (DESIGN.md section 5).
+
+The count due is ``replacement_rate * (number eligible)`` per step in expectation, by one
+of the public code's two rules (``accumulate``): the fraction carried over to later steps
+(deterministic; ``gnt.py``'s ``accumulate=True``, its permuted-MNIST runs), or
+``gnt.py``'s default ``accumulate=False`` (its regression and Ant runs): when the expected
+count is below 1, one unit with that probability (a coin flip from the agent's generator),
+else its integer part.
 
 Differences from the paper's code (``lop/algos/gnt.py``), which are bugs there:
 the configured maturity threshold is honoured (the code silently used 10); the bias
@@ -81,6 +88,7 @@ from baselines.backprop import (
     BackpropConfig,
     build_agent,
 )
+from baselines.vectorized import coin_flip
 from lop_bench.config import check_choice, check_positive, check_range
 from lop_bench.errors import InvalidConfigError
 
@@ -111,6 +119,12 @@ class ContinualBackpropConfig(BackpropConfig):
     utility: str = "adaptable_contribution"
     """``"adaptable_contribution"`` (the regression and MNIST-width experiments) or
     ``"contribution"`` (the image experiments)."""
+    accumulate: bool = True
+    """The count of units due per layer and step, ``replacement_rate * eligible`` in
+    expectation either way. True: the fraction carries over, deterministic (``gnt.py``'s
+    ``accumulate=True``: the public permuted-MNIST runs, ``online_expr.py``). False:
+    ``gnt.py``'s default (its regression and Ant runs, ``expr.py``, ``rl/ppo.py``): below
+    1, one unit with that probability (a coin flip), else the integer part."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,14 +134,20 @@ class ContinualBackpropConfig(BackpropConfig):
             raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
         check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
         check_choice("utility", self.utility, UTILITIES)
+        if not isinstance(self.accumulate, bool):
+            raise InvalidConfigError(f"accumulate must be True or False, got {self.accumulate!r}.")
 
 
 PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
     # Slowly-changing regression: backprop's preset (SGD lr 0.01, 20 -> 5 -> 1 ReLU) with
-    # replacement rate 1e-4, decay 0.99, maturity 100, adaptable contribution (PROTOCOLS.md).
-    (REGRESSION, "*"): ContinualBackpropConfig(),
+    # replacement rate 1e-4, decay 0.99, maturity 100, adaptable contribution (PROTOCOLS.md;
+    # cfg/sgd/cbp/relu.json). The count rule of the public runs (expr.py leaves gnt.py's
+    # accumulate=False): a coin flip when the expected count is below 1, here always (at
+    # most 5 eligible units x 1e-4).
+    (REGRESSION, "*"): ContinualBackpropConfig(accumulate=False),
     # Online permuted MNIST: lr 0.003, replacement rate 1e-6, maturity 100, contribution
-    # utility (PROTOCOLS.md).
+    # utility (PROTOCOLS.md); the fraction of the count carries over, as the public runs
+    # (online_expr.py: accumulate=True).
     (PERMUTED_MNIST, "*"): ContinualBackpropConfig(
         lr=0.003, hidden=(2000, 2000, 2000), replacement_rate=1e-6, utility="contribution"
     ),
@@ -138,13 +158,14 @@ PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
     (PERMUTED_MNIST, "smoke"): ContinualBackpropConfig(
         lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
     ),
-    # Continual ImageNet, every tier: backprop's ConvNet preset (SGD lr 0.01, momentum 0.9,
-    # head zeroed at every task) with replacement rate 3e-4, maturity 100, decay 0.99
-    # (PROTOCOLS.md; public config lop/imagenet/cfg/cbp.json: step_size 0.01, momentum 0.9,
-    # replacement_rate 3e-4, maturity_threshold 100, decay_rate 0.99). Utility: the paper's
-    # text defines CBP by the contribution utility (Methods, eq. 1), the default of
-    # lop/imagenet/single_expr.py and of cbp2.json; cbp.json sets "adaptable_contribution"
-    # (--hp utility=adaptable_contribution for that variant).
+    # Continual ImageNet, every tier: the run behind the paper's continual-backprop curve
+    # (lop/imagenet/all_plot.py plots cfg/cbp.json): backprop's ConvNet preset (SGD lr
+    # 0.01, momentum 0.9, head zeroed at every task) with utility "adaptable_contribution",
+    # replacement rate 3e-4, maturity 100, decay 0.99. The paper's text defines continual
+    # backprop by the contribution utility (Methods, eq. 1): --hp utility=contribution
+    # (cfg/cbp2.json, not plotted, runs it with decay 0 on another implementation). The
+    # fraction of the count carries over (convGnT.py accumulates; it counts rate x all
+    # units of a layer, where lop-bench counts rate x eligible units, as gnt.py).
     (CONTINUAL_IMAGENET, "*"): ContinualBackpropConfig(
         lr=0.01,
         momentum=0.9,
@@ -154,7 +175,7 @@ PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
         replacement_rate=3e-4,
         decay_rate=0.99,
         maturity_threshold=100,
-        utility="contribution",
+        utility="adaptable_contribution",
     ),
 }
 
@@ -183,13 +204,16 @@ class UnitStatistics:
 
     Per layer: ``utility``, ``mean_act``, ``age`` and ``bias_correction`` (``1 - eta **
     age``), tensors on the layer's device; ``accumulated`` (the fractional replacement
-    count carried over) and ``num_replaced``. Subclasses set ``step_count`` and
-    ``maturity_threshold``, then call :meth:`_init_statistics`.
+    count carried over) and ``num_replaced``. Subclasses set ``step_count``,
+    ``maturity_threshold``, ``replacement_rate``, ``accumulate`` and ``generator`` (the
+    coin flips of ``accumulate=False``), then call :meth:`_init_statistics`.
     """
 
     step_count: int
     maturity_threshold: int
     replacement_rate: float
+    accumulate: bool
+    generator: torch.Generator
 
     def _init_statistics(self, weights: list[torch.Tensor]) -> None:
         """Zero statistics for layers whose incoming weights are ``weights`` (units = rows)."""
@@ -212,19 +236,46 @@ class UnitStatistics:
         self._next_recount: list[float] = [float(self.maturity_threshold + 1)] * num
 
     def _num_due(self, i: int) -> int:
-        """How many units of layer ``i`` to replace now: the accumulator gains
-        ``replacement_rate * eligible`` a step, its integer part is due (at most the eligible
-        count) and the fraction carries over."""
+        """How many units of layer ``i`` to replace now (at most the eligible count), with
+        ``n = replacement_rate * eligible``: with ``accumulate`` an accumulator gains ``n``
+        a step, its integer part is due and the fraction carries over; without, one unit
+        with probability ``n`` when ``n < 1`` (a draw from ``generator``), else ``int(n)``
+        (the public code's ``gnt.py``, ``accumulate=False``)."""
         if self.replacement_rate == 0.0:
             return 0
         if self.step_count >= self._next_recount[i]:
             self._recount(i)
         if self._num_mature[i] == 0:
             return 0
-        acc = self.accumulated[i] + self.replacement_rate * self._num_mature[i]
-        k = int(acc)
-        self.accumulated[i] = acc - k
+        n = self.replacement_rate * self._num_mature[i]
+        if self.accumulate:
+            acc = self.accumulated[i] + n
+            k = int(acc)
+            self.accumulated[i] = acc - k
+        elif n < 1.0:
+            k = int(coin_flip(self.generator) <= n)
+        else:
+            k = int(n)
         return min(k, self._num_mature[i])
+
+    def _lowest(self, i: int, k: int) -> torch.Tensor:
+        """The ``k`` eligible units of layer ``i`` of lowest bias-corrected utility, sorted."""
+        # nan_to_num also maps +inf to the largest float: only immature units score inf,
+        # so the k (<= number eligible) lowest are all eligible.
+        score = torch.nan_to_num(self.utility[i] / self.bias_correction[i], nan=0.0)
+        score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
+        # Sorted, as torch.unique would give them, without unique's device sync.
+        return torch.topk(score, k, largest=False).indices.sort().values
+
+    def _count_replaced(self, i: int, k: int) -> None:
+        """Bookkeeping after ``k`` eligible units of layer ``i`` became age 0."""
+        # The eligible count follows without reading the ages back from the device: they
+        # are eligible again mt + 1 steps from now.
+        self.num_replaced[i] += k
+        self._num_mature[i] -= k
+        self._next_recount[i] = min(
+            self._next_recount[i], float(self.step_count + self.maturity_threshold + 1)
+        )
 
     def _recount(self, i: int) -> None:
         """Count the eligible units of layer ``i`` and when the next one matures."""
@@ -273,7 +324,8 @@ class GenerateAndTest(UnitStatistics):
     Layers are ``nn.Linear`` or ``nn.Conv2d`` (a unit is an output channel); a next layer
     is a conv reading the channels, or a linear layer reading the units (or, after a
     conv, the channels flattened channel-major: ``in_features`` a multiple of the channels).
-    ``init_bounds[i]`` is the bound of the uniform init of ``pairs[i][0]``'s weights.
+    ``init_bounds[i]`` is the bound of the uniform init of ``pairs[i][0]``'s weights;
+    ``accumulate`` chooses the count rule (:meth:`UnitStatistics._num_due`).
     State per layer: ``utility``, ``mean_act``, ``age`` (tensors on the layer's device),
     ``accumulated`` (the fractional replacement count carried over) and ``num_replaced``.
     """
@@ -289,6 +341,7 @@ class GenerateAndTest(UnitStatistics):
         decay_rate: float,
         maturity_threshold: int,
         utility: str = "adaptable_contribution",
+        accumulate: bool = True,
     ) -> None:
         if len(init_bounds) != len(pairs):
             raise ValueError("one init bound per (layer, next_layer) pair is needed.")
@@ -301,6 +354,7 @@ class GenerateAndTest(UnitStatistics):
         self.decay_rate = float(decay_rate)
         self.maturity_threshold = int(maturity_threshold)
         self.utility_type = utility
+        self.accumulate = bool(accumulate)
         self.step_count = 0
         # Per pair: whether the next layer is a conv, and how many of a linear next layer's
         # inputs belong to one unit (1, or H * W positions of a flattened channel).
@@ -327,15 +381,17 @@ class GenerateAndTest(UnitStatistics):
     # -- the per-step update -------------------------------------------------------------
     @torch.no_grad()
     def step(self, features: list[torch.Tensor]) -> None:
-        """Update ages, mean activations and utilities, then replace the units due.
+        """Score every layer, then replace the units due in every layer.
 
         ``features[i]``: the activations (batch, units) of ``pairs[i][0]`` in the forward
         pass of the step just taken, or (batch, channels, height, width) for a conv layer
         (after its max-pool, as the next layer reads them); the weights are those after
-        the step.
+        the step. All layers' ages, mean activations and utilities are updated and their
+        units due chosen before any unit is replaced (the public code's ``gnt.py``).
         """
         self.step_count += 1
         adaptable = self.utility_type == "adaptable_contribution"
+        due = []
         for i, ((layer, nxt), h) in enumerate(zip(self.pairs, features, strict=True)):
             h = h.detach()
             if h.dim() != 2:
@@ -344,7 +400,10 @@ class GenerateAndTest(UnitStatistics):
                 self._update_units(i, layer, nxt, h, adaptable)
             k = self._num_due(i)
             if k:
-                self._replace_lowest(i, k, self.bias_correction[i])
+                due.append((i, self._lowest(i, k)))
+        for i, idx in due:
+            self._replace(i, idx)
+            self._count_replaced(i, idx.numel())
 
     def _update_units(
         self, i: int, layer: nn.Module, nxt: nn.Module, h: torch.Tensor, adaptable: bool
@@ -401,29 +460,13 @@ class GenerateAndTest(UnitStatistics):
         w_out = self.pairs[i][1].weight
         return w_out.view(w_out.shape[0], self.pairs[i][0].weight.shape[0], self._group[i])
 
-    def _replace_lowest(self, i: int, k: int, bias_correction: torch.Tensor) -> None:
-        """Replace the ``k`` eligible units of layer ``i`` with the lowest utility."""
-        # nan_to_num also maps +inf to the largest float: only immature units score inf,
-        # so the k (<= number eligible) lowest are all eligible.
-        score = torch.nan_to_num(self.utility[i] / bias_correction, nan=0.0)
-        score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
-        # Sorted, as torch.unique would give them, without unique's device sync.
-        self._replace(i, torch.topk(score, k, largest=False).indices.sort().values)
-        # The eligible count follows without reading the ages back from the device: k
-        # eligible units became age 0, and they are eligible again mt + 1 steps from now.
-        self.num_replaced[i] += k
-        self._num_mature[i] -= k
-        self._next_recount[i] = min(
-            self._next_recount[i], float(self.step_count + self.maturity_threshold + 1)
-        )
-
     # -- replacement -------------------------------------------------------------------
     @torch.no_grad()
     def replace(self, layer_index: int, indices: Any) -> None:
         """Replace units ``indices`` of hidden layer ``layer_index`` by fresh ones.
 
-        Public so that tests and users can force a replacement; :meth:`step` calls it with
-        the lowest-utility eligible units.
+        Public so that tests and users can force a replacement (:meth:`step` replaces the
+        lowest-utility eligible units).
         """
         w_in = self.pairs[layer_index][0].weight
         idx = torch.unique(
@@ -498,6 +541,7 @@ class ContinualBackpropAgent(BackpropAgent):
             decay_rate=cfg.decay_rate,
             maturity_threshold=cfg.maturity_threshold,
             utility=cfg.utility,
+            accumulate=cfg.accumulate,
         )
 
     def _after_step(self, feats: list[torch.Tensor]) -> None:

@@ -31,7 +31,7 @@ from baselines.nets import kaiming_uniform_bound
 from lop_bench.errors import VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
-__all__ = ["VectorMLPAgent", "build_vectorized", "noise_chunk_size"]
+__all__ = ["VectorMLPAgent", "build_vectorized", "noise_chunk_size", "coin_flip"]
 
 _NOISE_CHUNK_ELEMENTS = 1 << 20
 
@@ -39,6 +39,12 @@ _NOISE_CHUNK_ELEMENTS = 1 << 20
 def noise_chunk_size(num_params: int) -> int:
     """Steps of shrink-and-perturb noise drawn at once (same rule single and vectorized)."""
     return max(1, min(1024, _NOISE_CHUNK_ELEMENTS // max(1, num_params)))
+
+
+def coin_flip(generator: torch.Generator) -> float:
+    """One uniform draw in ``[0, 1)`` from ``generator`` (on its device): the coin of
+    generate-and-test's ``accumulate=False`` (same rule single and vectorized)."""
+    return float(torch.rand(1, generator=generator, device=generator.device))
 
 
 def build_vectorized(cfg: Any, observation_space: Any, action_space: Any,
@@ -49,7 +55,8 @@ def build_vectorized(cfg: Any, observation_space: Any, action_space: Any,
     gnt = None
     if hasattr(cfg, "replacement_rate"):
         gnt = dict(replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
-                   maturity_threshold=cfg.maturity_threshold, utility=cfg.utility)
+                   maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
+                   accumulate=cfg.accumulate)
     return VectorMLPAgent(cfg, observation_space, action_space, seeds, device, preset,
                           noise_std=getattr(cfg, "noise_std", 0.0), gnt=gnt)
 
@@ -261,15 +268,18 @@ class VectorMLPAgent:
 
 class _VectorGnT:
     """Generate-and-test for N batched MLPs: :class:`~baselines.continual_backprop.GenerateAndTest`
-    seed by seed, in batched operations."""
+    seed by seed, in batched operations: every layer is scored, then the units due are
+    replaced; the count rule (``accumulate``) and the draws from each seed's generator (its
+    coin flips, then its fresh units, layer by layer) are the single agent's."""
 
     def __init__(self, agent: VectorMLPAgent, *, replacement_rate: float, decay_rate: float,
-                 maturity_threshold: int, utility: str) -> None:
+                 maturity_threshold: int, utility: str, accumulate: bool = True) -> None:
         self.agent = agent
         self.replacement_rate = float(replacement_rate)
         self.eta = float(decay_rate)
         self.maturity = int(maturity_threshold)
         self.adaptable = utility == "adaptable_contribution"
+        self.accumulate = bool(accumulate)
         n = agent.num_envs
         self.step_count = 0
         hidden = [W.shape[1] for W in agent.W[:-1]]
@@ -293,41 +303,63 @@ class _VectorGnT:
 
     def step(self, features: list[torch.Tensor]) -> None:
         self.step_count += 1
-        eta = self.eta
-        agent = self.agent
+        due = []
         for i, h in enumerate(features):
-            W_in, W_out = agent.W[i], agent.W[i + 1]
-            single = h.shape[1] == 1
-            h_mean = h[:, 0] if single else h.mean(1)
-            bc = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
-            mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
-            out_mag = W_out.abs().mean(1)
-            if self.adaptable:
-                if single:
-                    deviation = (h_mean - mean_act / bc).abs_()
-                else:
-                    deviation = (h - (mean_act / bc).unsqueeze(1)).abs_().mean(1)
-                new_util = out_mag.mul_(deviation).div_(W_in.abs().mean(2))
-            else:
-                new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(1))
-            self.utility[i].lerp_(new_util, 1.0 - eta)
+            self._update(i, h)
             if self.replacement_rate == 0.0:
                 continue
             if self.step_count >= self._next_recount[i]:
                 self._recount(i)
-            acc = self.accumulated[i] + self._due_rate[i]
-            self.accumulated[i] = acc
-            if acc.max() < 1.0:  # nothing due in any seed (the common case)
+            k = self._num_due(i)
+            if k is None:  # nothing due in any seed (the common case)
                 continue
-            k = acc.astype(np.int64)
-            self.accumulated[i] = acc - k
             mature = self.ages(i) > self.maturity
             num_mature = mature.sum(1)
             for s in np.flatnonzero(k).tolist():
                 kk = min(int(k[s]), int(num_mature[s]))
                 if kk:
-                    self._replace_lowest(i, s, kk, mature[s])
+                    due.append((i, s, self._lowest(i, s, kk, mature[s])))
+        for i, s, idx in due:
+            self.replace(i, s, idx)
+        for i in sorted({i for i, _, _ in due}):
             self._recount(i)
+
+    def _update(self, i: int, h: torch.Tensor) -> None:
+        """Mean activations and utilities of layer ``i`` from its activations (N, batch, units)."""
+        eta = self.eta
+        agent = self.agent
+        W_in, W_out = agent.W[i], agent.W[i + 1]
+        single = h.shape[1] == 1
+        h_mean = h[:, 0] if single else h.mean(1)
+        bc = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
+        mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
+        out_mag = W_out.abs().mean(1)
+        if self.adaptable:
+            if single:
+                deviation = (h_mean - mean_act / bc).abs_()
+            else:
+                deviation = (h - (mean_act / bc).unsqueeze(1)).abs_().mean(1)
+            new_util = out_mag.mul_(deviation).div_(W_in.abs().mean(2))
+        else:
+            new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(1))
+        self.utility[i].lerp_(new_util, 1.0 - eta)
+
+    def _num_due(self, i: int) -> np.ndarray | None:
+        """Units due per seed in layer ``i`` (before the cap at the eligible count), or None
+        when none is due in any seed: the single agent's rule, seed by seed."""
+        rate = self._due_rate[i]
+        if self.accumulate:
+            acc = self.accumulated[i] + rate
+            self.accumulated[i] = acc
+            if acc.max() < 1.0:
+                return None
+            k = acc.astype(np.int64)
+            self.accumulated[i] = acc - k
+            return k
+        k = rate.astype(np.int64)  # int(n) where n >= 1
+        for s in np.flatnonzero((rate > 0.0) & (rate < 1.0)).tolist():
+            k[s] = int(coin_flip(self.agent.generators[s]) <= rate[s])
+        return k if k.any() else None
 
     def _recount(self, i: int) -> None:
         """Eligible units per seed of layer ``i``, and the step at which the next one matures."""
@@ -338,10 +370,10 @@ class _VectorGnT:
         self._next_recount[i] = (self.step_count + self.maturity + 1 - int(young.max())
                                  if young.size else np.iinfo(np.int64).max)
 
-    def _replace_lowest(self, i: int, s: int, k: int, mature: np.ndarray) -> None:
+    def _lowest(self, i: int, s: int, k: int, mature: np.ndarray) -> torch.Tensor:
         score = torch.nan_to_num(self.utility[i][s] / self.bias_correction[i][s], nan=0.0)
         score = score.masked_fill(~torch.from_numpy(mature).to(score.device), math.inf)
-        self.replace(i, s, torch.topk(score, k, largest=False).indices)
+        return torch.topk(score, k, largest=False).indices
 
     def replace(self, i: int, s: int, indices: Any) -> None:
         """Replace units ``indices`` of hidden layer ``i`` of seed ``s`` by fresh ones."""

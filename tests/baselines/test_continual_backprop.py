@@ -154,11 +154,89 @@ def test_output_changes_only_by_the_removed_units_deviation():
 
 def test_fractional_accumulation_replaces_floor_of_the_sum():
     rate, steps, units = 1 / 64, 1000, 5
-    agent = _agent(replacement_rate=rate, maturity_threshold=0, hidden=(units,))
+    agent = _agent(replacement_rate=rate, maturity_threshold=0, hidden=(units,), accumulate=True)
     train(agent, *data(steps))
     expected = steps * units * rate  # every unit is eligible at every step (age >= 1)
     assert agent.gnt.num_replaced == [math.floor(expected)]
     assert agent.gnt.accumulated[0] == pytest.approx(expected - math.floor(expected))
+
+
+def test_coin_flip_count_below_one_unit_and_integer_part_above():
+    """gnt.py's accumulate=False: n = rate * eligible; n < 1: one unit with probability n
+    (a draw from the agent's generator), else int(n) with the fraction dropped."""
+    rate, steps, units = 1 / 64, 2000, 5  # n = 5/64 a step
+    agent = _agent(replacement_rate=rate, maturity_threshold=0, hidden=(units,), accumulate=False)
+    x, y = data(steps)
+    counts = []
+    for xi, yi in zip(x, y, strict=True):
+        before = agent.gnt.num_replaced[0]
+        train(agent, xi[None], yi[None])
+        counts.append(agent.gnt.num_replaced[0] - before)
+    assert set(counts) == {0, 1}
+    mean, sd = steps * units * rate, math.sqrt(steps * units * rate * (1 - units * rate))
+    assert abs(sum(counts) - mean) < 4 * sd  # 156 +- 48
+    assert agent.gnt.accumulated == [0.0]
+    again = _agent(replacement_rate=rate, maturity_threshold=0, hidden=(units,), accumulate=False)
+    train(again, x, y)
+    assert again.gnt.num_replaced == agent.gnt.num_replaced  # the coins come from the seed
+    big = _agent(replacement_rate=0.5, maturity_threshold=0, hidden=(units,), accumulate=False)
+    train(big, *data(10))  # n = 2.5: two units every step, the half dropped
+    assert big.gnt.num_replaced == [20] and big.gnt.accumulated == [0.0]
+
+
+def test_presets_count_rule_is_the_public_runs():
+    from baselines.continual_backprop import PRESETS
+
+    assert make(continual_backprop).cfg.accumulate is False  # regression: expr.py, gnt.py
+    assert PRESETS["lop/PermutedMNIST-v0", "*"].accumulate is True  # online_expr.py
+    assert PRESETS["lop/ContinualImageNet-v0", "*"].accumulate is True  # convGnT.py
+
+
+def _two_layer_gnt(w1_rows):
+    """Generate-and-test over 2 -> 3 -> 3 -> 1 linear layers with decay 0 (a utility is
+    this step's), maturity 0 and rate 1/3 (one unit due per layer and step)."""
+    l0, l1, l2 = torch.nn.Linear(2, 3), torch.nn.Linear(3, len(w1_rows)), torch.nn.Linear(len(w1_rows), 1)
+    with torch.no_grad():
+        l0.weight.fill_(1.0)
+        l1.weight.copy_(torch.tensor(w1_rows))
+        l2.weight.copy_(torch.tensor([[1.0, 1.0, 2.0][: len(w1_rows)]]))
+    layers = [l0, l1, l2]
+    opt = torch.optim.SGD([p for m in layers for p in m.parameters()], lr=0.1)
+    pairs = [(l0, l1), (l1, l2)]
+    gnt = continual_backprop.GenerateAndTest(
+        pairs, [0.5, 0.5], opt, torch.Generator().manual_seed(0), replacement_rate=1 / 3,
+        decay_rate=0.0, maturity_threshold=0, utility="adaptable_contribution",
+    )
+    return gnt, layers
+
+
+def test_every_layer_is_scored_before_any_unit_is_replaced():
+    """The order of gnt.py changes which unit of the second layer is replaced.
+
+    Layer 0: unit 0's activation is constant (utility 0), so it is replaced, which zeroes
+    column 0 of layer 1's weights. Layer 1 (each unit's deviation 1; outgoing weights
+    1, 1, 2): with the weights it was trained to, unit 0's mean |incoming weight| is 3.4,
+    its utility 1 / 3.4 = 0.29 the lowest (then 1 and 2): unit 0 is replaced. Scored after
+    layer 0's replacement, unit 0's incoming mean would be 0.2 / 3 (utility 15) and unit 1
+    (utility 1.5; unit 2: 3) would go instead.
+    """
+    w1 = [[10.0, 0.1, 0.1], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    h0 = torch.tensor([[1.0, 0.0, 0.0], [1.0, 2.0, 2.0]])  # unit 0 constant
+    h1 = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]])
+    gnt, layers = _two_layer_gnt(w1)
+    gnt.step([h0, h1])
+    assert gnt.num_replaced == [1, 1]
+    assert gnt.age[0].tolist() == [0, 1, 1] and gnt.age[1].tolist() == [0, 1, 1]
+    # column 0 of layer 1 zeroed, then its row 0 drawn afresh; layer 2's column 0 zeroed
+    assert (layers[1].weight[1:, 0] == 0).all() and layers[1].weight[0].abs().min() > 0
+    assert (layers[2].weight[:, 0] == 0).all()
+    # The other order, for contrast: layer 1 scored with column 0 already zeroed.
+    w1_after = [[0.0, 0.1, 0.1], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
+    late, _ = _two_layer_gnt(w1_after)
+    late.pairs, late.init_bounds = late.pairs[1:], late.init_bounds[1:]
+    late._init_statistics([late.pairs[0][0].weight])
+    late.step([h1])
+    assert late.age[0].tolist() == [1, 0, 1]  # unit 1, not unit 0
 
 
 def test_maturity_threshold_is_honoured():

@@ -109,7 +109,8 @@ PAPER = {
         "replacement_rate": 3e-4,
         "maturity_threshold": 100,
         "decay_rate": 0.99,
-        "utility": "contribution",
+        "utility": "adaptable_contribution",  # lop/imagenet/cfg/cbp.json, the plotted run
+        "accumulate": True,
     },
 }
 

@@ -34,6 +34,42 @@ def test_vectorized_curve_equals_single_seed_curve(agent):
             )
 
 
+@pytest.mark.parametrize("accumulate", [True, False])
+@pytest.mark.parametrize("hidden", [(5,), (6, 4)])
+def test_continual_backprop_replaces_the_same_units_in_both_paths(hidden, accumulate):
+    """Both count rules (the coins come from each seed's generator) and the two-pass step
+    (every layer scored, then replaced): the same units, the same fresh weights."""
+    import torch
+
+    hp = dict(replacement_rate=0.02, maturity_threshold=10, hidden=hidden, accumulate=accumulate)
+    envs = lop_bench.make_vec(REG, tier="smoke", seeds=SEEDS)
+    vec = lop_bench.make_agent("continual_backprop", envs, seed=SEEDS, **hp)
+    singles = []
+    for s in SEEDS:
+        env = lop_bench.make(REG, tier="smoke")
+        singles.append((env, lop_bench.make_agent("continual_backprop", env, seed=s, **hp)))
+    obs, infos = envs.reset()
+    single_obs = [env.reset(seed=s)[0] for (env, _), s in zip(singles, SEEDS, strict=True)]
+    info = {"task": 0, "phase": "train"}
+    for _ in range(300):
+        a = vec.act(obs, infos)
+        nobs, r, te, tr, infos = envs.step(a)
+        vec.learn(obs, a, r, nobs, te, tr, infos)
+        obs = nobs
+        for k, (env, agent) in enumerate(singles):
+            act = agent.act(single_obs[k], info)
+            o, rew, t1, t2, info_k = env.step(act)
+            agent.learn(single_obs[k], act, rew, o, t1, t2, info_k)
+            single_obs[k] = o
+    for k, (_, agent) in enumerate(singles):
+        assert [int(n[k]) for n in vec.gnt.num_replaced] == agent.gnt.num_replaced
+        assert all(n > 0 for n in agent.gnt.num_replaced)
+        for i in range(len(hidden)):
+            assert np.array_equal(vec.gnt.ages(i)[k], agent.gnt.age[i].numpy())
+        for W, layer in zip(vec.W, agent.net.layers, strict=True):
+            torch.testing.assert_close(W[k], layer.weight.detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_continual_backprop_replaces_units_in_both_paths():
     hp = {"replacement_rate": 0.01, "maturity_threshold": 20}
     vec = run_vectorized(
