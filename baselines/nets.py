@@ -90,6 +90,9 @@ class MLP(nn.Module):
     init, which generate-and-test reuses for fresh units. ``init``: ``"kaiming"`` (default:
     hidden layers use their activation's gain, the output layer gain 1) or ``"lecun"``
     (gain 1 everywhere, ``U(-sqrt(3 / fan_in), sqrt(3 / fan_in))``: the paper's PPO nets).
+    ``input_fan_in`` replaces ``in_features`` as the first layer's fan-in in its bound (the
+    paper's Ant inputs were 111, of which lop-bench's Ant keeps the 27 that were not always
+    zero; default: ``in_features``).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> net = MLP(20, (5,), 1, "relu", generator=g)
@@ -106,6 +109,7 @@ class MLP(nn.Module):
         generator: torch.Generator,
         device: torch.device | str | None = None,
         init: str = "kaiming",
+        input_fan_in: int | None = None,
     ) -> None:
         super().__init__()
         check_choice("activation", activation, tuple(ACTIVATIONS))
@@ -113,6 +117,9 @@ class MLP(nn.Module):
         sizes = (int(in_features), *map(int, hidden), int(out_features))
         if any(s <= 0 for s in sizes):
             raise InvalidConfigError(f"layer sizes must be > 0, got {sizes}.")
+        fan_ins = (sizes[0] if input_fan_in is None else int(input_fan_in), *sizes[1:-1])
+        if fan_ins[0] <= 0:
+            raise InvalidConfigError(f"input_fan_in must be > 0, got {input_fan_in!r}.")
         self.activation = activation
         self.act = ACTIVATIONS[activation]()
         self._act_fn = _FUNCTIONS[activation]
@@ -129,8 +136,7 @@ class MLP(nn.Module):
         hidden_gain = activation if init == "kaiming" else "linear"
         gains = [hidden_gain] * len(hidden) + ["linear"]
         self.init_bounds = tuple(
-            kaiming_uniform_bound(layer.in_features, g)
-            for layer, g in zip(self.layers, gains, strict=True)
+            kaiming_uniform_bound(fan_in, g) for fan_in, g in zip(fan_ins, gains, strict=True)
         )
         self.reset_parameters(generator)
 

@@ -11,14 +11,23 @@ code (``lop/algos/rl/ppo.py``, configs ``lop/rl/cfg/ant/*.yml``):
   the squared value error (no weight, no entropy bonus), with one Adam over both networks
   and the log-std. No observation or reward normalization, no gradient clipping.
 
+As the paper's code, the env gets the raw Gaussian sample (the Ant's control cost is of
+the unclipped sample; MuJoCo clamps the controls to ``[-1, 1]`` for the dynamics, and the
+Ant stream accepts such actions: ``raw_actions``); ``clip_actions=True`` clips it to the
+action space first (the log-prob stays that of the unclipped sample, as in CleanRL). The
+first layers' LeCun bound, and continual backprop's re-initialization of them, use the
+fan-in ``input_fan_in`` = 111 of the paper's Ant-v3 observation, of which lop-bench's Ant
+keeps the 27 inputs that were not always zero (``sqrt(3 / 111) = 0.164``, not
+``sqrt(3 / 27) = 0.333``). Continual backprop scores all layers before replacing units and
+draws its count as ``gnt.py``'s default (``accumulate=False``: a coin flip when fewer than
+one unit is due), as the paper's runs.
+
 What lop-bench does differently from the paper's code: a time-limit end (``truncated``)
 bootstraps from the value of the last state, while a termination does not (the code treated
-both as terminal); actions are clipped to ``[-1, 1]`` before the env sees them (the log-prob
-is of the unclipped sample, as in CleanRL; MuJoCo clamps the controls to the same range,
-so the dynamics are unchanged, but the Ant's control cost is now of the clipped action,
-where the paper's code passed the unclipped sample and paid for it); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
+both as terminal); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
 backprop resets a replaced unit's Adam state and step count (torch's Adam in the paper's
-code was never reset).
+code was never reset), and the replaced unit's mean contribution moves into the next
+layer's bias (:mod:`baselines.continual_backprop`; the code's correction never happened).
 
 Variants (entry points; presets in :data:`PRESETS`): ``ppo`` (standard Adam), ``ppo_proper_adam``
 (betas 0.99, 0.99), ``ppo_l2`` (weight decay), ``ppo_cbp`` (continual backprop:
@@ -27,7 +36,7 @@ hidden activations) and ``ppo_shrink_perturb`` (weight decay and Gaussian noise 
 update; beyond the paper, which has no shrink-and-perturb run on the Ant).
 
 Agent protocol: ``act`` samples from the policy with the agent's own ``torch.Generator``
-and returns the clipped action; ``learn`` stores the transition and updates every
+and returns the sample (clipped with ``clip_actions``); ``learn`` stores the transition and updates every
 ``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks (the
 policy's first: the headline) and ``probe()`` the agent's last ``probe_size`` (1,000)
 states, for the diagnostics (dormant units by the RL definition: active on at most 1% of
@@ -41,6 +50,7 @@ than half that speed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +105,14 @@ class PPOConfig:
     init: str = "lecun"
     """Weight init: LeCun-uniform ``U(+-sqrt(3 / fan_in))``, zero biases (``run_ppo.py``'s
     default ``init: 'lecun'``)."""
+    input_fan_in: int = 0
+    """Fan-in of the first layers' init bound and of continual backprop's fresh units in
+    them; 0: the observation's size. The Ant presets: 111, the size of the paper's Ant-v3
+    observation (``o_dim`` in ``run_ppo.py``), 84 of whose inputs (the contact forces) were
+    always zero and are not in lop-bench's 27-dim observation."""
+    clip_actions: bool = False
+    """Clip the sampled action to the action space before the env sees it. False (the
+    paper's code, ``agent.py``): the env gets the raw Gaussian sample."""
     init_log_std: float = 0.0
     """Initial log-std of the Gaussian policy, a state-independent parameter (``MLPPolicy``'s
     ``log_std=0``: std 1)."""
@@ -135,6 +153,10 @@ class PPOConfig:
     """Continual backprop: decay of the running utilities (``decay_rate: 0.99``)."""
     utility: str = "contribution"
     """Continual backprop's utility (``util_type_pol``/``util_type_val: 'contribution'``)."""
+    accumulate: bool = False
+    """Continual backprop's count rule (:class:`~baselines.continual_backprop.ContinualBackpropConfig`):
+    False, ``gnt.py``'s default, which ``lop/algos/rl/ppo.py`` uses (a coin flip: with at
+    most 256 eligible units x 1e-4, fewer than one unit is due per update)."""
     noise_std: float = 0.0
     """Shrink and perturb: std of the Gaussian noise added to every weight and bias of both
     networks after every update (``perturb_scale``; 0: none)."""
@@ -155,6 +177,7 @@ class PPOConfig:
             )
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("init", self.init, INITS)
+        check_positive("input_fan_in", self.input_fan_in, allow_zero=True)
         for name in ("batch_size", "num_epochs", "num_minibatches", "probe_size"):
             check_positive(name, getattr(self, name))
         if self.batch_size % self.num_minibatches:
@@ -174,21 +197,33 @@ class PPOConfig:
             raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
         check_choice("utility", self.utility, UTILITIES)
         check_positive("noise_std", self.noise_std, allow_zero=True)
+        for name in ("clip_actions", "accumulate"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
 
 _PROPER = (0.99, 0.99)
+# Every Ant preset: the first layers' init as on the paper's 111-dim Ant-v3 observation;
+# the env gets the raw Gaussian sample (clip_actions False), as in the paper's code.
+_ANT = PPOConfig(input_fan_in=111)
+
+
+def _ant(**changes: Any) -> PPOConfig:
+    return dataclasses.replace(_ANT, **changes)
+
 
 PRESETS: dict[str, dict[tuple[str, str], PPOConfig]] = {
     # Standard PPO: Adam with torch's betas (0.9, 0.999) (cfg/ant/std.yml; PROTOCOLS.md).
-    "ppo": {(ANT, "*"): PPOConfig()},
+    "ppo": {(ANT, "*"): _ANT},
     # "Proper" Adam: equal betas (0.99, 0.99) (cfg/ant/ns.yml, "NS Adam"; PROTOCOLS.md).
-    "ppo_proper_adam": {(ANT, "*"): PPOConfig(betas=_PROPER)},
+    "ppo_proper_adam": {(ANT, "*"): _ant(betas=_PROPER)},
     # L2: Adam's coupled weight decay 1e-3, betas (0.99, 0.99) (cfg/ant/l2.yml; PROTOCOLS.md).
-    "ppo_l2": {(ANT, "*"): PPOConfig(betas=_PROPER, weight_decay=1e-3)},
+    "ppo_l2": {(ANT, "*"): _ant(betas=_PROPER, weight_decay=1e-3)},
     # Continual backprop: replacement rate 1e-4, maturity 10,000 updates, contribution
-    # utility on both networks, weight decay 1e-4, betas (0.99, 0.99) (cfg/ant/cbp.yml).
+    # utility on both networks, weight decay 1e-4, betas (0.99, 0.99) (cfg/ant/cbp.yml),
+    # gnt.py's coin-flip count (accumulate False, PPOConfig's default).
     "ppo_cbp": {
-        (ANT, "*"): PPOConfig(
+        (ANT, "*"): _ant(
             betas=_PROPER, weight_decay=1e-4, replacement_rate=1e-4, maturity_threshold=10_000
         )
     },
@@ -196,7 +231,7 @@ PRESETS: dict[str, dict[tuple[str, str], PPOConfig]] = {
     # decay 1e-3, betas 0.99, 0.99) plus noise of std 1e-5 after every update, the noise
     # the paper uses for shrink-and-perturb on its supervised streams. Not tuned on the Ant.
     "ppo_shrink_perturb": {
-        (ANT, "*"): PPOConfig(betas=_PROPER, weight_decay=1e-3, noise_std=1e-5)
+        (ANT, "*"): _ant(betas=_PROPER, weight_decay=1e-3, noise_std=1e-5)
     },
 }
 
@@ -298,8 +333,8 @@ class PPOAgent:
         self.obs_dim = _box_dim(observation_space, "observation")
         self.act_dim = _box_dim(action_space, "action")
         low, high = np.asarray(action_space.low), np.asarray(action_space.high)
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise InvalidConfigError("PPO clips its actions: the action space must be bounded.")
+        if cfg.clip_actions and not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise InvalidConfigError("clip_actions needs a bounded action space.")
         self._low = low.astype(np.float32)
         self._high = high.astype(np.float32)
 
@@ -307,7 +342,8 @@ class PPOAgent:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(check_seed(seed))
         hidden, act = tuple(cfg.hidden), cfg.activation
-        kw = dict(generator=self.generator, device=self.device, init=cfg.init)
+        kw = dict(generator=self.generator, device=self.device, init=cfg.init,
+                  input_fan_in=cfg.input_fan_in or None)
         self.policy = MLP(self.obs_dim, hidden, self.act_dim, act, **kw)
         self.value = MLP(self.obs_dim, hidden, 1, act, **kw)
         self.log_std = nn.Parameter(
@@ -324,6 +360,7 @@ class PPOAgent:
                     net.linear_pairs(), net.init_bounds[:-1], self.optimizer, self.generator,
                     replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
                     maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
+                    accumulate=cfg.accumulate,
                 )
                 for net in (self.policy, self.value)
             ]
@@ -374,7 +411,7 @@ class PPOAgent:
 
     # -- the agent protocol ----------------------------------------------------------------
     def act(self, obs: Any, info: dict) -> np.ndarray:
-        """Sample an action from the policy (clipped to the action space's bounds)."""
+        """Sample an action from the policy (clipped to the action space with ``clip_actions``)."""
         t = self._t
         self._obs_np[t] = obs
         self._remember(t)
@@ -383,7 +420,9 @@ class PPOAgent:
             mean = self.policy(x if self.device.type == "cpu" else x.to(self.device)).cpu()
             torch.addcmul(mean[0], self._std, self._noise[t], out=self._raw[t])
         self._acted = True
-        return np.clip(self._raw_np[t], self._low, self._high)
+        if self.cfg.clip_actions:
+            return np.clip(self._raw_np[t], self._low, self._high)
+        return self._raw_np[t].copy()
 
     def _remember(self, t: int) -> None:
         self._probe_np[self._probe_pos] = self._obs_np[t]
@@ -402,8 +441,8 @@ class PPOAgent:
     ) -> None:
         """Store the transition; every ``batch_size`` transitions, update both networks.
 
-        ``action`` is the clipped action ``act`` returned; the agent learns from its own
-        unclipped sample. A transition without a preceding ``act`` is stored as given.
+        ``action`` is the action ``act`` returned; the agent learns from its own unclipped
+        sample. A transition without a preceding ``act`` is stored as given.
         """
         t = self._t
         if not self._acted:

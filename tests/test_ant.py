@@ -74,6 +74,8 @@ def test_tiers_follow_the_protocol():
     assert (paper.friction_low, paper.friction_high) == (0.02, 2.0)
     assert paper.constant_friction is None and paper.max_episode_steps == 1000
     assert TIERS["cpu"].num_seeds == 5 and TIERS["cpu"].max_episode_steps == 1000
+    for cfg in TIERS.values():  # the original's reward conventions in every tier
+        assert cfg.contact_cost_weight == 0.0 and cfg.raw_actions is True
     assert "too short" in ChangingFrictionAntEnv.__doc__
 
 
@@ -228,7 +230,6 @@ def test_stream_end():
 @pytest.mark.parametrize(
     "action, match",
     [
-        (np.full(8, 1.5, np.float32), r"\[-1, 1\]"),
         (np.zeros(7, np.float32), "shape"),
         (np.zeros((1, 8), np.float32), "shape"),
         (np.zeros(8, np.int64), "float"),
@@ -241,6 +242,42 @@ def test_invalid_actions_are_named(action, match):
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match=match):
         env.step(action)
+
+
+@needs_mujoco
+def test_out_of_range_actions_raise_only_without_raw_actions():
+    strict = ChangingFrictionAntEnv(tier="smoke", raw_actions=False)
+    strict.reset(seed=0)
+    with pytest.raises(InvalidActionError, match=r"\[-1, 1\].*raw_actions=True"):
+        strict.step(np.full(8, 1.5, np.float32))
+    with pytest.raises(InvalidConfigError, match="raw_actions"):
+        AntConfig(raw_actions=1)
+
+
+@needs_mujoco
+def test_raw_actions_move_the_ant_as_clipped_ones_and_pay_their_control_cost():
+    """The original's Ant-v3 got the raw Gaussian sample: MuJoCo clamps the controls to
+    [-1, 1] for the dynamics, while the control cost is of the sample as given. The
+    contact cost is 0 (its contact forces read as zero on mujoco-py 2.x)."""
+    raw = np.array([1.5, -2.0, 0.5, 1.0, -1.0, 3.0, 0.0, -0.25], np.float32)
+    clipped = np.clip(raw, -1.0, 1.0)
+    out = {}
+    for name, action in (("raw", raw), ("clipped", clipped)):
+        env = ChangingFrictionAntEnv(tier="smoke")
+        env.reset(seed=0)
+        for _ in range(5):
+            obs, r, term, trunc, info = env.step(action)
+        out[name] = (obs, r, info)
+    (obs_r, r_r, info_r), (obs_c, r_c, info_c) = out["raw"], out["clipped"]
+    assert np.array_equal(obs_r, obs_c)  # the same dynamics
+    assert info_r["reward_ctrl"] == pytest.approx(-0.5 * float(np.square(raw).sum()))
+    assert info_c["reward_ctrl"] == pytest.approx(-0.5 * float(np.square(clipped).sum()))
+    assert r_c - r_r == pytest.approx(0.5 * float(np.square(raw).sum() - np.square(clipped).sum()))
+    assert info_r["reward_contact"] == 0.0 and info_c["reward_contact"] == 0.0
+    v5 = ChangingFrictionAntEnv(tier="smoke", contact_cost_weight=5e-4)
+    v5.reset(seed=0)
+    contact = [v5.step(clipped)[4]["reward_contact"] for _ in range(20)]
+    assert v5.custom and min(contact) < 0.0  # v5's own contact cost, once the feet touch
 
 
 @needs_mujoco

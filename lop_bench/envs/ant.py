@@ -54,6 +54,16 @@ class AntConfig:
     the standard Ant's friction is 1.0)."""
     max_episode_steps: int = 1000
     """Time limit of an episode, reported as ``truncated`` (Ant-v5's registered limit, 1000)."""
+    contact_cost_weight: float = 0.0
+    """Weight of Ant-v5's contact cost. 0: the original's reward, whose Ant-v3 on mujoco-py
+    2.x read the contact forces as zero (so its contact cost, weight 5e-4 as in v5, was
+    always 0); 5e-4 is Ant-v5's default."""
+    raw_actions: bool = True
+    """True: an action outside ``[-1, 1]`` is accepted, as the original's Ant-v3 accepted the
+    policy's raw Gaussian samples (``lop/rl/run_ppo.py``): MuJoCo clamps the controls to
+    the actuators' range ``[-1, 1]`` for the dynamics, and the control cost (``0.5 *
+    sum(action ** 2)``) is charged on the action as given. False: such an action raises
+    :class:`~lop_bench.errors.InvalidActionError` (the action space is the contract)."""
     num_seeds: int = field(default=10, metadata={"protocol": False})
     """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed)."""
 
@@ -68,6 +78,9 @@ class AntConfig:
                 f"friction_high ({self.friction_high!r}) must be >= friction_low "
                 f"({self.friction_low!r})."
             )
+        check_positive("contact_cost_weight", self.contact_cost_weight, allow_zero=True)
+        if not isinstance(self.raw_actions, bool):
+            raise InvalidConfigError(f"raw_actions must be True or False, got {self.raw_actions!r}.")
         c = self.constant_friction
         if c is not None:
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
@@ -83,6 +96,8 @@ class AntConfig:
         return self.num_tasks * self.steps_per_task
 
 
+# Every tier keeps the original's reward conventions (contact_cost_weight 0, raw actions
+# accepted: the AntConfig defaults); the tiers differ in length and seed count only.
 TIERS: dict[str, AntConfig] = {
     # Seconds: for tests and CI. Short episodes (250 steps) so that a 1,000-step task holds
     # several of them; one PPO update (2,048 steps) happens on the way.
@@ -123,10 +138,9 @@ class ChangingFrictionAntEnv(ContinualStream):
 
     **Dynamics.** Gymnasium's ``Ant-v5`` with ``include_cfrc_ext_in_observation=False``
     (27-dim observation: the original ran Ant-v3 on mujoco-py 2.1, where the 84
-    contact-force inputs are always zero). v5's reward differs in details from v3 (e.g. the
-    contact cost weight and the healthy-z range). The friction coefficient of **every**
-    geom is set (``model.geom_friction[:, 0]``): MuJoCo uses the larger of two touching
-    geoms' frictions, so changing the floor alone would change nothing. Frictions are drawn
+    contact-force inputs are always zero). The friction coefficient of **every** geom is
+    set (``model.geom_friction[:, 0]``): MuJoCo uses the larger of two touching geoms'
+    frictions, so changing the floor alone would change nothing. Frictions are drawn
     log-uniformly in ``[0.02, 2]`` from the seed, the first one too. A new friction is
     applied at the first episode end once ``steps_per_task`` env steps have passed since the
     last change (so change points drift by less than one episode), at the ``reset()`` that
@@ -135,17 +149,25 @@ class ChangingFrictionAntEnv(ContinualStream):
 
     **Spaces.** Observation ``Box(-inf, inf, (27,), float32)``: Ant-v5's float64
     observation cast to float32 (what the agents compute with; the simulation itself stays
-    in float64). Action ``Box(-1, 1, (8,), float32)``: joint torques. An action of another
-    shape, a non-float dtype, a non-finite value or a value outside ``[-1, 1]`` raises
-    :class:`~lop_bench.errors.InvalidActionError` (an agent with a Gaussian policy clips its
-    samples itself).
+    in float64). Action ``Box(-1, 1, (8,), float32)``: joint torques, the actuators' range.
+    With ``raw_actions`` (every tier) an action outside it is accepted, as the original
+    accepted its policy's raw Gaussian samples: MuJoCo clamps the controls for the
+    dynamics, the control cost is charged on the action as given. Without, such an action
+    raises :class:`~lop_bench.errors.InvalidActionError`; an action of another shape, a
+    non-float dtype or a non-finite value always does.
 
-    **Reward.** Ant-v5's reward (forward velocity + healthy reward - control and contact
-    costs). An episode terminates when the Ant is unhealthy (torso height outside
-    ``[0.2, 1.0]``) and is truncated after ``max_episode_steps`` (1000) steps: time limits
-    are truncation, not termination (the original treated them as terminal). The per-task
-    score is the mean return of the task's episodes (``task_metrics["return"]``; every task
-    ends at an episode end, so all its episodes are complete); higher is better.
+    **Reward.** Ant-v5's reward: forward velocity + healthy reward (1) - control cost
+    (``0.5 * sum(action ** 2)``) - contact cost, with ``contact_cost_weight`` 0 (the
+    original's Ant-v3 on mujoco-py 2.x computed its contact cost, of the same weight 5e-4
+    and force range, from contact forces that read as zero). The weights and the healthy-z
+    range ``[0.2, 1.0]`` are those of v3; the one remaining difference of the reward is
+    that v5 pays no healthy reward on the unhealthy step that terminates an episode (v3
+    paid 1 on every step). An episode terminates when the Ant is unhealthy (torso height
+    outside ``[0.2, 1.0]``) and is truncated after ``max_episode_steps`` (1000) steps:
+    time limits are truncation, not termination (the original treated them as terminal).
+    The per-task score is the mean return of the task's episodes
+    (``task_metrics["return"]``; every task ends at an episode end, so all its episodes
+    are complete); higher is better.
 
     **Info.** About the transition: ``task_end`` (the step ended the task's last episode),
     ``task_metrics`` (at a task's end), ``episode`` (at an episode's end: ``{"r": return,
@@ -189,7 +211,9 @@ class ChangingFrictionAntEnv(ContinualStream):
         if render_mode is not None:
             raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
         cfg = self.config
-        self._ant = _ant_class()(include_cfrc_ext_in_observation=False)
+        self._ant = _ant_class()(
+            include_cfrc_ext_in_observation=False, contact_cost_weight=cfg.contact_cost_weight
+        )
         # The Ant's own spaces are float64 observations and the float32 Box(-1, 1, (8,)).
         assert self._ant.observation_space.shape == (_OBS_DIM,)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(_OBS_DIM,), dtype=np.float32)
@@ -322,12 +346,13 @@ class ChangingFrictionAntEnv(ContinualStream):
 
     def _check_action(self, action: Any) -> np.ndarray:
         a = self._float_action(action, (_ACT_DIM,))
-        if not (a.min() >= -1.0 and a.max() <= 1.0):  # False for NaN too
-            if not np.isfinite(a).all():
-                raise self._non_finite(f"at step {self._task_steps} of task {self._task}")
+        if not np.isfinite(a).all():
+            raise self._non_finite(f"at step {self._task_steps} of task {self._task}")
+        if not self.config.raw_actions and not (a.min() >= -1.0 and a.max() <= 1.0):
             raise InvalidActionError(
-                f"{self.ENV_ID}: actions must lie in [-1, 1], got {a.tolist()}; clip the "
-                "policy's samples (e.g. np.clip(a, -1, 1))."
+                f"{self.ENV_ID}: actions must lie in [-1, 1] (raw_actions=False), got "
+                f"{a.tolist()}; clip the policy's samples (e.g. np.clip(a, -1, 1)), or make "
+                "the env with raw_actions=True to pass them unclipped, as the original did."
             )
         return a
 

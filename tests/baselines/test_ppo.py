@@ -120,15 +120,33 @@ def test_presets_hold_the_papers_settings(factory, betas, wd, rr, noise):
     assert (c.betas, c.weight_decay, c.replacement_rate, c.noise_std) == (betas, wd, rr, noise)
     assert (c.hidden, c.lr, c.batch_size, c.num_epochs, c.num_minibatches) == ((256, 256), 1e-4, 2048, 10, 16)
     assert (c.clip_eps, c.gamma, c.gae_lambda, c.init) == (0.2, 0.99, 0.95, "lecun")
+    assert (c.input_fan_in, c.clip_actions, c.accumulate) == (111, False, False)
     assert c.maturity_threshold == 10_000 and a.preset.endswith(f"{ANT}/*")
     assert len(a.gnt) == (2 if rr else 0)
-    # LeCun init: U(-sqrt(3 / fan_in), sqrt(3 / fan_in)) in every layer, zero biases.
+    # LeCun init: U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), zero biases; the first layers'
+    # fan-in is the paper's 111 Ant-v3 inputs, not the 27 of the observation.
     for net in (a.policy, a.value):
-        for layer in net.layers:
-            bound = math.sqrt(3.0 / layer.in_features)
+        for k, layer in enumerate(net.layers):
+            bound = math.sqrt(3.0 / (111 if k == 0 else layer.in_features))
+            assert net.init_bounds[k] == bound
             assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
             assert not layer.bias.any()
     assert torch.equal(a.log_std, torch.zeros(8))
+
+
+@pytest.mark.parametrize("tier", ["paper", "cpu"])
+def test_ant_preset_first_layer_bound_is_the_papers(tier):
+    a = ppo.make_cbp_agent(spec(tier=tier), OBS, ACT, 0)
+    assert a.policy.layers[0].in_features == 27
+    assert a.policy.init_bounds[0] == pytest.approx(math.sqrt(3 / 111)) == pytest.approx(0.1644, abs=1e-4)
+    w = a.policy.layers[0].weight
+    assert 0.15 < w.abs().max() <= 0.1644  # not sqrt(3 / 27) = 0.333
+    # continual backprop re-initializes the first layer from the same bound
+    assert a.gnt[0].init_bounds[0] == a.policy.init_bounds[0]
+    a.gnt[0].replace(0, torch.arange(256))
+    assert 0.15 < a.policy.layers[0].weight.abs().max() <= 0.1644
+    plain = PPOAgent(PPOConfig(), OBS, ACT, 0)  # input_fan_in 0: the observation's size
+    assert plain.policy.init_bounds[0] == pytest.approx(math.sqrt(3 / 27))
 
 
 def test_factory_errors():
@@ -147,17 +165,29 @@ def test_factory_errors():
 # -- the agent ----------------------------------------------------------------------------
 
 
-def test_actions_are_clipped_samples_and_updates_happen_every_batch():
+def test_actions_are_raw_samples_and_updates_happen_every_batch():
     a = agent()
     acts = drive(a, 63)
     assert acts.dtype == np.float32 and acts.shape == (63, 8)
-    assert acts.min() >= -1.0 and acts.max() <= 1.0 and (np.abs(acts) == 1.0).any()
-    assert np.abs(a._raw_np[:63]).max() > 1.0  # the unclipped samples are what it learns from
+    assert np.abs(acts).max() > 1.0  # the raw Gaussian samples (std 1) reach the env
+    assert np.array_equal(acts, a._raw_np[:63])  # the samples it learns from
     before = params(a)
     assert a.num_updates == 0
     drive(a, 1, start=63)
     assert a.num_updates == 1 and a._t == 0
     assert any(not torch.equal(p, q) for p, q in zip(before, params(a), strict=True))
+
+
+def test_clip_actions_clips_what_the_env_sees_not_what_it_learns_from():
+    a, b = agent(), agent(clip_actions=True)
+    obs = np.random.default_rng(0).normal(size=(20, 27)).astype(np.float32)
+    raw = np.stack([a.act(o, {}) for o in obs])  # (no learn: the same slot, the same net)
+    clipped = np.stack([b.act(o, {}) for o in obs])
+    assert np.abs(raw).max() > 1.0 and (np.abs(clipped) == 1.0).any()
+    assert np.array_equal(np.clip(raw, -1.0, 1.0), clipped)  # the same samples, clipped
+    assert np.array_equal(a._raw_np[0], b._raw_np[0])  # it learns from the raw sample
+    with pytest.raises(InvalidConfigError, match="bounded"):
+        PPOAgent(PPOConfig(clip_actions=True), OBS, Box(-np.inf, np.inf, (8,), np.float32), 0)
 
 
 def test_same_seed_same_agent_and_other_seeds_differ():
