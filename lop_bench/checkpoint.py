@@ -2,16 +2,17 @@
 
 A checkpoint holds everything a run needs to continue bit for bit: the env's and the agent's
 ``state_dict()`` (generators included), the runner's loop state (the pending observation and
-info, the per-task curve so far, diagnostics, step count) and the run's identity (stream,
-tier, overrides, agent, hyperparameters, seed, protocol hash), which :func:`check_identity`
-compares before a resume.
+info, the per-task curve so far, diagnostics, step count) and the run's identity
+(:mod:`lop_bench.identity`). Before a resume, :func:`check_run_state` checks the layout and
+:func:`check_identity` that the checkpoint is of this run.
 
 The file is a ``torch.save`` archive that loads with ``torch.load(weights_only=True)``: only
 tensors and plain Python values, never pickled objects. Numpy arrays (which
 ``weights_only`` refuses) are stored as tensors tagged ``{"__ndarray__": tensor}`` and come
 back as numpy arrays of the same dtype; numpy scalars become Python numbers. Writes are
 atomic (a temporary file in the same directory, ``fsync``, then ``os.replace``): a run killed
-while writing leaves the previous checkpoint intact.
+while writing leaves the previous checkpoint intact. Tensors load on the CPU unless the
+run's device says otherwise (:func:`map_location`), so a GPU run resumes on a CPU host.
 
 >>> save_checkpoint("run.ckpt.pt", {"x": np.arange(3), "task": 2})
 >>> load_checkpoint("run.ckpt.pt")["x"]
@@ -21,6 +22,7 @@ array([0, 1, 2])
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +39,8 @@ __all__ = [
     "decode",
     "save_checkpoint",
     "load_checkpoint",
+    "map_location",
+    "check_run_state",
     "check_identity",
     "checkpoint_path",
 ]
@@ -123,14 +127,34 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> dict[str, Any]:
+def map_location(device: Any) -> Any:
+    """Where :func:`load_checkpoint` puts a checkpoint's tensors for a run on ``device``.
+
+    A CPU run loads every tensor on the CPU, so a checkpoint written on a GPU resumes on a
+    host without one. An accelerator run puts the tensors saved on any accelerator on
+    ``device`` (``cuda:1`` resumes on ``cuda:0``) and keeps the CPU ones (generator states)
+    on the CPU.
+    """
+    import torch
+    from torch.serialization import default_restore_location
+
+    target = torch.device(device)
+    if target.type == "cpu":
+        return "cpu"
+
+    def place(storage: Any, location: str) -> Any:
+        return storage if location.startswith("cpu") else default_restore_location(storage, str(target))
+
+    return place
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check its format tag.
 
-    Raises :class:`CheckpointError` for a missing, truncated, forged or foreign file.
+    ``map_location`` is passed to ``torch.load`` (default: every tensor on the CPU; the
+    runner passes :func:`map_location` of the run's device). Raises :class:`CheckpointError`
+    for a missing, truncated, forged or foreign file.
     """
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)
@@ -138,15 +162,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> d
         raise CheckpointError(f"no checkpoint at {path}.")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not a readable lop-bench checkpoint ({first}). It may be truncated or "
-            "not a checkpoint: delete it to start the run over."
-        ) from exc
+    except Exception as exc:  # torch raises many types for a damaged file; all mean the same
+        raise _unreadable(path, exc) from (None if _is_unpickling_error(exc) else exc)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a lop-bench checkpoint (no {FORMAT!r} tag).")
+        raise CheckpointError(
+            f"{path} is not a lop-bench checkpoint (no {FORMAT!r} tag). Delete it, or pass "
+            "another checkpoint path."
+        )
     if payload.get("version") != VERSION:
         raise CheckpointError(
             f"{path} is a version {payload.get('version')!r} checkpoint; this lop-bench reads "
@@ -155,19 +177,86 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> d
     return decode(payload)
 
 
+def _is_unpickling_error(exc: BaseException) -> bool:
+    import pickle
+
+    return isinstance(exc, pickle.UnpicklingError)
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    """The error for a file ``torch.load`` refused. torch's message for a pickle it will not
+    load advises ``weights_only=False``, which would run whatever the file asks for: it is
+    never repeated, only the name of what the file asks for, or the damage found."""
+    text = str(exc)
+    if _is_unpickling_error(exc):
+        asked = re.search(r"GLOBAL ([\w.]+)", text)
+        if asked:
+            return CheckpointError(
+                f"{path} holds more than tensors and plain values (it asks for "
+                f"{asked.group(1)}), so it is not loaded: lop-bench writes only those, so the "
+                "file was not written by lop-bench or was altered. Delete it to start the run over."
+            )
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        reason = found.group(1).strip() if found else "not a pickle of tensors and plain values"
+    else:
+        lines = text.strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+    if "weights_only" in reason:
+        reason = type(exc).__name__
+    return CheckpointError(
+        f"{path} is not a readable lop-bench checkpoint ({reason}). It may be truncated or "
+        "not a checkpoint: delete it to start the run over."
+    )
+
+
+_RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "run": dict, "env": dict, "agent": dict, "loop": dict,
+}
+_LOOP_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "info": dict, "steps": int, "elapsed": (int, float), "per_task": list,
+    "val_metrics": list, "diag_tasks": list, "diag_rows": list,
+    "checkpoint_every": (int, type(None)),
+}
+
+
+def check_run_state(path: str | os.PathLike[str], state: Any) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` (a loaded checkpoint) has the layout
+    :func:`lop_bench.run` writes: ``run``, ``env``, ``agent`` and ``loop`` dicts, the loop's
+    fields with their types (a count of steps, the curve so far as numbers, ...)."""
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} is not a complete run checkpoint: {problem}. It is damaged or was "
+            "written by something else: delete it to start the run over."
+        )
+
+    def check(where: str, record: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+        for key, kind in fields.items():
+            if key not in record:
+                raise refuse(f"{where} has no {key!r}")
+            value = record[key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise refuse(f"{where}[{key!r}] is a {type(value).__name__}")
+
+    check("the checkpoint", state, _RUN_FIELDS)
+    loop = state["loop"]
+    check("loop", loop, _LOOP_FIELDS)
+    if "obs" not in loop:
+        raise refuse("loop has no 'obs'")
+    if loop["steps"] < 0 or not isinstance(loop["info"].get("task"), int):
+        raise refuse("loop['steps'] is negative or loop['info'] has no task")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in loop["per_task"]):
+        raise refuse("loop['per_task'] holds something other than numbers")
+
+
 def check_identity(path: str | os.PathLike[str], saved: Mapping[str, Any],
                    current: Mapping[str, Any]) -> None:
-    """Raise :class:`CheckpointError` when the checkpoint belongs to another run."""
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r}, this run {current.get(k)!r}"
-        for k in current
-        if saved.get(k) != current.get(k)
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"{path} is the checkpoint of another run ({'; '.join(diffs)}). Resume with the "
-            "same stream, tier, overrides, agent, hyperparameters and seed, or delete it."
-        )
+    """Raise :class:`~lop_bench.errors.IdentityMismatchError` when the checkpoint at
+    ``path`` (of run identity ``saved``) belongs to another run than ``current``
+    (:mod:`lop_bench.identity`)."""
+    from lop_bench.identity import check_identity as check
+
+    check(path, saved, current, what="checkpoint")
 
 
 def checkpoint_path(result_path: str | os.PathLike[str]) -> Path:

@@ -106,9 +106,28 @@ def _coerce(key: str, value: Any, current: Any, what: str) -> Any:
         return value
     if isinstance(current, str) and not isinstance(value, str):
         raise InvalidConfigError(f"{what} field {key!r} must be a string, got {value!r}.")
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
+    if isinstance(current, tuple):
+        return _coerce_sequence(key, value, current, what)
     return value
+
+
+def _coerce_sequence(key: str, value: Any, current: tuple, what: str) -> tuple:
+    """A list override of a tuple field, item by item against the default's items (the
+    first one's type when the lengths differ, as for layer widths)."""
+    example = json.dumps(list(current))
+    if not isinstance(value, (list, tuple)):
+        raise InvalidConfigError(
+            f"{what} field {key!r} must be a list like its default {example}, got {value!r}."
+        )
+    if not current:
+        return tuple(value)
+    like = current if len(value) == len(current) else [current[0]] * len(value)
+    try:
+        return tuple(_coerce(f"{key}[{i}]", v, c, what) for i, (v, c) in enumerate(zip(value, like)))
+    except InvalidConfigError as exc:
+        raise InvalidConfigError(
+            f"{exc} {key!r} must be a list like its default {example}, e.g. {key}={example}."
+        ) from None
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

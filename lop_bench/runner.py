@@ -8,27 +8,65 @@ get the same per-task scores, which the env computes itself). On top of it the r
   probe batch (supervised streams; drawn from a generator of its own, so the curve is the
   same with diagnostics off) or the agent's own recent states (``agent.probe()``, RL),
   through ``agent.features`` / ``agent.parameters`` under ``no_grad``;
-- checks that the agent's parameters and buffers do not change inside ``val``/``test``
-  phases (:class:`~lop_bench.errors.PhaseViolationError`);
-- shows a progress bar and writes the result atomically;
+- checks that the agent's state (its whole ``state_dict()`` when it has one, else its
+  parameters and buffers) does not change inside ``val``/``test`` phases
+  (:class:`~lop_bench.errors.PhaseViolationError`);
+- shows a progress bar and writes the result atomically, under a name that carries the
+  run's identity (:mod:`lop_bench.identity`), never over the result of another run;
 - writes a checkpoint every k tasks and resumes from it (``checkpoint_every``, ``resume``).
+
+The phase check guards against mistakes (a forgotten ``eval()``, a ``learn`` that ignores
+``info["phase"]``), not against a determined cheat: an agent can keep what it sees outside
+its ``state_dict()``. That is what the label-free order of val/test rows, probes drawn from
+training data, and the code review of a submission are for.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import math
+import os
 import platform
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lop_bench.agents import AgentFactory, make_agent, resolve_factory
-from lop_bench.errors import LopBenchError, PhaseViolationError
-from lop_bench.registration import make
-from lop_bench.results import Result, save
+import numpy as np
 
-__all__ = ["run", "run_vectorized"]
+from lop_bench.agents import AgentFactory, make_agent, resolve_factory
+from lop_bench.errors import (
+    CheckpointError,
+    InvalidConfigError,
+    InvalidResultError,
+    LopBenchError,
+    PhaseViolationError,
+)
+from lop_bench.identity import (
+    agent_record,
+    check_identity,
+    result_identity,
+    result_path,
+    run_identity,
+)
+from lop_bench.registration import make
+from lop_bench.results import Result, load, save
+
+__all__ = [
+    "MAX_SEED",
+    "run",
+    "run_vectorized",
+    "check_seed",
+    "check_device",
+    "check_writable",
+    "check_existing_result",
+]
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: seeds are 0..2**32-1, which numpy's ``SeedSequence``, torch's
+``manual_seed`` and every stream accept alike."""
 
 _PROGRESS_EVERY = 2048
 _EVAL_PHASES = ("val", "test")
@@ -49,39 +87,194 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _state_tensors(agent: Any) -> list[Any]:
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int, or :class:`~lop_bench.errors.InvalidConfigError` unless it is an
+    integer in ``0..MAX_SEED``."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+            or not 0 <= seed <= MAX_SEED:
+        raise InvalidConfigError(
+            f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}."
+        )
+    return int(seed)
+
+
+def check_device(device: Any) -> str:
+    """``device`` as a string, after checking that torch knows it and this machine has it
+    (``bogus``, ``cuda`` without a GPU and ``cuda:9`` on a 1-GPU host are refused with
+    :class:`~lop_bench.errors.InvalidConfigError`)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidConfigError(
+            f"unknown device {device!r}: use a torch device such as cpu, cuda, cuda:1 or mps."
+        ) from None
+    if dev.type == "cpu":
+        return str(device)
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    available = getattr(backend, "is_available", None)
+    if not callable(available) or not available():
+        raise InvalidConfigError(
+            f"device {device!r}: this machine has no {dev.type} device that torch can use. "
+            "Run on --device cpu (device='cpu'), or on a machine with one."
+        )
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and callable(count) and dev.index >= count():
+        n = count()
+        raise InvalidConfigError(
+            f"device {device!r}: this machine has {n} {dev.type} device{'s' if n != 1 else ''} "
+            f"({dev.type}:0 to {dev.type}:{n - 1}); pick one of them."
+        )
+    return str(device)
+
+
+def check_writable(directory: str | os.PathLike[str], option: str = "out=") -> Path:
+    """Create ``directory`` if needed and check that a file can be written there; raise
+    :class:`~lop_bench.errors.LopBenchError` naming it (and the ``option`` to change)
+    otherwise. Returns it as a Path."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise LopBenchError(
+            f"cannot write to {directory} ({exc.strerror or exc}): choose another {option}."
+        ) from None
+    return directory
+
+
+def check_existing_result(path: str | os.PathLike[str], identity: Mapping[str, Any], *,
+                          resume: bool) -> Result | None:
+    """What to do with the file where the result of the run ``identity`` goes.
+
+    Returns None when there is none (run) or when it is this run's and ``resume`` is false
+    (run again and replace it); returns the loaded result when it is this run's and
+    ``resume`` is true (skip the run). Raises
+    :class:`~lop_bench.errors.IdentityMismatchError` when it holds another run's result,
+    and :class:`~lop_bench.errors.InvalidResultError` when it is not a readable result:
+    neither is ever overwritten.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        existing = load(path)
+    except InvalidResultError as exc:
+        raise InvalidResultError(
+            f"{exc} This run's result would go there: choose another --out (out=), or delete "
+            f"{path} if it is not needed (with --resume, the seeds already finished are kept)."
+        ) from None
+    check_identity(path, result_identity(existing.data), identity)
+    return existing if resume else None
+
+
+def _agent_state(agent: Any) -> tuple[str, Any]:
+    """``(what, state)``: the agent's whole ``state_dict()`` when it has one, else the
+    tensors of its ``parameters()`` and ``buffers()`` (live objects, not copies)."""
+    state_dict = getattr(agent, "state_dict", None)
+    if callable(state_dict):
+        return "state_dict()", state_dict()
     tensors = []
     for attr in ("parameters", "buffers"):
         fn = getattr(agent, attr, None)
         if callable(fn):
             tensors.extend(t for t in fn() if hasattr(t, "detach"))
-    return tensors
+    return "parameters() and buffers()", tensors
 
 
-def _snapshot(agent: Any) -> list[Any]:
-    return [t.detach().clone() for t in _state_tensors(agent)]
-
-
-def _check_unchanged(agent: Any, snap: list[Any], phase: str, task: int) -> None:
+def _copy_state(obj: Any, where: str) -> Any:
+    """A deep copy of a state (a ``state_dict()`` may alias the live tensors)."""
     import torch
 
-    def same(a: Any, b: Any) -> bool:
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        if torch.equal(a, b):
-            return True
-        # A diverged network holds NaNs, which equal nothing: compare NaN positions too.
-        if a.is_floating_point() or a.is_complex():
-            nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-            return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a], b[~nan_b])
-        return False
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, Mapping):
+        return {k: _copy_state(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_copy_state(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    try:
+        return copy.deepcopy(obj)
+    except Exception as exc:
+        raise LopBenchError(
+            f"the agent's {where} is a {type(obj).__name__}, which cannot be copied ({exc}): "
+            "state_dict() must hold only tensors, numpy arrays, plain values and lists / "
+            "dicts of them (DESIGN.md section 5)."
+        ) from None
 
-    now = _state_tensors(agent)
-    if len(now) != len(snap) or not all(same(a, b) for a, b in zip(now, snap)):
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if torch.equal(a, b):
+        return True
+    # A diverged network holds NaNs, which equal nothing: compare NaN positions too.
+    if a.is_floating_point() or a.is_complex():
+        nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+        return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a], b[~nan_b])
+    return False
+
+
+def _first_change(before: Any, now: Any, where: str) -> str | None:
+    """Where ``now`` first differs from the snapshot ``before`` (NaNs equal NaNs), or None."""
+    import torch
+
+    if isinstance(before, torch.Tensor):
+        return None if isinstance(now, torch.Tensor) and _same_tensor(before, now) else where
+    if isinstance(before, np.ndarray):
+        same = (isinstance(now, np.ndarray) and before.shape == now.shape
+                and before.dtype == now.dtype
+                and np.array_equal(before, now, equal_nan=before.dtype.kind in "fc"))
+        return None if same else where
+    if isinstance(before, Mapping):
+        if not isinstance(now, Mapping) or before.keys() != now.keys():
+            return where
+        for k, v in before.items():
+            found = _first_change(v, now[k], f"{where}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(before, (list, tuple)):
+        if not isinstance(now, (list, tuple)) or len(before) != len(now):
+            return where
+        for i, (v, w) in enumerate(zip(before, now)):
+            found = _first_change(v, w, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(before, float) and isinstance(now, float) and math.isnan(before) \
+            and math.isnan(now):
+        return None
+    try:
+        return None if bool(before == now) else where
+    except Exception:  # an object whose == does not give a truth value
+        return where
+
+
+def _snapshot(agent: Any) -> tuple[str, Any]:
+    """A copy of the state the phase check compares (:func:`_agent_state`)."""
+    what, state = _agent_state(agent)
+    return what, _copy_state(state, what)
+
+
+def _check_unchanged(agent: Any, snap: tuple[str, Any], phase: str, task: int) -> None:
+    """Raise :class:`~lop_bench.errors.PhaseViolationError` naming the first change when the
+    agent's state differs from the snapshot taken when the ``phase`` began."""
+    what, before = snap
+    now_what, now = _agent_state(agent)
+    where = what if now_what != what else _first_change(before, now, what)
+    if where is not None:
         raise PhaseViolationError(
-            f"the agent changed its parameters or buffers during the {phase!r} phase of task "
-            f"{task}. Agents must not learn (or update batch-norm statistics) on val/test "
-            "batches: check info['phase'] and info.get('target') in learn(), and use eval mode."
+            f"the agent changed its state during the {phase!r} phase of task {task} (first "
+            f"change: {where}). Agents must not learn (or update batch-norm statistics, "
+            "optimizer state or counters) on val/test batches: check info['phase'] and "
+            "info.get('target') in learn(), and use eval mode."
         )
 
 
@@ -147,15 +340,22 @@ def run(
         diagnostics_every: measure every k-th task (task 0 always).
         progress: show a progress bar (True), none (False), or a callback given the number
             of steps done since its last call (used by the CLI's parallel workers).
-        out: write the result there (a ``.json`` path, or a directory for the default name).
+        out: write the result there: a ``.json`` path, or a directory, where the file is
+            named after the run's identity (:func:`lop_bench.identity.result_filename`). A
+            file there that holds another run's result, or no result, is never overwritten
+            (:class:`~lop_bench.errors.IdentityMismatchError`,
+            :class:`~lop_bench.errors.InvalidResultError`); this run's own is replaced,
+            or with ``resume`` returned without running again.
         checkpoint_every: write a checkpoint after every k-th task (env, agent and loop
             state; :mod:`lop_bench.checkpoint`). The stream and the agent must implement
             ``state_dict`` / ``load_state_dict``.
         checkpoint: the checkpoint file (default: ``<result name>.ckpt.pt`` beside the
             result in ``out``). It is deleted once the result is written.
-        resume: continue from ``checkpoint`` when it exists (else start from the beginning),
-            writing further checkpoints every ``checkpoint_every`` tasks (default: the
-            interrupted run's cadence).
+        resume: return the result in ``out`` when it is this run's; else continue from
+            ``checkpoint`` when it exists (else start from the beginning), writing further
+            checkpoints every ``checkpoint_every`` tasks (default: the interrupted run's
+            cadence). A checkpoint saved on a GPU resumes on a CPU (tensors are loaded on
+            ``device``).
             The resumed run's result equals the uninterrupted one's, bit for bit, apart
             from ``run_info``.
 
@@ -173,20 +373,24 @@ def run(
         raise LopBenchError(
             f"checkpoint_every must be a number of tasks >= 1, got {checkpoint_every!r}."
         )
+    seed = check_seed(seed)
+    device = check_device(device)
     name, factory = resolve_factory(agent)
     wrapped = make(env_id, tier=tier, **_with_data_device(env_id, env_kwargs, device))
     env = wrapped.unwrapped
     obs, info = env.reset(seed=seed)
     agent_obj = make_agent(factory, wrapped, seed=seed, device=device, **(agent_kwargs or {}))
-    ckpt_path = _checkpoint_file(env, name, seed, out, checkpoint, checkpoint_every, resume)
+    identity = run_identity(env, name, agent_obj, agent_kwargs, seed=seed,
+                            diagnostics=diagnostics, diagnostics_every=diagnostics_every)
+    path = None if out is None else result_path(out, identity, env.custom)
+    if path is not None:
+        finished = check_existing_result(path, identity, resume=resume)
+        if finished is not None:
+            return finished
+        check_writable(path.parent)
+    ckpt_path = _checkpoint_file(path, checkpoint, checkpoint_every, resume)
     if ckpt_path is not None:
         _check_checkpointable(env, agent_obj, name)
-    identity = {
-        "env_id": env.ENV_ID, "tier": tier, "env_kwargs": _jsonable(env_kwargs or {}),
-        "agent": name, "agent_kwargs": _jsonable(agent_kwargs or {}), "seed": int(seed),
-        "protocol_hash": env.protocol_hash, "diagnostics": bool(diagnostics),
-        "diagnostics_every": diagnostics_every,
-    }
 
     metric = env.METRIC
     per_task: list[float] = []
@@ -206,12 +410,13 @@ def run(
     resumed_at = None
     task = info["task"]
     if resume and ckpt_path is not None and ckpt_path.exists():
-        from lop_bench.checkpoint import check_identity, load_checkpoint
+        from lop_bench.checkpoint import check_run_state, load_checkpoint, map_location
 
-        state = load_checkpoint(ckpt_path)
-        check_identity(ckpt_path, state["run"], identity)
-        env.load_state_dict(state["env"])
-        agent_obj.load_state_dict(state["agent"])
+        state = load_checkpoint(ckpt_path, map_location=map_location(device))
+        check_run_state(ckpt_path, state)
+        check_identity(ckpt_path, state["run"], identity, what="checkpoint")
+        _restore(ckpt_path, "stream", env.load_state_dict, state["env"])
+        _restore(ckpt_path, "agent", agent_obj.load_state_dict, state["agent"])
         loop = state["loop"]
         obs, info, steps, elapsed = loop["obs"], loop["info"], loop["steps"], loop["elapsed"]
         per_task, val_metrics = list(loop["per_task"]), list(loop["val_metrics"])
@@ -219,7 +424,7 @@ def run(
         task = info["task"]
         resumed_at = steps
         if checkpoint_every is None:  # keep the killed run's cadence
-            checkpoint_every = loop.get("checkpoint_every")
+            checkpoint_every = loop["checkpoint_every"]
     else:
         diagnose(task)
 
@@ -284,7 +489,9 @@ def run(
     if report is not None and bar is None:
         report((steps - (resumed_at or 0)) % _PROGRESS_EVERY)
 
-    extra = {} if resumed_at is None else {"resumed_at_step": resumed_at}
+    extra = {"diagnostics_every": identity["diagnostics_every"]}
+    if resumed_at is not None:
+        extra["resumed_at_step"] = resumed_at
     data = _result_data(
         env, name, agent_obj, agent_kwargs, vectorized=False, seed=env.stream_seed,
         steps=steps, per_task=per_task,
@@ -295,8 +502,8 @@ def run(
     if val_metrics:
         data["val_metrics"] = val_metrics
     result = Result(data)
-    if out is not None:
-        save(result, out)
+    if path is not None:
+        save(result, path)
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)  # the result is written: the run is complete
     return result
@@ -316,25 +523,35 @@ def _with_data_device(env_id: str, env_kwargs: dict[str, Any] | None, device: st
     return kwargs
 
 
-def _checkpoint_file(env: Any, name: str, seed: int, out: str | Path | None,
-                     checkpoint: str | Path | None, every: int | None, resume: bool) -> Path | None:
-    """The checkpoint path of a run, or None when it neither writes nor resumes one."""
+def _checkpoint_file(path: Path | None, checkpoint: str | Path | None, every: int | None,
+                     resume: bool) -> Path | None:
+    """The checkpoint path of a run whose result goes to ``path``, or None when it neither
+    writes nor resumes one."""
     if checkpoint is None and every is None and not resume:
         return None
     if checkpoint is not None:
         return Path(checkpoint)
-    if out is None:
+    if path is None:
         raise LopBenchError(
             "checkpoint_every / resume need a checkpoint path: pass checkpoint=... or out=...."
         )
     from lop_bench.checkpoint import checkpoint_path
-    from lop_bench.results import result_filename
 
-    out = Path(out)
-    if out.suffix != ".json":
-        out = out / result_filename({"env_id": env.ENV_ID, "agent": {"name": name},
-                                     "custom": env.custom, "tier": env.tier, "seed": seed})
-    return checkpoint_path(out)
+    return checkpoint_path(path)
+
+
+def _restore(path: Path, what: str, load_state_dict: Callable[[Any], None], state: Any) -> None:
+    """``load_state_dict(state)``, with any failure reported as a
+    :class:`~lop_bench.errors.CheckpointError` naming the checkpoint."""
+    try:
+        load_state_dict(state)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} does not restore the {what} ({type(exc).__name__}: {exc}): it was written "
+            f"by another version of the {what}, or is damaged. Delete it to start the run over."
+        ) from exc
 
 
 def _check_checkpointable(env: Any, agent: Any, name: str) -> None:
@@ -383,15 +600,11 @@ def _result_data(env: Any, name: str, agent: Any, agent_kwargs: dict[str, Any] |
     """A result document: the stream's identity, the agent, the curve and its summary."""
     from lop_bench.metrics import summarize
 
+    preset, hparams = agent_record(agent, agent_kwargs)
     data: dict[str, Any] = env.describe()
     data.update(
         schema_version=1,
-        agent={
-            "name": name,
-            "preset": getattr(agent, "preset", None),
-            "hparams": _jsonable(getattr(agent, "hparams", None) or agent_kwargs or {}),
-            "vectorized": vectorized,
-        },
+        agent={"name": name, "preset": preset, "hparams": hparams, "vectorized": vectorized},
         seed=int(seed),
         steps=steps,
         per_task=per_task,
@@ -413,12 +626,6 @@ def _diag_table(tasks: list[int], rows: list[dict[str, Any]], every: int) -> dic
     }
 
 
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=str))
-
-
 def run_vectorized(
     env_id: str,
     agent: str | AgentFactory,
@@ -436,22 +643,28 @@ def run_vectorized(
     """Run one agent on N seeds at once (``make_vec`` + the agent's vectorized version).
 
     Returns one :class:`Result` per seed, like :func:`run` for that seed (its ``agent``
-    record says ``vectorized: true``); with ``out``, writes one file per seed. ``seeds``
-    defaults to the tier's seed set. The factory receives the vector env's spec (its
+    record says ``vectorized: true``); with ``out`` (a directory, or a ``.json`` path for a
+    single seed), writes one file per seed under the names :func:`run` gives them, and, as
+    :func:`run` does, never over another run's result. ``seeds`` defaults to the tier's
+    seed set. The factory receives the vector env's spec (its
     ``kwargs`` hold ``vectorization_mode``) and the tuple of seeds as ``seed``; it returns
     a vectorized agent or raises :class:`~lop_bench.errors.VectorizationNotSupported`.
     """
-    import numpy as np
-
     from lop_bench.registration import env_class, make_vec
 
     if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
         raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    device = check_device(device)
     name, factory = resolve_factory(agent)
     if seeds is None:
         cfg = env_class(env_id).tier_config(tier)
         seeds = tuple(range(cfg.num_seeds))
-    seeds = tuple(seeds)
+    seeds = tuple(check_seed(s) for s in seeds)
+    if out is not None and len(seeds) > 1 and Path(out).suffix == ".json" and not Path(out).is_dir():
+        raise LopBenchError(
+            f"out={str(out)!r} names one file, but {len(seeds)} seeds write one result each: "
+            "pass a directory."
+        )
     envs = make_vec(env_id, num_envs=len(seeds), tier=tier, seeds=seeds, **(env_kwargs or {}))
     venv = envs.unwrapped
     obs, infos = venv.reset(seed=list(seeds))
@@ -464,6 +677,14 @@ def run_vectorized(
             "return a vectorized agent (attribute vectorized = True) or raise "
             "VectorizationNotSupported. Run it without --vectorized."
         )
+    paths = []
+    if out is not None:
+        for seed in seeds:
+            identity = run_identity(venv, name, agent_obj, agent_kwargs, seed=seed,
+                                    diagnostics=diagnostics, diagnostics_every=diagnostics_every)
+            paths.append(result_path(out, identity, venv.describe()["custom"]))
+            check_existing_result(paths[-1], identity, resume=False)
+        check_writable(paths[0].parent)
     n = len(seeds)
     metric = venv.METRIC
     per_task: list[np.ndarray] = []
@@ -514,7 +735,8 @@ def run_vectorized(
         report((steps % _PROGRESS_EVERY) * n)
 
     curves = np.stack(per_task, axis=1)  # (N, tasks)
-    run_info = _run_info(wall, steps * n / wall if wall > 0 else 0.0, num_envs=n)
+    run_info = _run_info(wall, steps * n / wall if wall > 0 else 0.0, num_envs=n,
+                         diagnostics_every=diagnostics_every if diagnostics else None)
     results = []
     for i, seed in enumerate(seeds):
         data = _result_data(
@@ -524,8 +746,8 @@ def run_vectorized(
             run_info=dict(run_info),
         )
         result = Result(data)
-        if out is not None:
-            save(result, out)
+        if paths:
+            save(result, paths[i])
         results.append(result)
     return results
 

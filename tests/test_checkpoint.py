@@ -16,9 +16,10 @@ from lop_bench.checkpoint import (
     decode,
     encode,
     load_checkpoint,
+    map_location,
     save_checkpoint,
 )
-from lop_bench.errors import CheckpointError, LopBenchError
+from lop_bench.errors import CheckpointError, IdentityMismatchError, LopBenchError
 from lop_bench.registration import env_class
 from lop_bench.results import deterministic_part
 
@@ -98,12 +99,16 @@ def test_load_refuses_missing_truncated_forged_and_foreign_files(tmp_path):
     # A pickle that would run code on load: weights_only refuses it.
     forged = tmp_path / "forged.ckpt.pt"
     torch.save({"format": "lop-bench-checkpoint", "version": 1, "x": _Evil()}, forged)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match=r"holds more than tensors.*asks for print.*Delete it") as e:
         load_checkpoint(forged)
+    # torch's own message advises weights_only=False, which would run the payload: never repeated.
+    assert "weights_only" not in str(e.value) and "safe_globals" not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
     plain = tmp_path / "plain.pt"
-    torch.save({"weights": torch.zeros(2)}, plain)
-    with pytest.raises(CheckpointError, match="not a lop-bench checkpoint"):
-        load_checkpoint(plain)
+    for payload in ({"weights": torch.zeros(2)}, ["lop-bench-checkpoint", 1], 3):
+        torch.save(payload, plain)
+        with pytest.raises(CheckpointError, match="not a lop-bench checkpoint"):
+            load_checkpoint(plain)
     future = tmp_path / "future.pt"
     torch.save({"format": "lop-bench-checkpoint", "version": 99}, future)
     with pytest.raises(CheckpointError, match="version 99"):
@@ -205,12 +210,16 @@ def test_resume_refuses_the_checkpoint_of_another_run(tmp_path, monkeypatch):
                       checkpoint_every=2)
     restore()
     ckpt = next(tmp_path.glob("*.ckpt.pt"))
-    with pytest.raises(CheckpointError, match="agent_kwargs"):
-        lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=tmp_path,
-                      resume=True, agent_kwargs={"lr": 0.02})
-    with pytest.raises(CheckpointError, match="another run"):
+    with pytest.raises(IdentityMismatchError, match=r"hparams\.lr: 0\.01 there, 0\.02 here"):
+        lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False,
+                      checkpoint=ckpt, resume=True, agent_kwargs={"lr": 0.02})
+    with pytest.raises(IdentityMismatchError, match="checkpoint of another run.*diagnostics_every"):
         lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, checkpoint=ckpt,
                       resume=True, diagnostics=False)
+    # With out=, another setting has its own result name, so its own checkpoint name too.
+    other = lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=tmp_path,
+                          resume=True, agent_kwargs={"lr": 0.02})
+    assert "resumed_at_step" not in other.data["run_info"] and ckpt.exists()
     ckpt.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="delete it"):
         lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=tmp_path,
@@ -253,6 +262,84 @@ def test_forged_pickle_never_executes(tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
 
 
+def _save_as_if_on_a_gpu(path, state):
+    """Write ``state`` the way ``torch.save`` does on a GPU host: every storage tagged
+    ``cuda:0`` (torch's own tagger mechanism, ``register_package``), so that loading it where
+    there is no GPU needs a ``map_location``."""
+    import torch.serialization as ser
+
+    registry = list(ser._package_registry)
+    ser.register_package(1, lambda storage: "cuda:0", lambda storage, location: None)
+    try:
+        return save_checkpoint(path, state)
+    finally:
+        ser._package_registry[:] = registry
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a host without a GPU")
+def test_a_checkpoint_saved_on_a_gpu_resumes_on_a_cpu(tmp_path, monkeypatch):
+    """A killed GPU run, resumed on a CPU host, gives the uninterrupted run's result."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=a)
+    restore = _kill_after(monkeypatch, REG, 650)
+    with pytest.raises(_Killed):
+        lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=b,
+                      checkpoint_every=1)
+    restore()
+    (ckpt,) = b.glob("*.ckpt.pt")
+    _save_as_if_on_a_gpu(ckpt, load_checkpoint(ckpt))
+    with pytest.raises(RuntimeError, match="CUDA"):  # what torch.load does without map_location
+        torch.load(ckpt, weights_only=True)
+    result = lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=b,
+                           resume=True)
+    assert result.data["run_info"]["resumed_at_step"] == 600
+    (fa,), (fb,) = a.glob("*.json"), b.glob("*.json")
+    assert _result_json(fa) == _result_json(fb)
+
+
+def test_map_location_keeps_cpu_tensors_and_moves_accelerator_ones():
+    assert map_location("cpu") == "cpu"
+    place = map_location("cuda:0")  # a callable; building it needs no GPU
+    storage = torch.zeros(2).untyped_storage()
+    assert place(storage, "cpu") is storage  # generator states stay on the CPU
+
+
+def _checkpoint_of_a_killed_run(tmp_path, monkeypatch):
+    restore = _kill_after(monkeypatch, REG, 450)
+    with pytest.raises(_Killed):
+        lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=tmp_path,
+                      checkpoint_every=1)
+    restore()
+    (ckpt,) = tmp_path.glob("*.ckpt.pt")
+    return ckpt, load_checkpoint(ckpt)
+
+
+def _without(d, key):
+    return {k: v for k, v in d.items() if k != key}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: _without(s, "loop"), "the checkpoint has no 'loop'"),
+    (lambda s: {**s, "agent": [1, 2]}, r"the checkpoint\['agent'\] is a list"),
+    (lambda s: {**s, "loop": _without(s["loop"], "steps")}, "loop has no 'steps'"),
+    (lambda s: {**s, "loop": {**s["loop"], "steps": "400"}}, r"loop\['steps'\] is a str"),
+    (lambda s: {**s, "loop": {**s["loop"], "per_task": [1.0, "x"]}}, "other than numbers"),
+    (lambda s: {**s, "loop": {**s["loop"], "info": {}}}, "has no task"),
+    (lambda s: {**s, "agent": _without(s["agent"], "optimizer")},
+     r"does not restore the agent \(KeyError"),
+    (lambda s: {**s, "agent": {**s["agent"], "net": {"w": torch.zeros(3)}}},
+     "does not restore the agent"),
+])
+def test_a_malformed_checkpoint_is_refused_with_checkpoint_error(tmp_path, monkeypatch, damage,
+                                                                 message):
+    ckpt, state = _checkpoint_of_a_killed_run(tmp_path, monkeypatch)
+    save_checkpoint(ckpt, _without(damage(state), "format"))
+    with pytest.raises(CheckpointError, match=message) as e:
+        lop_bench.run(REG, "backprop", tier="smoke", seed=0, progress=False, out=tmp_path,
+                      resume=True)
+    assert str(ckpt) in str(e.value) and "delete it" in str(e.value).lower()
+
+
 def test_cli_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys):
     from lop_bench.cli import main
 
@@ -271,9 +358,9 @@ def test_cli_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys):
     out = tmp_path / "b"
     assert main([*base, "--seeds", "0,1", "--out", str(out), "--checkpoint-every", "3"]) == 130
     monkeypatch.setattr(cls, "step", real)
-    seed0 = out / "SlowlyChangingRegression-v0__smoke__continual_backprop__seed0.json"
-    ckpt = out / "SlowlyChangingRegression-v0__smoke__continual_backprop__seed1.ckpt.pt"
-    assert seed0.is_file() and load_checkpoint(ckpt)["loop"]["steps"] == 1200  # after task 6
+    (seed0,) = out.glob("SlowlyChangingRegression-v0__smoke__continual_backprop__*__seed0.json")
+    (ckpt,) = out.glob("SlowlyChangingRegression-v0__smoke__continual_backprop__*__seed1.ckpt.pt")
+    assert load_checkpoint(ckpt)["loop"]["steps"] == 1200  # after task 6
     before = seed0.read_bytes()
     capsys.readouterr()
     assert main([*base, "--seeds", "0,1", "--out", str(out), "--resume"]) == 0

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -38,7 +39,10 @@ def test_run_then_report(tmp_path, capsys):
     assert main(["run", REG, "--agent", "backprop", "--tier", "smoke", "--seeds", "0-1",
                  "--jobs", "1", "--out", str(out)]) == 0
     files = sorted(p.name for p in out.glob("*.json"))
-    assert files == [f"SlowlyChangingRegression-v0__smoke__backprop__seed{s}.json" for s in (0, 1)]
+    names = [re.fullmatch(r"SlowlyChangingRegression-v0__smoke__backprop__([0-9a-f]{8})__seed(\d)\.json", f)
+             for f in files]
+    assert all(names) and [m[2] for m in names] == ["0", "1"]
+    assert names[0][1] == names[1][1]  # one settings hash for every seed of the run
     capsys.readouterr()
     plot = tmp_path / "curves.png"
     assert main(["report", str(out), "--plot", str(plot)]) == 0

@@ -7,7 +7,7 @@ from lop_bench import registration
 from lop_bench.errors import PhaseViolationError, UnknownAgentError
 from lop_bench.results import deterministic_part
 
-from .helpers import make_cheating_agent, make_mean_agent
+from .helpers import MeanAgent, make_cheating_agent, make_mean_agent
 
 REG = "lop/SlowlyChangingRegression-v0"
 
@@ -145,3 +145,105 @@ def test_the_phase_check_sees_through_nans_but_not_past_changes():
     w[0], w[2] = 1.0, float("nan")
     with pytest.raises(PhaseViolationError):
         _check_unchanged(agent, snap, "test", 0)
+
+
+# -- the whole-state phase check ------------------------------------------------------
+class _StateOnlyAgent:
+    """No parameters() or buffers(): its state is what state_dict() reports. It keeps a count
+    of test batches seen, which a test phase must not change."""
+
+    def __init__(self, action_space):
+        self.shape = action_space.shape
+        self.seen = {"train": 0, "test": 0}
+
+    def act(self, obs, info):
+        return np.ones(self.shape, np.float32)
+
+    def learn(self, obs, action, reward, next_obs, terminated, truncated, info):
+        self.seen["train" if "target" in info else "test"] += 1
+
+    def state_dict(self):
+        return {"seen": self.seen}  # the live dict: the runner must copy it
+
+
+class _ZeroLrAdamAgent:
+    """Steps Adam on test batches too, with a zero learning rate: the weights never move,
+    only the optimizer's step count and moments do."""
+
+    def __init__(self, action_space):
+        import torch
+
+        self.shape = action_space.shape
+        self.net = torch.nn.Linear(2, 1)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=0.0)
+
+    def act(self, obs, info):
+        import torch
+
+        self._out = self.net(torch.as_tensor(obs))
+        return self._out.detach().numpy()
+
+    def learn(self, obs, action, reward, next_obs, terminated, truncated, info):
+        self.optimizer.zero_grad()
+        self._out.sum().backward()
+        self.optimizer.step()
+
+    def parameters(self):
+        return self.net.parameters()
+
+    def state_dict(self):
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+
+def test_an_agent_with_only_state_dict_is_checked(fake_stream):
+    with pytest.raises(PhaseViolationError, match=r"'test' phase of task 0.*state_dict\(\)\['seen'\]\['test'\]"):
+        lop_bench.run(fake_stream, lambda spec, obs, act, seed, device: _StateOnlyAgent(act),
+                      tier="smoke", progress=False)
+
+
+def test_an_agent_that_changes_only_its_optimizer_state_is_refused(fake_stream):
+    import torch
+
+    agents, initial = [], []
+
+    def factory(spec, obs, act, seed, device):
+        agents.append(_ZeroLrAdamAgent(act))
+        initial.extend(p.detach().clone() for p in agents[-1].net.parameters())
+        return agents[-1]
+
+    with pytest.raises(PhaseViolationError, match=r"state_dict\(\)\['optimizer'\]\['state'\]\[0\]\['step'\]"):
+        lop_bench.run(fake_stream, factory, tier="smoke", progress=False)
+    # Only the optimizer moved: the weights are the initial ones, so a check of the
+    # parameters alone would have passed.
+    assert all(torch.equal(p, q) for p, q in zip(agents[0].net.parameters(), initial))
+
+
+def _state_agent(state):
+    class Agent(MeanAgent):
+        def state_dict(self):
+            return state(self)
+
+    return lambda spec, obs, act, seed, device: Agent(act)
+
+
+@pytest.mark.parametrize("state", [
+    lambda a: {"mean": a.mean, "nested": [(np.zeros(2), {"k": float("nan")}), None, "text"]},
+    lambda a: {"mean": a.mean.numpy(), "lr": a.lr},
+])
+def test_honest_agents_pass_whatever_their_state_holds(fake_stream, state):
+    """Numpy arrays (aliases of live tensors), NaN, nested lists, tuples, dicts and plain
+    values compare equal when unchanged."""
+    assert len(lop_bench.run(fake_stream, _state_agent(state), tier="smoke",
+                             progress=False).per_task) == 3
+
+
+def test_reference_agents_pass_the_whole_state_check_on_the_image_streams():
+    """Every reference agent of the streams with val/test phases, through its state_dict():
+    network, optimizer, generators, best copies, counters."""
+    from lop_bench.registration import REFERENCE_AGENTS
+
+    for env_id in ("lop/ContinualImageNet-v0", "lop/IncrementalCIFAR100-v0"):
+        for agent in REFERENCE_AGENTS[env_id]:
+            result = lop_bench.run(env_id, agent, tier="smoke", seed=0, progress=False,
+                                   diagnostics=False)
+            assert np.isfinite(result.summary["final"])
