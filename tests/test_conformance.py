@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import lop_bench
 from lop_bench.errors import DatasetNotFoundError, DependencyNotInstalled
+from tests.test_adversarial import STREAM_IDS as ADVERSARIAL_IDS
 
 TRANSITION_KEYS = {"target", "task_end", "task_metrics", "val_metrics"}
 CONTEXT_KEYS = {"task", "phase", "epoch", "stream_done"}
@@ -75,6 +76,11 @@ def test_info_contract_and_eval_phases(env_id):
     for phase, (_, reward, _, _, info) in zip(phases, trace[1:]):
         if phase in ("val", "test"):
             assert "target" not in info and reward == 0
+    # A stream with val/test phases faces the cheating agents of tests/test_adversarial.py.
+    if {"val", "test"} & set(phases):
+        assert env_id in ADVERSARIAL_IDS, (
+            f"{env_id} has val/test phases: add it to STREAMS in tests/test_adversarial.py"
+        )
 
 
 @pytest.mark.parametrize("env_id", lop_bench.list_envs())

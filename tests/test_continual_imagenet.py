@@ -17,7 +17,7 @@ from lop_bench.errors import (
     PhaseViolationError,
     StreamFinishedError,
 )
-from lop_bench.seeding import spawn_generators
+from lop_bench.seeding import spawn_generators, task_generator
 from tests.imagenet_fixtures import fake_imagenet, write_layout_root
 
 CIN = "lop/ContinualImageNet-v0"
@@ -257,6 +257,7 @@ def test_state_dict_resume_is_bit_identical(root, split):
     b.reset(seed=123)  # any seed: the state replaces it
     b.load_state_dict(state)
     assert b.stream_seed == 9 and b.pair == a.pair
+    assert np.array_equal(b.probe(), a.probe())  # the probe's classes are restored too
     k = split
     while True:
         ra, rb = a.step(actions[k]), b.step(actions[k])
@@ -287,21 +288,35 @@ def test_state_dict_is_plain_values(root):
         env_of(root, num_classes=6).load_state_dict(state)
     with pytest.raises(InvalidConfigError, match="lacks"):
         env.load_state_dict({"seed": 0})
+    with pytest.raises(InvalidConfigError, match="another tier"):  # a class out of range
+        env.load_state_dict({**state, "probe_pair": np.array([0, 4], np.int64)})
 
 
 # -- probe, device -----------------------------------------------------------------------
-def test_probe_is_the_tasks_test_images_and_does_not_change_the_stream(root):
-    a, b = env_of(root), env_of(root)
+def test_probe_is_the_previous_tasks_training_images_shuffled_and_changes_nothing(root):
+    """Task 0: its own training images; task t: task t - 1's (trained on); in the order of
+    the seed's probe generator for the task (child 3, ``task_generator``), never a test
+    image. Probing at every step leaves the stream as it is."""
+    a, b = env_of(root, num_classes=6, num_tasks=4), env_of(root, num_classes=6, num_tasks=4)
     a.reset(seed=1)
     b.reset(seed=1)
-    c0, c1 = a.pair
-    p = a.probe()
-    assert p.shape == (20, 3, 32, 32) and p.dtype == np.float32
-    assert np.array_equal(p, np.concatenate([A[c0, N - 10:], A[c1, N - 10:]]).astype(np.float32))
-    for _ in range(20):
-        a.probe()
-        ra, rb = a.step(np.zeros(16, np.int64)), b.step(np.zeros(16, np.int64))
-        assert np.array_equal(ra[0], rb[0])
+    trained = a.pair
+    for task in range(4):
+        images = np.concatenate([A[trained[0], :20], A[trained[1], :20]]).astype(np.float32)
+        p = a.probe()
+        assert p.shape == (40, 3, 32, 32) and p.dtype == np.float32  # probe_size 1000: all
+        assert np.array_equal(p, images[task_generator(1, 3, task).permutation(40)])
+        assert np.array_equal(a.probe(5), p[:5])
+        trained = a.pair
+        for _ in range(a.config.steps_per_task):
+            ra, rb = a.step(np.zeros(16, np.int64)), b.step(np.zeros(16, np.int64))
+            a.probe()
+            assert np.array_equal(ra[0], rb[0]) and ra[4].keys() == rb[4].keys()
+    assert ra[4]["stream_done"]
+    with pytest.raises(InvalidConfigError, match="probe size must be a positive integer"):
+        a.probe(0)
+    with pytest.raises(StreamFinishedError, match="before probe"):
+        env_of(root).probe()
 
 
 def test_device_keeps_the_data_on_the_device_and_the_same_stream(root):
@@ -321,6 +336,8 @@ def test_device_keeps_the_data_on_the_device_and_the_same_stream(root):
         if "target" in r1[4]:
             assert isinstance(r2[4]["target"], torch.Tensor)
             assert np.array_equal(r1[4]["target"], r2[4]["target"].numpy())
+        if r1[4]["task_end"]:  # the next task's probe: the task just ended's training images
+            assert np.array_equal(cpu.probe(), dev.probe().numpy())
     with pytest.raises(InvalidConfigError, match="device"):
         env_of(root, device="no-such-device")
 

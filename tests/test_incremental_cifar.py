@@ -76,6 +76,13 @@ def true_labels(obs, valid):
     return out
 
 
+def seeded_order(seed, n, *key):
+    """The protocol's permutation of ``n`` rows for a position: purpose ``key[0]`` of the
+    seed (1: shuffle, 3: val/test order, 4: probe), keyed by the rest of ``key``."""
+    ss = np.random.SeedSequence(seed, spawn_key=key)
+    return np.random.Generator(np.random.PCG64(ss)).permutation(n)
+
+
 def same_rows(a, b, atol=1e-5):
     """Whether ``a`` and ``b`` hold the same images (within atol), in any order."""
     if a.shape != b.shape:
@@ -201,11 +208,14 @@ def test_the_split_is_the_first_images_of_each_class_in_file_order(root, val_per
             by_phase.setdefault((phase, info["epoch"]), []).append(obs[: info["valid"]])
     val = np.concatenate(by_phase[("val", 0)])
     test = np.concatenate(by_phase[("test", 1)])
-    # val and test: the active classes' images in order of introduction, then file order
+    # val and test: the active classes' images (class by class in order of introduction,
+    # then file order) in the order drawn for the phase: purpose 3 keyed (block, epoch,
+    # phase 1 = val / 2 = test), never grouped by class
     want_val = np.concatenate([norm(XTR[val_idx[c]]) for c in active])
     want_test = np.concatenate([norm(XTE[TEST[c]]) for c in active])
-    np.testing.assert_allclose(val, want_val, atol=1e-5)
-    np.testing.assert_allclose(test, want_test, atol=1e-5)
+    np.testing.assert_allclose(val, want_val[seeded_order(1, len(want_val), 3, 1, 0, 1)], atol=1e-5)
+    np.testing.assert_allclose(test, want_test[seeded_order(1, len(want_test), 3, 1, 1, 2)], atol=1e-5)
+    assert same_rows(val, want_val) and not np.allclose(val, want_val)
     # train: each epoch a fresh shuffle of exactly the active classes' training images
     ep0, ep1 = (np.concatenate(by_phase[("train", e)]) for e in (0, 1))
     want = np.concatenate([norm(XTR[TRAIN[c]]) for c in active])
@@ -213,7 +223,7 @@ def test_the_split_is_the_first_images_of_each_class_in_file_order(root, val_per
     assert not np.allclose(ep0, ep1)  # another order
 
 
-def test_val_and_test_are_never_augmented_identical_across_passes_and_unlabelled(root):
+def test_val_and_test_are_never_augmented_reshuffled_every_pass_and_unlabelled(root):
     env = env_of(root)
     trace = rollout(env, seed=2)
     val = {}
@@ -225,9 +235,10 @@ def test_val_and_test_are_never_augmented_identical_across_passes_and_unlabelled
             assert all(np.ndim(v) == 0 or k == "active_classes" for k, v in after.items()
                        if k not in ("task_metrics", "val_metrics"))
             if phase == "val":
-                val.setdefault((info["task"], info["epoch"]), []).append(obs)
-    for task in (0, 1):
-        assert np.array_equal(np.stack(val[(task, 0)]), np.stack(val[(task, 1)]))
+                val.setdefault((info["task"], info["epoch"]), []).append((obs, info["valid"]))
+    for task in (0, 1):  # the same images (un-augmented), in another order every pass
+        first, second = (np.concatenate([o[:v] for o, v in val[(task, e)]]) for e in (0, 1))
+        assert same_rows(first, second) and not np.array_equal(first, second)
     again = rollout(env_of(root), seed=2)
     for x, y in zip(trace, again):
         if x[0] != "train":
@@ -403,6 +414,10 @@ def test_device_returns_tensors_equal_to_the_numpy_stream(root):
         oa, ra, *_, ia = a.step(torch.from_numpy(act))
         ob, rb, *_, ib = b.step(act)
         assert ra == rb and ia.keys() == ib.keys()
+        # the same scores of the (shuffled) val/test phases, the same probes
+        assert ia.get("val_metrics") == ib.get("val_metrics")
+        assert ia.get("task_metrics") == ib.get("task_metrics")
+        assert np.array_equal(a.probe().numpy(), b.probe())
         if "target" in ia:
             assert isinstance(ia["target"], torch.Tensor) and np.array_equal(ia["target"].numpy(), ib["target"])
         if ib["stream_done"]:
@@ -410,17 +425,32 @@ def test_device_returns_tensors_equal_to_the_numpy_stream(root):
     assert isinstance(a.probe(), torch.Tensor)
 
 
-def test_probe_is_the_active_validation_images_and_draws_nothing(root):
+def test_probe_is_training_images_already_trained_on_shuffled_and_draws_nothing(root):
+    """Block 0: its own classes' training images; block k: those of the classes active in
+    block k - 1; ``probe_size`` of them (8 in smoke), drawn by purpose 4 keyed by the block,
+    un-augmented; never a validation or test image."""
     env = env_of(root)
     _, info = env.reset(seed=0)
-    p = env.probe()
-    active = info["active_classes"]
-    assert p.shape == (6, 3, 32, 32)  # 2 classes x 3 validation images (probe_size 8)
-    np.testing.assert_allclose(p, np.concatenate([norm(XTR[VAL[c]]) for c in active]), atol=1e-5)
-    assert env.probe(3).shape == (3, 3, 32, 32)
+    trained = info["active_classes"]
+    held_out = np.concatenate([norm(XTR[VAL[c]]) for c in range(100)] +
+                              [norm(XTE[TEST[c]]) for c in range(100)])
+    for block in (0, 1):
+        train = np.concatenate([norm(XTR[TRAIN[c]]) for c in trained])
+        p = env.probe()
+        assert p.shape == (8, 3, 32, 32) and p.dtype == np.float32
+        np.testing.assert_allclose(p, train[seeded_order(0, len(train), 4, block)[:8]], atol=1e-5)
+        assert np.array_equal(env.probe(3), p[:3])
+        assert np.abs(p[:, None] - held_out[None]).reshape(8, len(held_out), -1).max(-1).min() > 1e-3
+        trained = info["active_classes"]
+        while info["task"] == block and not info["stream_done"]:
+            *_, info = env.step(np.zeros(4, np.int64))
+    with pytest.raises(InvalidConfigError, match="probe size must be a positive integer"):
+        env.probe(-1)
     quiet = rollout(env_of(root), 0)
-    probed = rollout(env_of(root), 0, lambda obs, info: (env.probe(), np.zeros(4, np.int64))[1])
-    assert all(np.array_equal(x[1], y[1]) for x, y in zip(quiet, probed))
+    probing = env_of(root)  # probed before every step of its own stream
+    probed = rollout(probing, 0, lambda obs, info: (probing.probe(), np.zeros(4, np.int64))[1])
+    assert len(quiet) == len(probed)
+    assert all(np.array_equal(x[1], y[1]) and x[3] == y[3] for x, y in zip(quiet, probed))
 
 
 @pytest.mark.parametrize("cut", [2, 3, 4, 5, 10, 11, 12, 20, 30])
@@ -434,10 +464,12 @@ def test_state_dict_resumes_bit_for_bit(root, cut):
         env.step(a)
     # what a checkpoint file holds: numpy arrays as tagged tensors, through torch.save
     state = decode(encode(env.state_dict()))
+    probe = env.probe()
     want = [env.step(a) for a in actions[cut:]]
     fresh = env_of(root)
     fresh.reset(seed=0)
     fresh.load_state_dict(state)
+    assert np.array_equal(fresh.probe(), probe)
     got = [fresh.step(a) for a in actions[cut:]]
     for (o1, r1, *_, i1), (o2, r2, *_, i2) in zip(want, got):
         assert np.array_equal(o1, o2) and r1 == r2 and i1.keys() == i2.keys()

@@ -134,6 +134,16 @@ class ContinualStream(gymnasium.Env):
         self.reset(seed=state["seed"])
 
     # -- validation helpers ---------------------------------------------------------
+    def _probe_count(self, n: Any, available: int) -> int:
+        """The number of inputs of a diagnostics probe: ``n`` (default: the tier's
+        ``probe_size``), at most ``available``; ``n`` must be a positive integer."""
+        n = self.config.probe_size if n is None else n
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidConfigError(
+                f"{self.ENV_ID}: the probe size must be a positive integer, got {n!r}."
+            )
+        return min(int(n), available)
+
     def _float_action(self, action: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Check a real-valued prediction: a float array of ``shape`` with finite values."""
         if not isinstance(action, np.ndarray):

@@ -21,7 +21,7 @@ from lop_bench.data.imagenet import (
 )
 from lop_bench.envs.base import ContinualStream, check_labels
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
-from lop_bench.seeding import spawn_generators
+from lop_bench.seeding import spawn_generators, task_generator
 
 __all__ = [
     "ContinualImageNetConfig",
@@ -36,15 +36,21 @@ CLASS_ORDERS = ("fresh", "repeat")
 default); ``"repeat"``: one permutation for the whole stream (the public code)."""
 
 _PURPOSES = ("class_order", "shuffle", "test_order")
+"""The stream's generators (child ``i`` of the seed's ``SeedSequence``; saved in
+:meth:`ContinualImageNetEnv.state_dict`)."""
+_PROBE = len(_PURPOSES)
+"""Child 3 of the seed's ``SeedSequence``: one probe generator per task
+(:func:`~lop_bench.seeding.task_generator`), apart from the stream's."""
 
 
 @dataclass(frozen=True)
 class ContinualImageNetConfig:
     """A tier of the Continual ImageNet stream.
 
-    Protocol fields (hashed into results): every field but ``num_seeds``. Where the images
-    come from (``root``, ``source``) and the ``device`` are not part of the config: the
-    dataset enters the protocol hash through its fingerprint instead.
+    Protocol fields (hashed into results): every field but ``num_seeds`` and
+    ``probe_size``. Where the images come from (``root``, ``source``) and the ``device`` are
+    not part of the config: the dataset enters the protocol hash through its fingerprint
+    instead.
     """
 
     num_classes: int = 1000
@@ -70,6 +76,10 @@ class ContinualImageNetConfig:
     ``num_classes // 2`` tasks)."""
     num_seeds: int = field(default=30, metadata={"protocol": False})
     """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed; PROTOCOLS: 30 runs)."""
+    probe_size: int = field(default=1000, metadata={"protocol": False})
+    """Diagnostics probe: at most this many of the previous task's training images, drawn at
+    random (:meth:`ContinualImageNetEnv.probe`; not hashed; lop-bench's choice, as for
+    incremental CIFAR-100: the paper does not state it)."""
 
     def __post_init__(self) -> None:
         check_positive("num_classes", self.num_classes)
@@ -79,7 +89,7 @@ class ContinualImageNetConfig:
                 f"{self.num_classes!r}."
             )
         for name in ("train_per_class", "test_per_class", "num_tasks", "epochs", "batch_size",
-                     "num_seeds"):
+                     "num_seeds", "probe_size"):
             check_positive(name, getattr(self, name))
         check_choice("class_order", self.class_order, CLASS_ORDERS)
 
@@ -152,7 +162,8 @@ class ContinualImageNetEnv(ContinualStream):
     (position ``j = t mod num_classes // 2`` in its block) is the pair ``(order[2j],
     order[2j + 1])``: label 0 is the first class, label 1 the second. A task is ``epochs``
     passes over its ``2 * train_per_class`` training images, each pass in a fresh random
-    order, then one pass over its ``2 * test_per_class`` test images (in a random order).
+    order, then one pass over its ``2 * test_per_class`` test images (in a fresh random
+    order too).
     Inputs are the raw pixel values as float32 (0..255), not normalized.
 
     **Spaces.** Observation ``Box(0, 255, (B, 3, 32, 32), float32)``: a batch of
@@ -166,6 +177,12 @@ class ContinualImageNetEnv(ContinualStream):
     predictions itself. The task's score is its test accuracy, ``task_metrics["accuracy"]``
     (correct / ``2 * test_per_class``), at the task's last (test) step, where
     ``task_end=True``. Higher is better.
+
+    **Test order carries no label.** Every test phase shows the task's test images in a
+    fresh random order drawn from the seed (the ``test_order`` generator, one permutation
+    per task), never grouped by class. Its number of steps, ``valid`` and padding depend
+    only on ``test_per_class``, and its ``info`` holds only the context (and the score at
+    its last step): nothing but the images tells an agent what a row's label is.
 
     **Padding.** When a phase's size is not a multiple of B (never at the paper's or cpu
     tier's sizes; the smoke tier does it on purpose), the phase's last batch is padded with
@@ -199,21 +216,32 @@ class ContinualImageNetEnv(ContinualStream):
     observations (float32), targets (int64) and the probe are torch tensors there; the
     stream is the same (all randomness is drawn on the host).
 
+    **Diagnostics probe** (:meth:`probe`, measured by the runner at each task's start):
+    ``probe_size`` of the previous task's training images, which the agent has been
+    trained on (task 0: its own training images, about to be trained on), drawn at random.
+    Never a test image, which would hand the agent unlabelled test data to memorize; the
+    same for every agent at the same seed and task.
+
     **Randomness.** Per-purpose generators spawned from the seed: class orders, training
-    shuffles (one per epoch), test orders (one per task). The diagnostics probe
-    (:meth:`probe`: the current task's test images) draws from none of them.
+    shuffles (one per epoch), test orders (one per task). The probe draws from a generator
+    of its own for each task (child 3 of the seed, keyed by the task:
+    :func:`~lop_bench.seeding.task_generator`), never from the stream's: probing never
+    changes the stream.
 
     **Memory.** A task is a pair of class indices and index permutations; a batch is
     gathered from the class arrays (memory maps) and converted to float32, nothing else is
     copied.
 
     **Checkpoints.** :meth:`state_dict` / :meth:`load_state_dict` hold the position (task,
-    step), the class order, the current shuffles, the test count and the generators' states:
-    a fresh env, after ``reset(seed=s)`` and ``load_state_dict``, continues bit for bit.
+    step), the class order, the probe's classes, the current shuffles, the test count and
+    the generators' states: a fresh env, after ``reset(seed=s)`` and ``load_state_dict``,
+    continues bit for bit (probes included).
     """
 
     ENV_ID = "lop/ContinualImageNet-v0"
-    STREAM_REVISION = 1
+    STREAM_REVISION = 2
+    """Revision 2: the diagnostics probe is the previous task's training images, shuffled
+    (revision 1: the task's test images, grouped by class). The observations are unchanged."""
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
@@ -312,7 +340,10 @@ class ContinualImageNetEnv(ContinualStream):
         j = self._task % cfg.tasks_per_block
         if j == 0 and (cfg.class_order == "fresh" or self._task == 0):
             self._order = self._rng["class_order"].permutation(cfg.num_classes)
+        previous = self._pair if self._task > 0 else None
         self._set_pair()
+        # The probe's classes: the previous task's, trained on (task 0: its own).
+        self._probe_pair = self._pair if previous is None else previous
         self._test_perm = self._rng["test_order"].permutation(2 * self._te)
         self._epoch_perm = self._rng["shuffle"].permutation(2 * self._tr)
         self._i = 0
@@ -343,21 +374,27 @@ class ContinualImageNetEnv(ContinualStream):
         labels = (idx >= self._te).astype(np.int64)
         return "test", self.config.epochs - 1, labels, idx - labels * self._te
 
-    def _images(self, phase: str, labels: np.ndarray, rows: np.ndarray, size: int) -> Any:
-        """Float32 images ``(size, 3, 32, 32)``: the batch's real images, then zero rows."""
+    def _images(self, phase: str, labels: np.ndarray, rows: np.ndarray, size: int,
+                pair: tuple[int, int] | None = None) -> Any:
+        """Float32 images ``(size, 3, 32, 32)``: image ``rows[i]`` of the ``phase``'s
+        (training or test) images of class ``pair[labels[i]]`` (default: the current task's
+        pair), then zero rows."""
         v = len(labels)
+        pair = self._pair if pair is None else pair
         if self.device is None:
             x = np.zeros((size, *IMAGE_SHAPE), dtype=np.float32)
             offset = 0 if phase == "train" else self._test_row0
+            arrays = (self._arrays if pair == self._pair
+                      else tuple(self.dataset.class_images(c) for c in pair))
             for lab in (0, 1):
                 m = labels == lab
                 if m.any():
-                    x[:v][m] = self._arrays[lab][rows[m] + offset]
+                    x[:v][m] = arrays[lab][rows[m] + offset]
             return x
         import torch
 
         offset = 0 if phase == "train" else self._tr
-        cls = torch.as_tensor(np.asarray(self._pair)[labels], device=self.device)
+        cls = torch.as_tensor(np.asarray(pair)[labels], device=self.device)
         r = torch.as_tensor(rows + offset, device=self.device)
         x = torch.zeros((size, *IMAGE_SHAPE), dtype=torch.float32, device=self.device)
         x[:v] = self._dev_data[cls, r]
@@ -367,20 +404,25 @@ class ContinualImageNetEnv(ContinualStream):
         phase, _, labels, rows = self._batch(self._i)
         return self._images(phase, labels, rows, self._B)
 
-    def probe(self) -> Any:
-        """The diagnostics probe: the current task's test images, class ``pair[0]``'s then
-        ``pair[1]``'s, float32 ``(2 * test_per_class, 3, 32, 32)`` (numpy, or a tensor on the
-        env's device). Draws from no generator: measuring diagnostics never changes the
-        stream."""
-        self._check_started()
-        te = self._te
-        labels = np.repeat(np.arange(2, dtype=np.int64), te)
-        rows = np.tile(np.arange(te, dtype=np.int64), 2)
-        return self._images("test", labels, rows, 2 * te)
+    def probe(self, n: int | None = None) -> Any:
+        """The diagnostics probe of the current task: ``n`` (default ``probe_size``; all of
+        them when there are fewer) of the previous task's ``2 * train_per_class`` training
+        images, which the agent has been trained on (task 0: its own training images, which
+        it is about to be trained on), drawn at random without replacement; never a test
+        image. Float32 ``(n, 3, 32, 32)`` (numpy, or a tensor on the env's device).
 
-    def _check_started(self) -> None:
+        The draw comes from a generator of its own, keyed by the seed and the task: the same
+        probe for every agent and at every call, and probing never changes the stream.
+        ``probe(m)`` is the first ``m`` rows of ``probe(n)`` for ``m < n``."""
+        self._check_started("probe()")
+        n = self._probe_count(n, 2 * self._tr)
+        idx = task_generator(self.stream_seed, _PROBE, self._task).permutation(2 * self._tr)[:n]
+        labels = (idx >= self._tr).astype(np.int64)
+        return self._images("train", labels, idx - labels * self._tr, n, pair=self._probe_pair)
+
+    def _check_started(self, what: str = "step()") -> None:
         if not self._stream_started:
-            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before step().")
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before {what}.")
 
     def _context(self) -> dict[str, Any]:
         phase, epoch, labels, _ = self._batch(self._i)
@@ -439,6 +481,7 @@ class ContinualImageNetEnv(ContinualStream):
             "done": bool(self._done),
             "correct": int(self._correct),
             "order": self._order.astype(np.int64),
+            "probe_pair": np.asarray(self._probe_pair, dtype=np.int64),
             "epoch_perm": self._epoch_perm.astype(np.int64),
             "test_perm": self._test_perm.astype(np.int64),
             "rng": {p: self._rng[p].bit_generator.state for p in _PURPOSES},
@@ -446,15 +489,18 @@ class ContinualImageNetEnv(ContinualStream):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (of an env of the same id, tier and kwargs)."""
-        missing = {"seed", "task", "step", "done", "correct", "order", "epoch_perm",
-                   "test_perm", "rng"} - set(state)
+        missing = {"seed", "task", "step", "done", "correct", "order", "probe_pair",
+                   "epoch_perm", "test_perm", "rng"} - set(state)
         if missing:
             raise InvalidConfigError(f"{self.ENV_ID}: the state lacks {sorted(missing)}.")
         cfg = self.config
         order = _as_numpy(state["order"]).astype(np.int64)
         epoch_perm = _as_numpy(state["epoch_perm"]).astype(np.int64)
         test_perm = _as_numpy(state["test_perm"]).astype(np.int64)
+        probe_pair = _as_numpy(state["probe_pair"]).astype(np.int64)
         if (order.shape != (cfg.num_classes,) or epoch_perm.shape != (2 * self._tr,)
+                or probe_pair.shape != (2,) or probe_pair.min() < 0
+                or probe_pair.max() >= cfg.num_classes
                 or test_perm.shape != (2 * self._te,) or not 0 <= int(state["step"]) < self._T
                 or not 0 <= int(state["task"]) < self.num_tasks):
             raise InvalidConfigError(
@@ -470,3 +516,4 @@ class ContinualImageNetEnv(ContinualStream):
         self._done, self._correct = bool(state["done"]), int(state["correct"])
         self._order, self._epoch_perm, self._test_perm = order, epoch_perm, test_perm
         self._set_pair()
+        self._probe_pair = (int(probe_pair[0]), int(probe_pair[1]))

@@ -29,7 +29,6 @@ from lop_bench.errors import (
     InvalidConfigError,
     StreamFinishedError,
 )
-from lop_bench.seeding import spawn_generators
 
 __all__ = [
     "IncrementalCIFAR100Config",
@@ -56,8 +55,22 @@ CROP_PADDING = 4
 MAX_ROTATION = 15.0
 """Rotation angles are drawn uniformly in [0, 15) degrees, counter-clockwise only."""
 
-_PURPOSES = ("class_order", "shuffle", "augment")
+_PURPOSES = ("class_order", "shuffle", "augment", "eval_order", "probe")
+"""Purpose ``i`` draws from child ``i`` of the seed's ``SeedSequence`` (keyed further by the
+position: block, epoch, ...). Purposes are only ever appended: the others keep their draws."""
 _PHASES = ("train", "val", "test")
+
+
+def _seed_sequence(seed: int, purpose: str, *key: int) -> np.random.SeedSequence:
+    """The seed sequence of ``purpose`` at position ``key`` (e.g. block, epoch): every draw
+    of the stream is a function of the seed and the position, never of what came before."""
+    return np.random.SeedSequence(seed, spawn_key=(_PURPOSES.index(purpose), *key))
+
+
+def _generator(seed: int, purpose: str, *key: int) -> np.random.Generator:
+    """A numpy generator of :func:`_seed_sequence`."""
+    return np.random.Generator(np.random.PCG64(_seed_sequence(seed, purpose, *key)))
+
 
 # uint8 pixel -> normalized float32, one table per channel: (v / 255 - mean) / std computed
 # once in float32, so the values are the same on every device.
@@ -113,8 +126,9 @@ class IncrementalCIFAR100Config:
     num_seeds: int = field(default=15, metadata={"protocol": False})
     """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed; PROTOCOLS: 15 runs)."""
     probe_size: int = field(default=1000, metadata={"protocol": False})
-    """Diagnostics probe: at most this many of the active classes' validation images, spread
-    evenly over them (not hashed; lop-bench's choice: the paper does not state it)."""
+    """Diagnostics probe: at most this many training images the agent has already been
+    trained on, drawn at random (:meth:`IncrementalCIFAR100Env.probe`; not hashed;
+    lop-bench's choice: the paper does not state it)."""
 
     def __post_init__(self) -> None:
         for name in ("classes_per_block", "num_blocks", "epochs_per_block", "train_per_class",
@@ -336,6 +350,14 @@ class IncrementalCIFAR100Env(ContinualStream):
     the context key ``valid`` says how many leading rows are real (padded rows are never
     scored). The stream ends after the last block's test phase.
 
+    **Val/test order carries no label.** Every val and test phase shows its images in a
+    fresh random order drawn from the seed (its own permutation for every phase, from the
+    ``eval_order`` generator keyed by block, epoch and phase), never grouped by class. Its
+    number of steps, ``valid`` and padding depend only on the number of active classes,
+    and its ``info`` holds only the context and, at its last step, the phase's score: the
+    env keeps the labels and scores the predictions itself. So nothing but the images
+    tells an agent what a row's class is.
+
     **Augmentation** (training batches, PROTOCOLS.md): normalize with mean (0.5071, 0.4865,
     0.4409) and std (0.2673, 0.2564, 0.2762), then, per image, a horizontal flip with
     probability 0.5, a random 32 x 32 crop of the image padded by 4 pixels (reflect), and a
@@ -384,22 +406,33 @@ class IncrementalCIFAR100Env(ContinualStream):
     the augmentation on that device. The dataset's fingerprint is ``dataset_fingerprint``
     and enters the protocol hash.
 
-    **Randomness.** From the seed: the class order (a per-purpose generator spawned from
-    it), each epoch's shuffle (child ``(block, epoch)`` of the ``shuffle`` purpose's
-    ``SeedSequence``) and each training batch's augmentation (the env's ``torch.Generator``,
-    re-seeded at every training step from child ``(block, epoch, step)`` of the ``augment``
-    purpose). So every observation is a function of the seed and the position, and a state
-    (:meth:`state_dict`) is just the position. The augmentation's draws come from the
-    device's generator: a CUDA run sees other (equally distributed) flips, crops and angles
-    than a CPU run of the same seed; the class order and shuffles are the same everywhere.
-    The diagnostics probe (:meth:`probe`) draws nothing.
+    **Diagnostics probe** (:meth:`probe`, measured by the runner at each block's start):
+    ``probe_size`` training images of the classes active in the previous block, which the
+    agent has been trained on (block 0: its own classes' training images, about to be
+    trained on), drawn at random, un-augmented. Never a validation or test image, which
+    would hand the agent unlabelled evaluation data to memorize; the same for every agent
+    at the same seed and block.
+
+    **Randomness.** From the seed, one purpose each (child ``i`` of its ``SeedSequence``,
+    keyed further by the position): the class order, each epoch's shuffle (``shuffle``,
+    keyed ``(block, epoch)``), each training batch's augmentation (the env's
+    ``torch.Generator``, re-seeded at every training step from ``augment`` keyed ``(block,
+    epoch, step)``), each val/test phase's order (``eval_order``, keyed ``(block, epoch,
+    phase)``) and each block's probe (``probe``, keyed by the block). So every observation
+    is a function of the seed and the position, and a state (:meth:`state_dict`) is just the
+    position; probing draws from no generator of the stream and never changes it. The
+    augmentation's draws come from the device's generator: a CUDA run sees other (equally
+    distributed) flips, crops and angles than a CPU run of the same seed; the class order,
+    shuffles, val/test orders and probes are the same everywhere.
 
     **Memory.** The dataset is held once per process and device as uint8 (about 180 MB);
     a block is an index of its classes' images, never a copy.
     """
 
     ENV_ID = "lop/IncrementalCIFAR100-v0"
-    STREAM_REVISION = 1
+    STREAM_REVISION = 2
+    """Revision 2: val/test phases in a seeded random order (revision 1 grouped them by
+    class) and a probe of seen training images (revision 1: validation images)."""
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
@@ -467,8 +500,7 @@ class IncrementalCIFAR100Env(ContinualStream):
         self.stream_seed = seed
         self._stream_started = True
         self._done = False
-        rng = spawn_generators(seed, _PURPOSES)
-        self.class_order = rng["class_order"].permutation(NUM_CLASSES).astype(np.int64)
+        self.class_order = _generator(seed, "class_order").permutation(NUM_CLASSES).astype(np.int64)
         self.class_order.flags.writeable = False
         self._block = -1  # no position yet: the next _goto rebuilds every index
         self._order_key = None
@@ -479,22 +511,27 @@ class IncrementalCIFAR100Env(ContinualStream):
         if block != self._block:
             self._active = self.class_order[: (block + 1) * cfg.classes_per_block].copy()
             self._active.flags.writeable = False
-        if phase == "train" and self._order_key != (block, epoch):
-            ss = np.random.SeedSequence(self.stream_seed, spawn_key=(1, block, epoch))
-            train = self._train_idx[self._active].reshape(-1)
-            self._phase_idx = train[np.random.Generator(np.random.PCG64(ss)).permutation(len(train))]
-            self._order_key = (block, epoch)
-            self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
-        elif phase != "train" and self._order_key != (block, phase):
-            table = self._val_idx if phase == "val" else self._test_idx
-            self._phase_idx = table[self._active].reshape(-1)
-            self._order_key = (block, phase)
+        if self._order_key != (block, epoch, phase):
+            self._phase_idx = self._phase_order(block, epoch, phase)
+            self._order_key = (block, epoch, phase)
             self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
         self._block, self._epoch, self._phase, self._step = block, epoch, phase, step
         self._correct = correct
         steps = cfg.block_steps(block)
         self._phase_steps = steps[_PHASES.index(phase)]
         self._obs = self._build_obs()
+
+    def _phase_order(self, block: int, epoch: int, phase: str) -> np.ndarray:
+        """Dataset indices of a phase's images in the order shown: the active classes'
+        training, validation or test images in a random order drawn from the seed and the
+        position (a fresh one for every training epoch and every val/test phase)."""
+        if phase == "train":
+            table, rng = self._train_idx, _generator(self.stream_seed, "shuffle", block, epoch)
+        else:
+            table = self._val_idx if phase == "val" else self._test_idx
+            rng = _generator(self.stream_seed, "eval_order", block, epoch, _PHASES.index(phase))
+        rows = table[self._active].reshape(-1)
+        return rows[rng.permutation(len(rows))]
 
     def _build_obs(self) -> Any:
         B, i = self._B, self._step
@@ -505,8 +542,7 @@ class IncrementalCIFAR100Env(ContinualStream):
             self._labels = self._y_train[idx]
             x = normalize_images(self._x_train_t[idx_t], self._lut)
             if self.config.augment:
-                ss = np.random.SeedSequence(self.stream_seed,
-                                            spawn_key=(2, self._block, self._epoch, i))
+                ss = _seed_sequence(self.stream_seed, "augment", self._block, self._epoch, i)
                 self._gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
                 x = augment_images(x, self._gen)
             self._target = self._labels if self._numpy else self._y_train_t[idx_t]
@@ -579,21 +615,28 @@ class IncrementalCIFAR100Env(ContinualStream):
 
     # -- diagnostics and checkpoints ------------------------------------------------
     def probe(self, n: int | None = None) -> Any:
-        """The diagnostics probe: ``n`` (default ``probe_size``) of the active classes'
-        validation images, normalized, never augmented, spread evenly over the classes (all
-        of them when there are fewer): ``(n, 3, 32, 32)`` float32, numpy or a tensor on the
-        env's device like the observations. Draws from no generator."""
+        """The diagnostics probe of the current block: ``n`` (default ``probe_size``; all of
+        them when there are fewer) training images of the classes active in the previous
+        block, which the agent has been trained on (block 0: its own training images, which
+        it is about to be trained on), drawn at random without replacement; normalized, never
+        augmented, never a validation or test image. ``(n, 3, 32, 32)`` float32, numpy or a
+        tensor on the env's device like the observations.
+
+        The draw comes from a generator of its own, keyed by the seed and the block: the same
+        probe for every agent and at every call, and probing never changes the stream.
+        ``probe(m)`` is the first ``m`` rows of ``probe(n)`` for ``m < n``."""
         if not self._stream_started:
             raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before probe().")
-        idx = self._val_idx[self._active].reshape(-1)
-        n = min(int(self.config.probe_size if n is None else n), len(idx))
-        idx = idx[(np.arange(n) * len(idx)) // n]
+        trained = self.class_order[: max(self._block, 1) * self.config.classes_per_block]
+        idx = self._train_idx[trained].reshape(-1)
+        order = _generator(self.stream_seed, "probe", self._block).permutation(len(idx))
+        idx = idx[order[: self._probe_count(n, len(idx))]]
         x = normalize_images(self._x_train_t[torch.from_numpy(idx).to(self._device)], self._lut)
         return x.numpy() if self._numpy else x
 
     def state_dict(self) -> dict[str, Any]:
-        """The stream's position (every observation is a function of the seed and the
-        position, the augmentation generator included): plain values only."""
+        """The stream's position (every observation, order and probe is a function of the
+        seed and the position, the augmentation generator included): plain values only."""
         if not self._stream_started:
             raise StreamFinishedError(f"{self.ENV_ID}: call reset(seed=...) before state_dict().")
         return {
