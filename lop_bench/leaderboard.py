@@ -2,25 +2,44 @@
 
 ``lop-bench submit RESULTS...`` (:func:`submit`) checks every result file before anything is
 written and copies them all, or none, under ``<dir>/submissions/``. A file is refused with
-its reason when it does not follow the result schema, its summary and per-task curve
-disagree, its stream or tier is unknown, its protocol hash or dataset fingerprint is not the
-tier's, its curve is not the tier's length, it ran custom (overridden) settings, or it
-duplicates a file already submitted. Files are grouped into *entries* (stream, tier, agent
+its reason when it is not a regular file under the size cap or does not follow the result
+schema (:func:`lop_bench.results.load`), its summary and per-task curve disagree, its stream
+or tier is unknown, its tier is ``smoke`` (never ranked), its protocol hash or dataset
+fingerprint is not the tier's, its curve is not the tier's length, its ``steps`` is not what
+a run of the tier takes, its diagnostics are missing or not the runner's schedule, or it
+ran custom (overridden) settings. Files are grouped into *entries* (stream, tier, agent
 name, preset and hyperparameters); an entry must hold the tier's whole seed set
 ``0 .. num_seeds - 1``, each seed once, and must not be on the leaderboard already.
+
+Copies are refused: no per-seed curve may equal, value for value, a curve already on the
+board or elsewhere in the submission, whatever its agent name or preset (two seeds of one
+entry with the same curve are copies of one run too). The refusal names the entry that
+holds the curve. Curves of fewer than four distinct values, what a network that stopped
+learning scores (chance on every task), are not compared: independent runs share them. An entry already on the board with the very same results (the same files
+submitted again) is not an error: it is left as it is, and nothing is written for it.
+
+Submissions are serialized by an exclusive lock on ``submissions/.lock`` (``flock``): a
+second ``submit`` waits for the first, then checks against what it wrote; after
+:data:`LOCK_TIMEOUT_S` it gives up with an error that says so.
+
+An entry may name where its code is, ``agent.source``: a URL with a commit or a package
+with its version (``lop-bench submit --source URL`` records it in every file submitted);
+the pages link it (http(s) URLs only) and mark entries without one "no source".
 
 ``lop-bench leaderboard build`` (:func:`build`) regenerates ``<dir>/README.md`` (one table per
 stream and tier, ranked by ``final``) and ``<dir>/index.html`` (the same tables and, per
 stream and tier, every entry's seed-mean curve in bins with a 95% band, as inline SVG: a
-static page with no scripts and no external resources). Every submitted string is escaped.
-Two builds of the same submissions give byte-identical files: no timestamps (the date shown
-is the newest ``run_info.created`` of an entry), sorted iteration, a seeded bootstrap and
-fixed float formatting.
+static page with no scripts and no external resources). Every submitted string is escaped:
+HTML on both pages, and Markdown syntax (emphasis, strikethrough, math, links, autolinks,
+table pipes) in ``README.md``. Two builds of the same submissions give byte-identical
+files: no timestamps (the date shown is the newest ``run_info.created`` of an entry),
+sorted iteration, a seeded bootstrap and fixed float formatting.
 
 Layout of a leaderboard directory (default ``leaderboard/``, relative to the working
 directory)::
 
     submissions/<Stream-vN>/<tier>/<agent>__<entry id>/seed<k>.json
+    submissions/.lock
     README.md
     index.html
 
@@ -37,12 +56,16 @@ import html
 import io
 import json
 import os
+import re
 import shutil
+import struct
 import tempfile
 import textwrap
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,11 +78,21 @@ from lop_bench.errors import (
     UnknownEnvError,
     did_you_mean,
 )
-from lop_bench.results import Result, atomic_write_text, deterministic_part, load, validate
+from lop_bench.results import (
+    Result,
+    atomic_write_text,
+    check_source,
+    deterministic_part,
+    load,
+    read_json,
+    validate,
+)
 
 __all__ = [
     "DEFAULT_DIR",
     "IQM_MIN_SEEDS",
+    "UNRANKED_TIERS",
+    "LOCK_TIMEOUT_S",
     "SubmissionRejected",
     "Entry",
     "check_result",
@@ -79,6 +112,12 @@ DEFAULT_DIR = Path("leaderboard")
 
 IQM_MIN_SEEDS = 10
 """Entries with at least this many seeds also show the IQM of ``final`` (rliable)."""
+
+UNRANKED_TIERS = frozenset({"smoke"})
+"""Tiers never ranked: ``smoke`` runs for seconds, to test the plumbing (DESIGN.md section 8)."""
+
+LOCK_TIMEOUT_S = 120.0
+"""How long ``submit`` waits for another ``submit`` on the same leaderboard to finish."""
 
 _SUBMISSIONS = "submissions"
 _BOOTSTRAP_REPS = 2000
@@ -127,6 +166,10 @@ class Entry:
             return [float(r.per_task[-1]) for r in self.results]
         return [float(r.summary[name]) for r in self.results]
 
+    @property
+    def source(self) -> str | None:
+        """Where the agent's code is (``agent.source``, the same in every seed), if given."""
+        return self.results[0].data["agent"].get("source")
 
     @property
     def versions(self) -> dict[str, list[str]]:
@@ -209,9 +252,13 @@ def _problems(data: Mapping[str, Any]) -> list[str]:
         cls = env_class(env_id)
     except UnknownEnvError as exc:
         return [str(exc)]
+    ranked = [t for t in cls.TIERS if t not in UNRANKED_TIERS]
     if tier not in cls.TIERS:
         return [f"unknown tier {tier!r} for {env_id}.{did_you_mean(tier, cls.TIERS)} "
-                f"Ranked tiers: {', '.join(cls.TIERS)}."]
+                f"Ranked tiers: {', '.join(ranked)}."]
+    if tier in UNRANKED_TIERS:
+        return [f"the {tier!r} tier is never ranked: it runs for seconds, to test the plumbing. "
+                f"Run a ranked tier ({', '.join(ranked)}), e.g. --tier {ranked[0]}."]
     cfg = cls.TIERS[tier]
     out: list[str] = []
     want = config_to_dict(cfg)
@@ -256,12 +303,69 @@ def _problems(data: Mapping[str, Any]) -> list[str]:
             f"the per-task curve has {len(data['per_task'])} tasks but the {tier!r} tier has "
             f"{num_tasks}: an unfinished, truncated or edited run."
         )
+    low, high = _steps_bounds(cfg)
+    if not low <= data["steps"] <= high:
+        takes = f"{low:,}" if low == high else f"between {low:,} and {high:,}"
+        out.append(
+            f"steps is {data['steps']:,} but a run of the {tier!r} tier takes {takes} env "
+            "steps: an unfinished, truncated or invented run."
+        )
+    problem = _diagnostics_problem(data["diagnostics"], len(data["per_task"]))
+    if problem:
+        out.append(problem)
     num_seeds = cfg.num_seeds
     if data["seed"] >= num_seeds:
         out.append(
             f"seed {data['seed']} is outside the {tier!r} tier's seed set 0..{num_seeds - 1}."
         )
     return out
+
+
+def _steps_bounds(cfg: Any) -> tuple[int, int]:
+    """The fewest and the most env steps a run of the tier ``cfg`` takes (what the runner
+    writes into ``steps``).
+
+    A tier config's ``num_steps`` is the length of its stream. An episodic stream (a config
+    with ``max_episode_steps``: the Ant) changes task at the first episode end once a task's
+    nominal steps have passed, so each task may run up to ``max_episode_steps - 1`` more.
+    """
+    low = int(cfg.num_steps)
+    episode = getattr(cfg, "max_episode_steps", None)
+    return low, low + (int(cfg.num_tasks) * (int(episode) - 1) if episode else 0)
+
+
+_DIAGNOSTICS_FIX = (
+    "the leaderboard keeps every run's diagnostics (dormant units, ranks, weight magnitude) "
+    "beside its scores: run with diagnostics on (the default, not --no-diagnostics) and an "
+    "agent with features(x) (DESIGN.md section 5)"
+)
+
+
+def _diagnostics_problem(diagnostics: Mapping[str, Any] | None, num_tasks: int) -> str | None:
+    """Why a result's diagnostics are not what the runner records, or None.
+
+    The runner measures at the start of every ``every``-th task: tasks ``0, every, ...``,
+    the first one missing when the agent has seen no input yet (an RL agent's probe is its
+    own recent states), with one value (or null, for a diverged network) per measured task.
+    """
+    if diagnostics is None:
+        return f"no diagnostics: {_DIAGNOSTICS_FIX}."
+    every, tasks, measures = (diagnostics["every"], diagnostics["tasks"],
+                              diagnostics["measures"])
+    schedule = list(range(0, num_tasks, every))
+    if tasks not in (schedule, schedule[1:]):
+        return (
+            f"diagnostics.tasks is not the runner's schedule for every={every} over "
+            f"{num_tasks} tasks (0, {every}, {2 * every}, ...; task 0 may be missing): an "
+            "edited, truncated or invented run."
+        )
+    if not measures:
+        return f"diagnostics.measures is empty: {_DIAGNOSTICS_FIX}."
+    uneven = sorted(k for k, values in measures.items() if len(values) != len(tasks))
+    if uneven:
+        return (f"diagnostics.measures {uneven} do not hold one value per measured task "
+                f"({len(tasks)}): an edited or truncated run.")
+    return None
 
 
 def _json_or_missing(d: Mapping[str, Any], k: str) -> str:
@@ -355,17 +459,21 @@ def _seed_problems(key: tuple, seeds: list[int], num_seeds: int) -> list[str]:
 
 @dataclass(frozen=True)
 class _Checked:
+    """What passed :func:`_check`: the files, the entries to write and those already on the
+    board unchanged (their folders)."""
+
     files: list[tuple[Path, Result]]
     groups: dict[tuple, list[tuple[str, Result]]]
+    unchanged: list[Path] = field(default_factory=list)
 
 
 def _add_loose(seeds: dict[tuple, list[int]], path: Path) -> None:
     """Count the seed of a file that failed its checks, when it still names its entry, so
     that its entry is not also reported as missing that seed."""
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
         key, seed = _entry_key(data), data["seed"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (InvalidResultError, KeyError, TypeError, AttributeError):
         return
     if all(k is None or isinstance(k, str) for k in key) and isinstance(seed, int):
         seeds[key].append(seed)
@@ -385,8 +493,85 @@ def _seed_set_problems(seeds: Mapping[tuple, list[int]]) -> list[tuple[str, str]
     return out
 
 
-def _check(paths: Iterable[str | os.PathLike], board: Path) -> _Checked:
+@dataclass(frozen=True)
+class _Held:
+    """A per-task curve seen before: the entry that holds it, where, and the fingerprint of
+    the whole result."""
+
+    key: tuple
+    where: str
+    fingerprint: str
+
+
+def _curve_digest(curve: Sequence[float]) -> bytes:
+    """A digest of a per-task curve's float64 values: equal digests mean equal curves, value
+    for value (bit for bit, but -0.0 counts as 0.0, so that a flipped sign hides nothing)."""
+    values = [float(v) + 0.0 for v in curve]
+    return hashlib.sha256(struct.pack(f"<{len(values)}d", *values)).digest()
+
+
+_COPY_MIN_DISTINCT = 4
+"""Curves with fewer distinct values are not compared for copies. A network that stops
+learning (a diverged one predicts one class) scores chance on every task from then on, so
+independent runs share such curves: two seeds of an agent that diverges after its first
+task agree bit for bit whenever their first scores do (a 2-class task tested on 200 images
+has only some twenty likely scores). A copied curve that ranks anywhere worth copying is
+far from that."""
+
+
+def _copies(members: Iterable[tuple[str, Result]],
+            known: dict[bytes, _Held]) -> list[tuple[str, str]]:
+    """Files whose per-task curve equals one in ``known`` or one earlier in ``members``, with
+    the reason naming where that curve is; ``known`` gains the curves of the others. Curves
+    of fewer than :data:`_COPY_MIN_DISTINCT` distinct values are left out."""
+    out = []
+    for where, r in members:
+        if len({float(v) + 0.0 for v in r.per_task}) < _COPY_MIN_DISTINCT:
+            continue
+        key, fingerprint = _entry_key(r.data), _fingerprint_of(r.data)
+        digest = _curve_digest(r.per_task)
+        held = known.get(digest)
+        if held is None:
+            agent = r.data["agent"]
+            known[digest] = _Held(key, f"{where} (agent {agent['name']!r}, preset "
+                                       f"{agent['preset']!r}, seed {r.seed})", fingerprint)
+        elif held.fingerprint == fingerprint:
+            out.append((where, f"a duplicate of {held.where}."))
+        elif held.key == key:
+            out.append((where, f"the per-task curve of seed {r.seed} equals, bit for bit, the "
+                               f"one of {held.where} in the same entry: seed files copied "
+                               "from one run."))
+        else:
+            out.append((where, f"the per-task curve equals, bit for bit, the one of "
+                               f"{held.where}: a copied curve is refused, whatever the "
+                               "agent's name or preset."))
+    return out
+
+
+def _source_problems(groups: Mapping[tuple, list[tuple[str, Result]]]) -> list[tuple[str, str]]:
+    """Entries whose seeds name different ``agent.source`` values."""
+    out = []
+    for key, members in groups.items():
+        sources = sorted({repr(r.data["agent"].get("source")) for _, r in members})
+        if len(sources) > 1:
+            out.append((_describe(key), f"its seeds name different agent.source values "
+                                        f"({', '.join(sources)}): give one with --source."))
+    return out
+
+
+def _rejected(message: str, reasons: list[tuple[str, str]]) -> SubmissionRejected:
+    lines = "\n".join(f"  {w}: {why}" for w, why in reasons)
+    return SubmissionRejected(f"{message}:\n{lines}", reasons)
+
+
+def _check(paths: Iterable[str | os.PathLike], board: Path,
+           source: str | None = None) -> _Checked:
     """Every check of :func:`submit`; raises :class:`SubmissionRejected` listing them all."""
+    if source is not None:
+        try:
+            check_source(source)
+        except InvalidResultError as exc:
+            raise SubmissionRejected(f"--source: {exc}", [("--source", str(exc))]) from None
     files, reasons = _expand(paths)
     loaded: list[tuple[Path, Result]] = []
     seeds: dict[tuple, list[int]] = defaultdict(list)
@@ -397,58 +582,72 @@ def _check(paths: Iterable[str | os.PathLike], board: Path) -> _Checked:
             reasons.append((str(f), _strip_source(str(exc), str(f))))
             _add_loose(seeds, f)
             continue
+        if source is not None:
+            given = r.data["agent"].get("source")
+            if given not in (None, source):
+                reasons.append((str(f), f"agent.source is {given!r}, not the --source "
+                                        f"{source!r}: an entry has one source."))
+            r.data["agent"]["source"] = source
         loaded.append((f, r))
         seeds[_entry_key(r.data)].append(r.seed)
         reasons.extend((str(f), p) for p in _problems(r.data))
 
-    # duplicates of files already on the leaderboard, or of each other
-    on_board: dict[str, str] = {}
-    board_keys: dict[tuple, str] = {}
+    # what is on the board: entries (seed -> fingerprint) and curves
+    on_board: dict[tuple, dict[int, str]] = defaultdict(dict)
+    folders: dict[tuple, str] = {}
+    board_results: list[tuple[str, Result]] = []
     for bf in _board_files(board):
         try:
-            data = json.loads(bf.read_text())
-            on_board.setdefault(_fingerprint_of(data), str(bf))
-            board_keys.setdefault(_entry_key(data), str(bf.parent))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            r = load(bf)
+        except InvalidResultError:
             continue  # build reports broken files on the board
-    seen: dict[str, str] = {}
-    for f, r in loaded:
-        fp = _fingerprint_of(r.data)
-        if fp in on_board:
-            reasons.append((str(f), f"duplicate of {on_board[fp]}, already on the leaderboard."))
-        elif fp in seen:
-            reasons.append((str(f), f"duplicate of {seen[fp]} in the same submission."))
-        else:
-            seen[fp] = str(f)
+        key = _entry_key(r.data)
+        on_board[key][r.seed] = _fingerprint_of(r.data)
+        folders.setdefault(key, str(bf.parent))
+        board_results.append((str(bf), r))
+    known: dict[bytes, _Held] = {}
+    _copies(board_results, known)  # the board's own copies are build's to report
 
-    for key in sorted(seeds, key=_sort_key):
-        if key in board_keys:
-            reasons.append((_describe(key), f"already on the leaderboard ({board_keys[key]}); "
-                                            "an entry is submitted once, with all its seeds."))
-    reasons.extend(_seed_set_problems(seeds))
     groups = _group((str(f), r) for f, r in loaded)
+    unchanged: list[tuple] = []
+    fresh: list[tuple[str, Result]] = []
+    for key, members in groups.items():
+        if key not in on_board:
+            fresh.extend(members)
+        elif (len(members) == len(on_board[key])
+              and {r.seed: _fingerprint_of(r.data) for _, r in members} == on_board[key]):
+            unchanged.append(key)  # the same results again: nothing to do
+        else:
+            reasons.append((_describe(key), f"already on the leaderboard ({folders[key]}) with "
+                                            "other results: an entry is submitted once, with "
+                                            f"all its seeds (to replace it, remove "
+                                            f"{folders[key]} first)."))
+    reasons.extend(_copies(fresh, known))
+    reasons.extend(_source_problems(groups))
+    reasons.extend(_seed_set_problems(seeds))
     if not files and not reasons:
         reasons.append(("(no files)", "nothing to submit."))
     if reasons:
         bad = len({w for w, _ in reasons})
-        lines = "\n".join(f"  {w}: {why}" for w, why in reasons)
-        raise SubmissionRejected(
-            f"submission refused ({bad} file(s) or entries with problems, {len(files)} file(s) "
-            f"given); nothing was copied:\n{lines}",
-            reasons,
-        )
-    return _Checked(loaded, groups)
+        raise _rejected(f"submission refused ({bad} file(s) or entries with problems, "
+                        f"{len(files)} file(s) given); nothing was copied", reasons)
+    return _Checked(loaded, {k: v for k, v in groups.items() if k not in unchanged},
+                    [Path(folders[k]) for k in unchanged])
 
 
 def check_submission(
-    paths: Iterable[str | os.PathLike], board_dir: str | os.PathLike = DEFAULT_DIR
+    paths: Iterable[str | os.PathLike],
+    board_dir: str | os.PathLike = DEFAULT_DIR,
+    *,
+    source: str | None = None,
 ) -> list[Entry]:
-    """Check result files as :func:`submit` does, copy nothing; return the entries they form.
+    """Check result files as :func:`submit` does, copy nothing; return the entries they form
+    (without those already on the leaderboard with the very same results).
 
     Raises:
         SubmissionRejected: every refused file or entry with its reason (``.reasons``).
     """
-    checked = _check(paths, Path(board_dir))
+    checked = _check(paths, Path(board_dir), source)
     return [_make_entry(key, [r for _, r in members]) for key, members in checked.groups.items()]
 
 
@@ -463,13 +662,21 @@ def submit(
     board_dir: str | os.PathLike = DEFAULT_DIR,
     *,
     dry_run: bool = False,
+    source: str | None = None,
 ) -> list[Path]:
     """Check result files and copy them all under ``<board_dir>/submissions/``, or none.
+
+    An entry already on the leaderboard with the very same results (the same files
+    submitted again) is left as it is: not an error, and nothing is written for it. Two
+    submits on one leaderboard run one after the other (a lock on ``submissions/.lock``).
 
     Args:
         paths: result files, or directories searched for ``*.json``.
         board_dir: the leaderboard directory (default ``leaderboard/``).
         dry_run: check only; write nothing and return ``[]``.
+        source: where the agent's code is, recorded as ``agent.source`` in every file
+            written: a URL with a commit or a package with its version (a file that names
+            another source is refused).
 
     Returns:
         The paths written, ``submissions/<Stream-vN>/<tier>/<agent>__<id>/seed<k>.json``.
@@ -477,35 +684,102 @@ def submit(
     Raises:
         SubmissionRejected: a file or entry failed a check; ``.reasons`` lists every
             ``(file or entry, reason)``. Nothing was written.
+        LopBenchError: another submit held the lock for :data:`LOCK_TIMEOUT_S`, or the
+            leaderboard directory cannot be written. Nothing was written.
     """
-    board = Path(board_dir)
-    checked = _check(paths, board)
+    return _submit(paths, Path(board_dir), dry_run=dry_run, source=source)[0]
+
+
+def _submit(paths: Iterable[str | os.PathLike], board: Path, *, dry_run: bool,
+            source: str | None) -> tuple[list[Path], list[Path]]:
+    """:func:`submit`, returning the paths written and the folders of the entries that were
+    already on the leaderboard unchanged."""
     if dry_run:
-        return []
+        _check(paths, board, source)
+        return [], []
     root = board / _SUBMISSIONS
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+    with _submit_lock(root):
+        checked = _check(paths, board, source)
+        return _write(checked, root), checked.unchanged
+
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - no flock (Windows)
+    _fcntl = None
+
+_LOCK = ".lock"
+
+
+@contextmanager
+def _submit_lock(root: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the submissions folder ``root`` (``flock`` on
+    ``root/.lock``, released when the process ends, however it ends), waiting up to
+    :data:`LOCK_TIMEOUT_S` for another submit to finish."""
+    if _fcntl is None:  # pragma: no cover - the final renames still refuse a clash
+        yield
+        return
+    path = root / _LOCK
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        raise LopBenchError(
+            f"cannot take the lock of the leaderboard's submissions ({path}): {exc.strerror}; "
+            "is the leaderboard directory writable? Nothing was copied."
+        ) from None
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LopBenchError(
+                        f"another `lop-bench submit` to {root.parent} still holds its lock "
+                        f"({path}) after {LOCK_TIMEOUT_S:g} s; try again once it has "
+                        "finished. Nothing was copied."
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(checked: _Checked, root: Path) -> list[Path]:
+    """Write the checked entries under ``root``, each folder at once (staged, then renamed
+    into place); on any failure remove what was moved and raise."""
     moved: list[Path] = []
     written: list[Path] = []
+    if not checked.groups:
+        return written
     try:
-        for _, members in checked.groups.items():
-            rel = _entry_dir(members[0][1].data)
-            for _, r in members:
-                atomic_write_text(staging / rel / f"seed{r.seed}.json", r.to_json())
-        for _, members in checked.groups.items():
-            rel = _entry_dir(members[0][1].data)
-            target = root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging / rel, target)
-            moved.append(target)
-            written.extend(target / f"seed{r.seed}.json"
-                           for r in sorted((r for _, r in members), key=lambda r: r.seed))
-    except BaseException:
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+        try:
+            for _, members in checked.groups.items():
+                rel = _entry_dir(members[0][1].data)
+                for _, r in members:
+                    atomic_write_text(staging / rel / f"seed{r.seed}.json", r.to_json())
+            for _, members in checked.groups.items():
+                rel = _entry_dir(members[0][1].data)
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging / rel, target)
+                moved.append(target)
+                written.extend(target / f"seed{r.seed}.json"
+                               for r in sorted((r for _, r in members), key=lambda r: r.seed))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
         for target in moved:
             shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise LopBenchError(
+                f"could not write the submission under {root}: {exc}. Nothing was copied."
+            ) from exc
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return written
 
 
@@ -539,20 +813,20 @@ def submit_reference(
     on_board = set()
     for bf in _board_files(board):
         try:
-            on_board.add(_entry_key(json.loads(bf.read_text())))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            on_board.add(_entry_key(read_json(bf)))
+        except (InvalidResultError, KeyError, TypeError, AttributeError):
             continue
     picked, matched = [], 0
     for f in files:
         try:
-            data = json.loads(f.read_text())
+            data = read_json(f)
             env_id, name = data["env_id"], data["agent"]["name"]
             if data["tier"] != tier or name not in REFERENCE_AGENTS.get(env_id, ()):
                 continue
             matched += 1
             if _entry_key(data) in on_board:
                 continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (InvalidResultError, KeyError, TypeError, AttributeError):
             pass  # submit reports why
         picked.append(f)
     if not matched and not picked:
@@ -573,15 +847,18 @@ def submit_reference(
 def load_board(board_dir: str | os.PathLike = DEFAULT_DIR) -> list[Entry]:
     """Load and re-check every submission on the leaderboard; return its entries.
 
+    Every check of :func:`submit` is made again, over the whole board: a file that is not a
+    regular file under the size cap, an edited file, a curve that copies another one, an
+    entry without its whole seed set, a stream that changed since.
+
     Raises:
-        SubmissionRejected: a file under ``submissions/`` fails a check (it was edited, or
-            the stream changed since); the message names it.
+        SubmissionRejected: a file under ``submissions/`` fails a check; the message names
+            it and why.
     """
     board = Path(board_dir)
     reasons: list[tuple[str, str]] = []
     loaded: list[tuple[str, Result]] = []
     seeds: dict[tuple, list[int]] = defaultdict(list)
-    fingerprints: dict[str, str] = {}
     for f in _board_files(board):
         try:
             r = load(f)
@@ -590,23 +867,16 @@ def load_board(board_dir: str | os.PathLike = DEFAULT_DIR) -> list[Entry]:
             _add_loose(seeds, f)
             continue
         reasons.extend((str(f), p) for p in _problems(r.data))
-        fp = _fingerprint_of(r.data)
-        if fp in fingerprints:
-            reasons.append((str(f), f"duplicate of {fingerprints[fp]}."))
-        fingerprints.setdefault(fp, str(f))
         loaded.append((str(f), r))
         seeds[_entry_key(r.data)].append(r.seed)
+    groups = _group(loaded)
+    reasons.extend(_copies(loaded, {}))
+    reasons.extend(_source_problems(groups))
     reasons.extend(_seed_set_problems(seeds))
-    entries = [_make_entry(key, [r for _, r in members])
-               for key, members in _group(loaded).items()]
     if reasons:
-        lines = "\n".join(f"  {w}: {why}" for w, why in reasons)
-        raise SubmissionRejected(
-            f"the leaderboard in {board} holds submissions that fail the checks; fix or "
-            f"remove them:\n{lines}",
-            reasons,
-        )
-    return entries
+        raise _rejected(f"the leaderboard in {board} holds submissions that fail the checks; "
+                        "fix or remove them", reasons)
+    return [_make_entry(key, [r for _, r in members]) for key, members in groups.items()]
 
 
 LAST_TASK_STREAMS: dict[str, str] = {"lop/IncrementalCIFAR100-v0": "from_scratch"}
@@ -650,6 +920,7 @@ class _Table:
 _COLUMNS = (
     ("rank", "#"),
     ("agent", "agent"),
+    ("source", "source"),
     ("preset", "preset"),
     ("hparams", "hyperparameters"),
     ("seeds", "seeds"),
@@ -734,6 +1005,7 @@ def _row(rank: int, e: Entry, by: str = "final", ref: Entry | None = None) -> di
     return {
         "rank": str(rank),
         "agent": e.agent,
+        "source": e.source or "",
         "preset": _DASH if e.preset is None else e.preset,
         "hparams": _hparams_text(e.hparams),
         "seeds": str(len(e.results)),
@@ -810,12 +1082,42 @@ _ABOUT_LAST = (
 # README.md
 
 
+_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_~[]()|:@#!"}, "$": "&#36;"})
+
+
 def _md(text: str) -> str:
-    """Escape a string for a Markdown table cell: HTML-escaped, no table or code syntax."""
-    s = html.escape(str(text), quote=False)
-    for ch in ("\\", "`", "*", "[", "]", "|"):
-        s = s.replace(ch, "\\" + ch)
+    """Escape a string for a Markdown table cell, so that it renders as the text it is.
+
+    HTML-escaped (``& < >``); every character that starts Markdown syntax backslash-escaped:
+    emphasis (``* _``), strikethrough (``~``), code, links (``[ ] ( ) !``), table pipes,
+    headings, and ``:`` / ``@`` / ``www.``, which start GitHub's autolinks (``http://x``,
+    ``a@b.org``); ``$`` as ``&#36;``, which GitHub's math does not read as a delimiter (it
+    does read ``\\$``). Whitespace runs become one space.
+    """
+    s = html.escape(str(text), quote=False).translate(_MD_ESCAPES)
+    s = re.sub(r"(?i)(www)\.", r"\1\\.", s)
     return " ".join(s.split())
+
+
+_LINKABLE = re.compile(r"https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+")
+"""A URL the pages link: http(s), of the characters the schema allows in ``agent.source``."""
+
+
+def _source_text(source: str) -> str:
+    """How a source reads on the pages: without the ``https://``, commit ids cut to 12 digits."""
+    s = re.sub(r"^https?://", "", source)
+    return re.sub(r"(?<![0-9a-fA-F])([0-9a-fA-F]{12})[0-9a-fA-F]{2,}(?![0-9a-fA-F])", r"\1", s)
+
+
+def _md_cell(key: str, value: str) -> str:
+    """One README table cell; an http(s) ``source`` is a link, an empty one "no source"."""
+    if key != "source":
+        return _md(value)
+    if not value:
+        return "*no source*"
+    if _LINKABLE.fullmatch(value):
+        return f"[{_md(_source_text(value))}](<{value.replace('&', '&amp;')}>)"
+    return _md(value)
 
 
 def _readme(tables: list[_Table]) -> str:
@@ -842,7 +1144,7 @@ def _readme(tables: list[_Table]) -> str:
             "|" + "|".join("---:" if k in ("rank", "seeds") else "---" for k, _ in t.columns) + "|",
         ]
         for row in t.rows:
-            lines.append("| " + " | ".join(_md(row[k]) for k, _ in t.columns) + " |")
+            lines.append("| " + " | ".join(_md_cell(k, row[k]) for k, _ in t.columns) + " |")
         lines += ["", t.about, ""]
     return "\n".join(lines)
 
@@ -907,15 +1209,25 @@ th{background:#f4f4f4;white-space:nowrap}td.num{text-align:right;white-space:now
 td.agent{min-width:6rem;max-width:14rem;overflow-wrap:anywhere;font-weight:600}
 td.small{font-size:.78rem;color:#333;overflow-wrap:anywhere}
 td.preset{min-width:6rem;max-width:11rem}td.hp{min-width:9rem;max-width:18rem}td.ver{min-width:7rem}
-td.date{white-space:nowrap}
+td.date{white-space:nowrap}td.src{min-width:8rem;max-width:16rem}.nosrc{color:#888;font-style:italic}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;border-radius:2px}
 .meta{color:#555;font-size:.9rem}figure{margin:1rem 0}figcaption{color:#555;font-size:.85rem}
 figure svg{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 .2em}
 """
 
-_CELL_CLASS = {"agent": "agent", "preset": "small preset", "hparams": "small hp",
+_CELL_CLASS = {"agent": "agent", "source": "small src", "preset": "small preset", "hparams": "small hp",
                "versions": "small ver", "date": "date"}
 _NUMERIC = {"rank", "seeds", "final", "final_iqm", "initial", "drop", "gap"}
+
+
+def _html_source(source: str) -> str:
+    """The ``source`` cell: a link for an http(s) URL, text otherwise, "no source" if none."""
+    if not source:
+        return '<span class="nosrc">no source</span>'
+    if _LINKABLE.fullmatch(source):
+        return (f'<a href="{_h(source)}" rel="nofollow noopener noreferrer">'
+                f"{_h(_source_text(source))}</a>")
+    return _h(source)
 
 
 def _anchor(t: _Table) -> str:
@@ -966,7 +1278,7 @@ def _index(tables: list[_Table]) -> str:
             for k, _ in t.columns:
                 cls = "num" if k in _NUMERIC else _CELL_CLASS.get(k, "")
                 attr = f' class="{cls}"' if cls else ""
-                text = _h(row[k])
+                text = _html_source(row[k]) if k == "source" else _h(row[k])
                 if k == "rank":
                     color = _COLORS[j % len(_COLORS)]
                     text = f'<span class="swatch" style="background:{color}"></span>{text}'
@@ -1030,18 +1342,21 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def cmd_submit(args: argparse.Namespace) -> int:
     """``lop-bench submit``: check result files and copy them to the leaderboard."""
     if args.dry_run:
-        entries = check_submission(args.results, args.dir)
+        entries = check_submission(args.results, args.dir, source=args.source)
         n = sum(len(e.results) for e in entries)
-        print(f"{n} result file(s) in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
+        print(f"{n} result file(s) in {len(entries)} new entr{'y' if len(entries) == 1 else 'ies'} "
               "pass every check (dry run: nothing copied).")
         return 0
-    written = submit(args.results, args.dir)
+    written, unchanged = _submit(args.results, Path(args.dir), dry_run=False, source=args.source)
     entries = sorted({p.parent for p in written})
     print(f"accepted {len(written)} result file(s) in {len(entries)} "
           f"entr{'y' if len(entries) == 1 else 'ies'}:")
     for d in entries:
         print(f"  {d}/")
-    print(f"Next: lop-bench leaderboard build --dir {args.dir}")
+    for d in unchanged:
+        print(f"already on the leaderboard with the same results, left as it is: {d}/")
+    if written:
+        print(f"Next: lop-bench leaderboard build --dir {args.dir}")
     return 0
 
 
@@ -1057,14 +1372,16 @@ def add_cli(subparsers: Any) -> None:
     sp = subparsers.add_parser(
         "submit", help="check result files and add them to the leaderboard",
         formatter_class=_formatter,
-        description="Check result files (schema, summary vs curve, tier hash, full seed set, "
-                    "no custom settings, no duplicates) and copy them all, or none, under "
-                    "DIR/submissions/.",
+        description="Check result files (schema, summary vs curve, tier hash, steps, "
+                    "diagnostics, full seed set, no custom settings, no smoke tier, no copied "
+                    "curves) and copy them all, or none, under DIR/submissions/. Files "
+                    "already there with the same results are left as they are.",
         epilog=textwrap.dedent("""\
             examples:
               lop-bench run lop/SlowlyChangingRegression-v0 --agent my_pkg.agents:make_agent --tier cpu --out mine
               lop-bench submit mine/ --dry-run
-              lop-bench submit mine/*.json
+              lop-bench submit mine/ --source https://github.com/me/my-agent/tree/<commit sha>
+              lop-bench submit mine/*.json --source my-agent==1.2.0
               lop-bench leaderboard build
         """))
     sp.add_argument("results", nargs="+", metavar="RESULTS",
@@ -1072,6 +1389,11 @@ def add_cli(subparsers: Any) -> None:
     sp.add_argument("--dir", default=str(DEFAULT_DIR),
                     help=f"leaderboard directory (default: {DEFAULT_DIR})")
     sp.add_argument("--dry-run", action="store_true", help="check only; copy nothing")
+    sp.add_argument("--source", metavar="WHERE",
+                    help="where the agent's code is, recorded as agent.source in every file "
+                         "copied: a URL with a commit (https://github.com/me/my-agent/tree/"
+                         "<sha>) or a package with its version (my-agent==1.2.0); the pages "
+                         "link it")
     sp.set_defaults(func=cmd_submit)
 
     lp = subparsers.add_parser(

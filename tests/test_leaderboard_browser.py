@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lop_bench import leaderboard as lb
-from tests.test_leaderboard import SCRIPT, copy_entry, make_entry, rename
+from tests.leaderboard_fixtures import SCRIPT, copy_entry, make_entry, ranked_mini_tier, rename
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
                                         else None)
@@ -40,12 +40,13 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
-    good = make_entry(root / "good")
-    fast = make_entry(root / "fast", agent_kwargs={"lr": 0.1})
-    evil = copy_entry(fast, root / "evil", rename(SCRIPT))
-    board = root / "board"
-    lb.submit([good, evil], board)
-    _, index = lb.build(board)
+    with ranked_mini_tier():
+        good = make_entry(root / "good")
+        fast = make_entry(root / "fast", agent_kwargs={"lr": 0.1})
+        evil = copy_entry(fast, root / "evil", rename(SCRIPT))
+        board = root / "board"
+        lb.submit([good, evil], board, source="https://github.com/me/agent/tree/0123456789abcdef")
+        _, index = lb.build(board)
     return index
 
 
@@ -58,6 +59,7 @@ def test_tables_and_plot_are_in_the_rendered_dom(page, tmp_path):
     assert "<svg" in dom and "<path" in dom and "mean squared error" in dom
     # the agent's name is text, not markup: no script element came out of it
     assert "<script" not in dom
+    assert dom.count('href="https://github.com/me/agent/tree/0123456789abcdef"') == 2
     assert html.escape(SCRIPT) in dom
 
 
