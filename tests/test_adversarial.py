@@ -21,6 +21,10 @@ seed), nothing else an agent sees in those phases depends on the labels, and the
 holds only training images the agent was already trained on, shuffled, the same for every
 agent.
 
+Known, not fixed (strict ``xfail``, so that a fix shows): a **cross-phase memorizer**
+that recognises val/test images shown in earlier phases beats chance on both streams,
+because the paper's protocol shows the same images again (see the marker's reason).
+
 **Tolerance.** "No better than chance" means: the number of correct predictions over all
 scored val/test rows of the runs (two seeds) is at most ``mu + Z * sigma`` with ``Z = 4``,
 where ``mu = sum(n / k)`` over the phases (``n`` rows of ``k`` equally frequent classes) is
@@ -279,6 +283,70 @@ class SelfTrainer:
         return [self.w, self.b]
 
 
+def image_keys(images: Any, n: int | None = None) -> list[bytes]:
+    """The bytes of the first ``n`` rows (all by default) as float32: an image's identity."""
+    rows = np.asarray(images, dtype=np.float32)[:n]
+    return [np.ascontiguousarray(x).tobytes() for x in rows]
+
+
+class FirstSightCheater(ProbeRecorder):
+    """Incremental CIFAR-100: a val/test image first shown in block ``k`` is of one of the
+    classes introduced in block ``k`` (``active_classes[k * c:(k + 1) * c]``); it answers the
+    first of them. Learns nothing."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.per_block = stream.config().classes_per_block
+        self.first_seen: dict[bytes, int] = {}
+
+    def act(self, obs: Any, info: dict) -> np.ndarray:
+        out = np.zeros(len(obs), np.int64)
+        if info["phase"] in EVAL:
+            active = np.asarray(info["active_classes"])
+            for i, key in enumerate(image_keys(obs, info["valid"])):
+                out[i] = active[self.first_seen.setdefault(key, info["task"]) * self.per_block]
+        return out
+
+
+class CoOccurrenceCheater(ProbeRecorder):
+    """Continual ImageNet: a test image also shown in an earlier task's test phase is of the
+    class that task shares with this one, whose label it finds by matching the two tasks'
+    labelled training images. Learns nothing but identities."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.train: dict[int, tuple[set[bytes], set[bytes]]] = {}  # task -> images by label
+        self.test: dict[int, set[bytes]] = {}  # task -> its test images
+        self._context: dict = {}
+
+    def act(self, obs: Any, info: dict) -> np.ndarray:
+        self._context = info
+        out = np.zeros(len(obs), np.int64)
+        if info["phase"] in EVAL:
+            now = self.train.get(info["task"], (set(), set()))
+            for i, key in enumerate(image_keys(obs, info["valid"])):
+                for task in sorted(self.test, reverse=True):
+                    if key in self.test[task]:
+                        was = self.train[task]
+                        shared = [m for label in (0, 1) for m in (0, 1) if was[label] & now[m]]
+                        if len(shared) == 1:
+                            out[i] = shared[0]
+                            break
+                self.test.setdefault(info["task"], set()).add(key)
+        return out
+
+    def learn(self, obs, action, reward, next_obs, terminated, truncated, info) -> None:
+        if "target" in info:
+            ctx = self._context
+            by_label = self.train.setdefault(ctx["task"], (set(), set()))
+            for key, label in zip(image_keys(obs, ctx["valid"]), np.asarray(info["target"])):
+                by_label[int(label)].add(key)
+
+
+CROSS_PHASE_CHEATERS = {IncrementalCIFAR100Env.ENV_ID: FirstSightCheater,
+                        ContinualImageNetEnv.ENV_ID: CoOccurrenceCheater}
+
+
 def run(stream: Stream, root: Path, agent: Any, seed: int, **kwargs: Any) -> Any:
     """``lop_bench.run`` of an agent object (built already) on the stream's custom tier."""
     return lop_bench.run(stream.env_id, lambda *args, **kw: agent, tier="smoke", seed=seed,
@@ -381,6 +449,20 @@ def test_a_probe_memorizer_scores_no_better_than_chance(case):
     assert_no_better_than_chance(stream, results, "probe memorizer", clustered=True)
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known leak of the paper's protocol, for the lead to decide (issue 13 follow-up): the "
+    "same val/test images come back in later phases, so where an image was shown before "
+    "narrows its class. CIFAR: an image first shown in block k is of block k's classes "
+    "(fix: every val/test phase shows all the tier's classes' images, scoring the active "
+    "ones). ImageNet: a test image shown with an earlier pair is of the class the pairs "
+    "share (fix: a disjoint share of each class's test images at each appearance)."))
+def test_a_cross_phase_memorizer_scores_no_better_than_chance(case):
+    stream, root = case
+    cheater = CROSS_PHASE_CHEATERS[stream.env_id]
+    results = [run(stream, root, cheater(stream), s) for s in SEEDS]
+    assert_no_better_than_chance(stream, results, "cross-phase memorizer", clustered=True)
+
+
 def test_an_agent_training_on_its_own_eval_predictions_is_refused(case):
     stream, root = case
     env = stream.make(root)
@@ -445,7 +527,7 @@ def walk(stream: Stream, env: Any, seed: int) -> Walk:
 
 
 def decode(catalogue: dict[bytes, Row], images: np.ndarray) -> list[Row]:
-    return [catalogue[np.ascontiguousarray(x, dtype=np.float32).tobytes()] for x in images]
+    return [catalogue[key] for key in image_keys(images)]
 
 
 def class_positions(rows: list[Row], classes: np.ndarray) -> tuple[int, ...]:
