@@ -7,8 +7,8 @@ and one config, :class:`IncrementalConfig`; the five variants are presets of it:
 
 - ``make_backprop_agent``: the base (``base_deep_learning_system.json``);
 - ``make_shrink_perturb_agent``: noise 1e-5 after every step (``shrink_and_perturb.json``);
-- ``make_continual_backprop_agent``: generate-and-test over the residual blocks
-  (``continual_backpropagation.json``);
+- ``make_continual_backprop_agent``: generate-and-test over the channels of every conv
+  outside the downsample shortcuts (``continual_backpropagation.json``);
 - ``make_head_reset_agent``: the head re-initialized at every new block
   (``head_resetting.json``);
 - ``make_from_scratch_agent``: network and optimizer re-initialized at every block
@@ -48,10 +48,16 @@ Differences from the code, and why:
 - The learning-rate values are ``lr * 0.2 ** k`` (the code rounds to 5 decimals: 0.02,
   0.004, 0.0008 for lr 0.1; the same up to float rounding).
 - Head reset also resets the head's momentum, and retraining from scratch builds a fresh
-  optimizer (the code keeps the stale momentum of the old weights in both cases).
-- Continual backprop: see :class:`baselines.resnet.ResidualGenerateAndTest` (the code
-  never resets the momentum of replaced units, drops their mean contribution, and
-  replaces also the stem's and block outputs' channels).
+  optimizer (the code keeps the stale momentum of the old weights in both cases) and
+  resets the batch norms' running statistics too (the code re-initializes the weights and
+  the batch norms' affine pairs only, so its fresh network starts with the old network's
+  running means and variances; they matter in eval mode until training has replaced them).
+- Continual backprop replaces the channels of the code's layers (the stem and both convs
+  of every block, ``cbp_layers="all_convs"``), scoring every layer before replacing; see
+  :class:`baselines.resnet.ResidualGenerateAndTest` for how the channels that feed the
+  residual stream are handled and for its differences (the code never resets the
+  momentum of replaced units, drops their mean contribution, counts the units due over
+  all channels, not the eligible ones).
 - Shrink and perturb's noise comes from the agent's own generator (the code uses torch's
   global RNG); the shrink is the SGD weight decay 5e-4, as in the code (no extra factor).
 
@@ -72,7 +78,13 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from baselines.resnet import UTILITIES, ResidualGenerateAndTest, ResNet18, stage_channels
+from baselines.resnet import (
+    COVERAGES,
+    UTILITIES,
+    ResidualGenerateAndTest,
+    ResNet18,
+    stage_channels,
+)
 from lop_bench.agents import is_vector_spec, select_preset, tier_of
 from lop_bench.config import (
     check_choice,
@@ -135,7 +147,20 @@ class IncrementalConfig:
     """Shrink and perturb: std of the Gaussian noise added to every parameter after each
     step (``noise_std``: 0.0, or 1e-5 in ``shrink_and_perturb.json``)."""
     continual_backprop: bool = False
-    """Generate-and-test over the residual blocks' first-conv channels (``use_cbp``)."""
+    """Generate-and-test over the ResNet's conv channels (``use_cbp``; which convs:
+    ``cbp_layers``)."""
+    cbp_layers: str = "all_convs"
+    """The convs whose channels generate-and-test replaces
+    (:meth:`~baselines.resnet.ResNet18.channel_layers`). ``"all_convs"``: the code's
+    (``lop/algos/res_gnt.py``, ``get_weight_layers``): the stem and both convs of every
+    block, outside the downsample shortcuts, each next conv (or the head) taking the
+    outgoing weights. ``"first_convs"``: each block's first conv only, whose channels only
+    the block's second conv reads (a fresh channel is then hidden from the output, which
+    a fresh stem or block-output channel, also read by the next shortcut, is not)."""
+    accumulate: bool = True
+    """Continual backprop's count rule: the fraction of ``replacement_rate * eligible``
+    carries over to later steps, as the code's ``ResGnT`` accumulates (False: a coin flip
+    below one unit, :class:`~baselines.continual_backprop.ContinualBackpropConfig`)."""
     replacement_rate: float = 1e-5
     """Continual backprop's replacement rate (``continual_backpropagation.json``: 1e-5)."""
     decay_rate: float = 0.99
@@ -147,7 +172,10 @@ class IncrementalConfig:
     reset_head: bool = False
     """Kaiming re-initialization of the head at every new block (``head_resetting.json``)."""
     reset_network: bool = False
-    """A fresh network and optimizer at every new block (``retrained_network.json``)."""
+    """A fresh network and optimizer at every new block (``retrained_network.json``): every
+    weight re-drawn, and the batch norms' running means and variances reset to 0 and 1 as
+    well (the code's ``net.apply(kaiming_init_resnet_module)`` resets the weights and the
+    batch norms' affine pairs, but keeps the old running statistics and momentum)."""
     channels_last: bool | None = None
     """Memory layout of the conv weights and inputs (lop-bench's choice; the same network
     either way, results differ by float rounding only). ``None``: torch's ``channels_last``
@@ -191,6 +219,9 @@ class IncrementalConfig:
             raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
         check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
         check_choice("utility", self.utility, UTILITIES)
+        check_choice("cbp_layers", self.cbp_layers, COVERAGES)
+        if not isinstance(self.accumulate, bool):
+            raise InvalidConfigError(f"accumulate must be true or false, got {self.accumulate!r}.")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise InvalidConfigError(
                 f"channels_last must be true, false or null (channels-last on CUDA only), got "
@@ -251,7 +282,9 @@ PRESETS: dict[str, dict[tuple[str, str], IncrementalConfig]] = {
     # The base plus noise 1e-5 on every parameter after each step (shrink_and_perturb.json).
     "shrink_perturb": _presets(_SP),
     # The base plus generate-and-test: rate 1e-5, maturity 1000, contribution utility,
-    # decay 0.99 (continual_backpropagation.json; ResGnT's default decay). The paper's run
+    # decay 0.99 (continual_backpropagation.json; ResGnT's default decay), over the code's
+    # layers (cbp_layers "all_convs": the stem and both convs of every block; "first_convs"
+    # is the narrower option) with its accumulated count (accumulate). The paper's run
     # has about 1,050,000 train steps (its units are replaced about 10 times each); the cpu
     # tier has 200 and the smoke tier 18, where maturity 1000 would never be reached and
     # the agent would equal backprop bit for bit. So these functional tiers scale the two
@@ -361,6 +394,8 @@ class IncrementalAgent:
         self.gnt: ResidualGenerateAndTest | None = None
         if cfg.continual_backprop:
             self.gnt = self._make_gnt()
+        # A train step keeps all 17 hidden activations only when generate-and-test reads them.
+        self._all_features = self.gnt is not None and cfg.cbp_layers == "all_convs"
         self._params = list(self.net.parameters())
         self._num_params = sum(p.numel() for p in self._params)
         self.best_accuracy: float | None = None
@@ -387,9 +422,10 @@ class IncrementalAgent:
     def _make_gnt(self) -> ResidualGenerateAndTest:
         cfg = self.cfg
         return ResidualGenerateAndTest(
-            list(self.net.blocks), self.optimizer, self.generators["gnt"],
+            self.net.channel_layers(cfg.cbp_layers), self.optimizer, self.generators["gnt"],
             replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
             maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
+            accumulate=cfg.accumulate,
         )
 
     # -- the online protocol -------------------------------------------------------------
@@ -432,7 +468,8 @@ class IncrementalAgent:
             x = x[:n]
         if phase == "train":
             self.net.train()
-            logits, self._mids = self.net.forward_with_features(x, all_features=False)
+            # The activations generate-and-test reads (channel_layers' order).
+            logits, self._mids = self.net.forward_with_features(x, all_features=self._all_features)
             logits = logits.index_select(1, self._active)
             self._out, self._valid = logits, n
             self._epoch = int(info.get("epoch", 0))
@@ -652,7 +689,7 @@ def make_continual_backprop_agent(
     env_spec: Any, observation_space: Any, action_space: Any, seed: int,
     device: str | torch.device = "cpu", **hparams: Any,
 ) -> IncrementalAgent:
-    """The base learner plus generate-and-test over the residual blocks' channels."""
+    """The base learner plus generate-and-test over the ResNet's conv channels."""
     return _build(
         "continual_backprop", env_spec, observation_space, action_space, seed, device, hparams
     )

@@ -15,13 +15,18 @@ bias 0, running mean 0, running variance 1. Every draw comes from the generator 
 layers are created on the ``meta`` device (no default init, no global RNG) and filled
 afterwards.
 
-:class:`ResidualGenerateAndTest` is continual backprop for the residual blocks: its units
-are the channels of each BasicBlock's first convolution (after its batch norm and ReLU).
+:class:`ResidualGenerateAndTest` is continual backprop for the ResNet: its units are the
+output channels of convolutions (each with its batch norm), listed by
+:meth:`ResNet18.channel_layers`: as the paper's code (``lop/algos/res_gnt.py``), every
+convolution outside the downsample shortcuts (``"all_convs"``), or each block's first
+convolution only (``"first_convs"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,8 +40,10 @@ from lop_bench.errors import InvalidConfigError
 __all__ = [
     "STAGE_CHANNELS",
     "UTILITIES",
+    "COVERAGES",
     "stage_channels",
     "BasicBlock",
+    "ChannelLayer",
     "ResNet18",
     "ResidualGenerateAndTest",
 ]
@@ -46,6 +53,9 @@ STAGE_CHANNELS = (64, 128, 256, 512)
 
 UTILITIES = ("adaptable_contribution", "contribution")
 """Utilities of :class:`ResidualGenerateAndTest` (as :mod:`baselines.continual_backprop`)."""
+
+COVERAGES = ("all_convs", "first_convs")
+"""Which convolutions' channels generate-and-test replaces (:meth:`ResNet18.channel_layers`)."""
 
 _RELU_GAIN = math.sqrt(2.0)
 
@@ -104,6 +114,23 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output."""
         return self.forward_with_mid(x)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelLayer:
+    """A convolution whose output channels generate-and-test may replace.
+
+    Channel ``c``'s incoming weights are ``conv.weight[c]``, ``conv.bias[c]`` and ``bn``'s
+    affine pair and running statistics of ``c``; its outgoing weights are ``next``'s input
+    slice: ``next.weight[:, c]``, a conv's whole kernel (read through ``next_bn``) or the
+    head's column (``next`` a linear layer reading the globally pooled channels,
+    ``next_bn`` ``None``).
+    """
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
+    next: nn.Conv2d | nn.Linear
+    next_bn: nn.BatchNorm2d | None
 
 
 class ResNet18(nn.Module):
@@ -179,7 +206,9 @@ class ResNet18(nn.Module):
         """Logits and hidden activations (see the class docstring) from one forward pass.
 
         With ``all_features=False`` the list holds only the eight blocks' first-conv
-        activations (what generate-and-test needs).
+        activations. Either list is aligned with :meth:`channel_layers`: ``"all_convs"``
+        reads the 17 tensors of ``all_features=True``, ``"first_convs"`` the eight of
+        ``all_features=False``.
         """
         h = F.relu(self.bn1(self.conv1(x)))
         feats = [h] if all_features else []
@@ -194,6 +223,31 @@ class ResNet18(nn.Module):
             feats.append(pooled)
         return F.linear(pooled, self.fc.weight, self.fc.bias), feats
 
+    def channel_layers(self, coverage: str = "all_convs") -> list[ChannelLayer]:
+        """The convolutions whose channels generate-and-test replaces, in forward order.
+
+        ``"all_convs"`` (the paper's code, ``res_gnt.py``'s ``get_weight_layers``): every
+        convolution outside the downsample shortcuts, 17 at depth 18: the stem, read by
+        block 0's first conv; each block's first conv, read by its second; each block's
+        second conv, read by the next block's first conv or, for the last block, by the
+        head (through the global pooling). The stem's and the second convs' channels are
+        also read by the next block's shortcut, which is left alone (see
+        :class:`ResidualGenerateAndTest`). ``"first_convs"``: each block's first conv
+        only, read by the block's second conv alone.
+        """
+        check_choice("coverage", coverage, COVERAGES)
+        blocks = self._blocks
+        if coverage == "first_convs":
+            return [ChannelLayer(b.conv1, b.bn1, b.conv2, b.bn2) for b in blocks]
+        layers = [ChannelLayer(self.conv1, self.bn1, blocks[0].conv1, blocks[0].bn1)]
+        for k, b in enumerate(blocks):
+            layers.append(ChannelLayer(b.conv1, b.bn1, b.conv2, b.bn2))
+            if k + 1 < len(blocks):
+                layers.append(ChannelLayer(b.conv2, b.bn2, blocks[k + 1].conv1, blocks[k + 1].bn1))
+            else:
+                layers.append(ChannelLayer(b.conv2, b.bn2, self.fc, None))
+        return layers
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for images ``(N, 3, 32, 32)``."""
         h = F.relu(self.bn1(self.conv1(x)))
@@ -203,52 +257,64 @@ class ResNet18(nn.Module):
 
 
 class ResidualGenerateAndTest(UnitStatistics):
-    """Generate-and-test over the channels of each BasicBlock's first convolution.
+    """Generate-and-test over the output channels of a ResNet's convolutions.
 
-    A unit is channel ``c`` of ``block.conv1`` after ``block.bn1`` and the ReLU; its incoming
-    weights are ``conv1.weight[c]`` and ``conv1.bias[c]`` (and ``bn1``'s affine pair), its
-    outgoing weights ``conv2.weight[:, c]``. After every optimizer step
-    (:meth:`step`, given the blocks' first-conv activations of that step):
+    A unit is channel ``c`` of a :class:`ChannelLayer`'s ``conv``, after its batch norm and
+    ReLU (and, for a block's second conv, after the residual addition and its ReLU: the
+    block's output, as the next layer reads it; pooled for the last block, as the head
+    reads it). After every optimizer step (:meth:`step`, given each layer's activation of
+    that step, ``(N, C, H, W)`` or pooled ``(N, C)``), in two passes as the paper's code:
 
-    1. *Test.* Ages grow by one; the running mean activation ``f`` (averaged over batch and
-       positions) and the utility ``u`` are exponential averages with decay ``eta``,
-       bias-corrected by ``1 - eta ** age`` as in :mod:`baselines.continual_backprop`.
+    1. *Test*, every layer. Ages grow by one; the running mean activation ``f`` (averaged
+       over batch and positions) and the utility ``u`` are exponential averages with decay
+       ``eta``, bias-corrected by ``1 - eta ** age`` as in :mod:`baselines.continual_backprop`.
        ``"contribution"`` (the image experiments) is ``mean |outgoing weights| * mean |h|``;
        ``"adaptable_contribution"`` also takes ``|h - f|`` and divides by the mean
-       ``|incoming weights|``.
-    2. *Generate.* Units older than ``maturity_threshold`` are eligible; a per-block
-       accumulator gains ``replacement_rate * eligible`` a step, and its integer part is the
-       number of lowest-utility eligible units replaced now (the fraction carries over).
+       ``|incoming weights|``. Units older than ``maturity_threshold`` are eligible; the
+       count due (``replacement_rate * eligible`` in expectation, ``accumulate`` as in
+       :class:`~baselines.continual_backprop.UnitStatistics`) of lowest-utility eligible
+       units are chosen.
+    2. *Generate*, every layer: the chosen channels are replaced (:meth:`replace`).
 
-    :meth:`replace`: the removed channel's mean contribution to ``conv2``'s output,
-    ``f_c * sum over the kernel of conv2.weight[o, c]``, is subtracted from ``bn2``'s running
-    mean (``conv2``'s output is only ever read through ``bn2``). Then ``conv1.weight[c]``
-    is redrawn from the init distribution (``N(0, 2 / fan_in)``, from ``generator``),
-    ``conv1.bias[c]`` zeroed, ``bn1``'s weight, bias, running mean and variance of ``c``
-    reset to 1, 0, 0, 1, ``conv2.weight[:, c]`` zeroed, and the optimizer state (SGD
-    momentum, Adam moments) of all of these entries reset. So in eval mode the fresh unit
-    adds nothing, and the output changes only by the removed unit's deviation from its
-    mean (DESIGN.md section 5). In train mode ``bn2`` normalizes with the batch's own
-    mean, so a constant shift never mattered there.
+    :meth:`replace`: the removed channel's mean contribution to ``next``'s output,
+    ``f_c * sum over the kernel of next.weight[o, c]``, is subtracted from ``next_bn``'s
+    running mean (a next conv's output is only ever read through its batch norm), or, for
+    the head, ``f_c * fc.weight[:, c]`` is added to its bias. Then ``conv.weight[c]`` is
+    redrawn from the init distribution (``N(0, 2 / fan_in)``, from ``generator``),
+    ``conv.bias[c]`` zeroed, ``bn``'s weight, bias, running mean and variance of ``c``
+    reset to 1, 0, 0, 1, ``next.weight[:, c]`` zeroed, and the optimizer state (SGD
+    momentum, Adam moments) of all of these entries reset. In eval mode the output changes
+    only by the removed unit's deviation from its mean (DESIGN.md section 5), where the
+    channel is read by ``next`` alone: a block's first conv. In train mode ``next_bn``
+    normalizes with the batch's own mean, so a constant shift never mattered there.
+
+    The residual stream: the stem's channels and the blocks' output channels (a second
+    conv's ``bn2`` plus the shortcut) are also read by the next block's shortcut (the
+    identity, or a 1x1 downsample conv, never replaced), which generate-and-test leaves
+    alone, as the paper's code does. For these channels the zeroed outgoing weights and
+    the bias correction cover the next block's first conv only (which loses the whole
+    channel, shortcut part included), while the shortcut keeps reading the channel: its
+    fresh conv, batch-normalized with weight 1 and bias 0, enters the residual stream at
+    once, so such a replacement does change the network's output (a fresh unit of a plain
+    network, or of a block's first conv, is hidden by its zero outgoing weights).
 
     Zero padding: a channel with constant activation ``f`` contributes
-    ``f * sum(conv2.weight[o, c])`` only where the whole 3x3 window lies inside the image;
+    ``f * sum(next.weight[o, c])`` only where the whole 3x3 window lies inside the image;
     at the border part of the window reads padding zeros. The correction is therefore exact
     (up to float rounding) away from the border for a constant non-zero activation, and
     exact everywhere for a dead channel (constant 0: nothing moves, nothing changes).
 
-    Differences from the paper's code (``lop/algos/res_gnt.py``): units are only the
-    blocks' first-conv channels (the paper's code also replaces the stem's and every block
-    output's channels, whose "next layer" ignores the skip connection); the number due is
-    ``replacement_rate * eligible`` (the code: ``* all channels``); the mean activation is
-    a bias-corrected exponential average (the code sums ``(1 - eta) * |h|`` without
-    decaying it); the removed unit's mean contribution is kept (the code drops it);
-    the optimizer state of replaced entries is reset (the code keeps the momentum).
+    Differences from the paper's code (``lop/algos/res_gnt.py``): the number due is
+    ``replacement_rate * eligible`` (the code: ``* all channels``); the mean activation and
+    the utility are bias-corrected exponential averages (the code sums ``(1 - eta) * |h|``
+    without ever decaying it, and multiplies that sum by the current outgoing weights when
+    it replaces); the removed unit's mean contribution is kept (the code drops it); the
+    optimizer state of replaced entries is reset (the code keeps the momentum).
     """
 
     def __init__(
         self,
-        blocks: list[BasicBlock] | tuple[BasicBlock, ...],
+        layers: Sequence[ChannelLayer],
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         *,
@@ -256,86 +322,111 @@ class ResidualGenerateAndTest(UnitStatistics):
         decay_rate: float,
         maturity_threshold: int,
         utility: str = "contribution",
+        accumulate: bool = True,
     ) -> None:
         check_choice("utility", utility, UTILITIES)
-        self.blocks = list(blocks)
+        self.layers = list(layers)
+        if not all(isinstance(layer, ChannelLayer) for layer in self.layers):
+            raise TypeError("layers must be ChannelLayer entries (ResNet18.channel_layers()).")
         self.optimizer = optimizer
         self.generator = generator
         self.replacement_rate = float(replacement_rate)
         self.decay_rate = float(decay_rate)
         self.maturity_threshold = int(maturity_threshold)
         self.utility_type = utility
+        self.accumulate = bool(accumulate)
         self.step_count = 0
-        self._init_statistics([block.conv1.weight for block in self.blocks])
+        self._init_statistics([layer.conv.weight for layer in self.layers])
 
     @torch.no_grad()
     def step(self, features: list[torch.Tensor]) -> None:
-        """Update the statistics from ``features[i]`` (block ``i``'s first-conv activation,
-        ``(N, C, H, W)``, of the step just taken) and replace the units due."""
+        """Update the statistics of every layer from ``features[i]`` (layer ``i``'s
+        activation of the step just taken, ``(N, C, H, W)`` or pooled ``(N, C)``), then
+        replace the units due in every layer."""
+        if len(features) != len(self.layers):
+            raise ValueError(f"{len(features)} activations for {len(self.layers)} layers.")
         self.step_count += 1
-        eta = self.decay_rate
-        adaptable = self.utility_type == "adaptable_contribution"
-        for i, (block, h) in enumerate(zip(self.blocks, features, strict=True)):
-            h = h.detach()
-            self.age[i].add_(1)
-            bc = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
-            mean_act = self.mean_act[i].lerp_(h.mean(dim=(0, 2, 3)), 1.0 - eta)
-            out_mag = block.conv2.weight.abs().mean(dim=(0, 2, 3))
-            if adaptable:
-                dev = (h - (mean_act / bc).view(1, -1, 1, 1)).abs_().mean(dim=(0, 2, 3))
-                in_mag = block.conv1.weight.abs().mean(dim=(1, 2, 3))
-                new_util = out_mag.mul_(dev).div_(in_mag)
-            else:
-                new_util = out_mag.mul_(h.abs().mean(dim=(0, 2, 3)))
-            self.utility[i].lerp_(new_util, 1.0 - eta)
+        due = []
+        for i, h in enumerate(features):
+            self._update(i, h.detach())
             k = self._num_due(i)
             if k:
-                score = torch.nan_to_num(self.utility[i] / bc, nan=0.0)
-                score = score.masked_fill(self.age[i] <= self.maturity_threshold, math.inf)
-                self.replace(i, torch.topk(score, k, largest=False).indices)
+                due.append((i, self._lowest(i, k)))
+        for i, idx in due:
+            self._replace(i, idx)
+            self._count_replaced(i, idx.numel())
+
+    def _update(self, i: int, h: torch.Tensor) -> None:
+        """Age, mean activation and utility of layer ``i``'s channels."""
+        eta = self.decay_rate
+        layer = self.layers[i]
+        dims = (0, *range(2, h.dim()))
+        self.age[i].add_(1)
+        bc = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
+        mean_act = self.mean_act[i].lerp_(h.mean(dim=dims), 1.0 - eta)
+        w_out = layer.next.weight
+        out_mag = w_out.abs().mean(dim=(0, *range(2, w_out.dim())))
+        if self.utility_type == "adaptable_contribution":
+            f_hat = (mean_act / bc).view(1, -1, *([1] * (h.dim() - 2)))
+            in_mag = layer.conv.weight.abs().mean(dim=(1, 2, 3))
+            new_util = out_mag.mul_((h - f_hat).abs_().mean(dim=dims)).div_(in_mag)
+        else:
+            new_util = out_mag.mul_(h.abs().mean(dim=dims))
+        self.utility[i].lerp_(new_util, 1.0 - eta)
 
     @torch.no_grad()
-    def mean_activation(self, block_index: int) -> torch.Tensor:
-        """Bias-corrected running mean activation of each channel of a block (0 at age 0)."""
-        bc = self.bias_correction[block_index]
-        mean = self.mean_act[block_index] / bc
+    def mean_activation(self, layer_index: int) -> torch.Tensor:
+        """Bias-corrected running mean activation of each channel of a layer (0 at age 0)."""
+        bc = self.bias_correction[layer_index]
+        mean = self.mean_act[layer_index] / bc
         return torch.where(bc > 0, mean, torch.zeros_like(mean))
 
     @torch.no_grad()
-    def replace(self, block_index: int, indices: Any) -> None:
-        """Replace channels ``indices`` of block ``block_index``'s first conv by fresh ones."""
-        i = block_index
-        block = self.blocks[i]
-        conv1, bn1, conv2, bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+    def replace(self, layer_index: int, indices: Any) -> None:
+        """Replace channels ``indices`` of layer ``layer_index`` by fresh ones (public so that
+        tests and users can force a replacement; :meth:`step` replaces the lowest-utility
+        eligible channels)."""
+        conv = self.layers[layer_index].conv
         idx = torch.unique(
-            torch.as_tensor(indices, dtype=torch.long, device=conv1.weight.device).reshape(-1)
+            torch.as_tensor(indices, dtype=torch.long, device=conv.weight.device).reshape(-1)
         )
-        k = idx.numel()
-        if k == 0:
+        if idx.numel() == 0:
             return
-        # 1. The removed channels' mean contribution to conv2's output, moved into bn2's
-        #    running mean (before the mean activation and the outgoing weights are reset).
+        self._replace(layer_index, idx)
+        self.num_replaced[layer_index] += idx.numel()
+        self._recount(layer_index)
+
+    def _replace(self, i: int, idx: torch.Tensor) -> None:
+        """:meth:`replace` of the sorted, distinct channels ``idx``, without the counts."""
+        layer = self.layers[i]
+        conv, bn, nxt = layer.conv, layer.bn, layer.next
+        k = idx.numel()
+        # 1. The removed channels' mean contribution to the next layer's output, moved into
+        #    its batch norm's running mean or the head's bias (before the mean activation
+        #    and the outgoing weights are reset).
         mean = self.mean_activation(i)[idx]
-        kernel_sums = conv2.weight[:, idx].sum(dim=(2, 3))  # (out, k)
-        bn2.running_mean.sub_(kernel_sums @ mean)
+        w_next = nxt.weight
+        if layer.next_bn is not None:
+            kernel_sums = w_next[:, idx].sum(dim=(2, 3))  # (out, k)
+            layer.next_bn.running_mean.sub_(kernel_sums @ mean)
+        else:
+            nxt.bias.add_(w_next[:, idx] @ mean)
         # 2. Fresh incoming weights, batch norm reset, zero outgoing weights.
-        w = conv1.weight
+        w = conv.weight
         fresh = torch.empty((k, *w.shape[1:]), device=w.device, dtype=w.dtype)
-        w[idx] = fresh.normal_(0.0, _conv_std(conv1), generator=self.generator)
-        conv1.bias[idx] = 0.0
-        bn1.weight[idx] = 1.0
-        bn1.bias[idx] = 0.0
-        bn1.running_mean[idx] = 0.0
-        bn1.running_var[idx] = 1.0
-        conv2.weight[:, idx] = 0.0
+        w[idx] = fresh.normal_(0.0, _conv_std(conv), generator=self.generator)
+        conv.bias[idx] = 0.0
+        bn.weight[idx] = 1.0
+        bn.bias[idx] = 0.0
+        bn.running_mean[idx] = 0.0
+        bn.running_var[idx] = 1.0
+        w_next[:, idx] = 0.0
         # 3. Optimizer state of every reset entry.
-        for p in (conv1.weight, conv1.bias, bn1.weight, bn1.bias):
+        for p in (conv.weight, conv.bias, bn.weight, bn.bias):
             reset_optimizer_entries(self.optimizer, p, idx, 0)
-        reset_optimizer_entries(self.optimizer, conv2.weight, idx, 1)
+        reset_optimizer_entries(self.optimizer, w_next, idx, 1)
         # 4. Statistics.
         self.utility[i][idx] = 0.0
         self.mean_act[i][idx] = 0.0
         self.age[i][idx] = 0
         self.bias_correction[i][idx] = 0.0
-        self.num_replaced[i] += k
-        self._recount(i)

@@ -1,4 +1,4 @@
-"""ResNet-18 of incremental CIFAR-100 and generate-and-test for its residual blocks."""
+"""ResNet-18 of incremental CIFAR-100 and generate-and-test for its conv channels."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.resnet import ResidualGenerateAndTest, ResNet18, stage_channels
+from baselines.resnet import ChannelLayer, ResidualGenerateAndTest, ResNet18, stage_channels
 from lop_bench.errors import InvalidConfigError
 
 
@@ -109,25 +109,26 @@ def test_same_generator_same_network():
 
 
 # -- generate-and-test -----------------------------------------------------------------------
-def _trained_net_and_gnt(rate=0.0, maturity=0, utility="contribution"):
+def _trained_net_and_gnt(rate=0.0, maturity=0, utility="contribution", coverage="first_convs"):
     torch.manual_seed(0)  # only for the data below; the net uses its own generator
     net = _net(0, width=0.125)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    gnt = ResidualGenerateAndTest(list(net.blocks), opt, torch.Generator().manual_seed(7),
-                                  replacement_rate=rate, decay_rate=0.99,
-                                  maturity_threshold=maturity, utility=utility)
+    gnt = ResidualGenerateAndTest(net.channel_layers(coverage), opt,
+                                  torch.Generator().manual_seed(7), replacement_rate=rate,
+                                  decay_rate=0.99, maturity_threshold=maturity, utility=utility)
     return net, opt, gnt
 
 
 def _train(net, opt, gnt, steps=5, seed=0, before_step=None):
     g = torch.Generator().manual_seed(seed)
     net.train()
+    all_features = len(gnt.layers) == 17
     for _ in range(steps):
         if before_step is not None:
             before_step()
         x = torch.randn(6, 3, 16, 16, generator=g)
         y = torch.randint(0, 10, (6,), generator=g)
-        logits, mids = net.forward_with_features(x, all_features=False)
+        logits, mids = net.forward_with_features(x, all_features=all_features)
         loss = nn.functional.cross_entropy(logits, y)
         opt.zero_grad()
         loss.backward()
@@ -280,3 +281,109 @@ def test_gnt_state_roundtrip_continues_identically():
     _train(net2, opt2, gnt2, steps=6, seed=3)
     assert gnt2.num_replaced == gnt.num_replaced and sum(gnt.num_replaced) > 0
     assert all(torch.equal(ref[k], v) for k, v in net2.state_dict().items())
+
+
+# -- the paper's coverage: every conv outside the downsample shortcuts ----------------------
+def test_channel_layers_follow_the_paper_codes_weight_layers():
+    net = _net(width=0.125)
+    b = net.blocks
+    layers = net.channel_layers("all_convs")
+    # res_gnt.py's get_weight_layers: stem, then conv1 and conv2 of each block; each next
+    # listed layer reads the channels; the downsample shortcuts are skipped
+    convs = [net.conv1] + [c for blk in b for c in (blk.conv1, blk.conv2)]
+    assert [layer.conv for layer in layers] == convs
+    assert [layer.next for layer in layers] == convs[1:] + [net.fc]
+    assert [layer.bn for layer in layers] == [net.bn1] + [n for blk in b for n in (blk.bn1, blk.bn2)]
+    assert [layer.next_bn for layer in layers[:-1]] == [layer.bn for layer in layers[1:]]
+    assert layers[-1].next_bn is None
+    downsample = {id(m) for blk in b if blk.downsample is not None for m in blk.downsample}
+    assert downsample and not downsample & {id(x) for layer in layers for x in (layer.conv, layer.bn)}
+    first = net.channel_layers("first_convs")
+    assert [(x.conv, x.next) for x in first] == [(blk.conv1, blk.conv2) for blk in b]
+    with pytest.raises(InvalidConfigError, match="coverage"):
+        net.channel_layers("blocks")
+    assert all(isinstance(x, ChannelLayer) for x in layers)
+
+
+def test_all_convs_replace_stem_and_both_block_convs_with_their_batch_norms_reset():
+    """The paper preset's coverage: channels of the stem and of both convolutions of a block
+    are replaced, each with its batch norm's running statistics (and affine pair) reset."""
+    net, opt, gnt = _trained_net_and_gnt(coverage="all_convs")
+    _train(net, opt, gnt, steps=3)  # running statistics away from (0, 1)
+    layers = gnt.layers
+    b = net.blocks[1]
+    picks = {0: net.conv1, 3: b.conv1, 4: b.conv2}  # stem; block 1's first and second conv
+    for i, conv in picks.items():
+        assert layers[i].conv is conv and conv.out_channels == 8
+        bn = layers[i].bn
+        assert (bn.running_mean != 0).all() and (bn.running_var != 1).all()
+    with torch.no_grad():
+        net.bn1.weight[1] = 0.3
+        b.bn2.bias[1] = -0.2
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    # One step in which only these layers have eligible units, one due in each (rate 1/8 of
+    # 8 channels), channel 1 the lowest utility.
+    state = gnt.state_dict()
+    for i in range(len(layers)):
+        state["age"][i].fill_(20 if i in picks else 0)
+        state["utility"][i].fill_(1.0)
+        state["utility"][i][1] = 0.0
+    gnt.maturity_threshold, gnt.replacement_rate = 10, 1.0 / 8
+    gnt.load_state_dict(state)  # (recounts the eligible units)
+    net.eval()  # (a train-mode forward would move the running statistics)
+    with torch.no_grad():
+        feats = net.forward_with_features(torch.randn(2, 3, 16, 16), all_features=True)[1]
+    gnt.step(feats)
+    assert [gnt.num_replaced[i] for i in picks] == [1, 1, 1]
+    assert sum(gnt.num_replaced) == 3
+    for i in picks:
+        layer = layers[i]
+        assert gnt.age[i][1] == 0 and (gnt.age[i][[0, 2]] > 0).all()
+        assert layer.bn.running_mean[1] == 0 and layer.bn.running_var[1] == 1
+        assert layer.bn.weight[1] == 1 and layer.bn.bias[1] == 0 and layer.conv.bias[1] == 0
+        # outgoing weights zeroed (but for block 1's conv2 row 1: it was replaced after)
+        rows = [r for r in range(layer.next.weight.shape[0]) if not (i + 1 in picks and r == 1)]
+        assert (layer.next.weight[rows, 1] == 0).all()
+        name = next(k for k, m in net.named_modules() if m is layer.bn)
+        assert torch.equal(layer.bn.running_var[2:], before[f"{name}.running_var"][2:])
+    # the stem's fresh filter comes from the init distribution N(0, 2 / (3 * 9))
+    assert not torch.equal(net.conv1.weight[1], before["conv1.weight"][1])
+
+
+def test_replacing_a_block_output_channel_corrects_the_head_and_the_next_batch_norm():
+    net, opt, gnt = _trained_net_and_gnt(coverage="all_convs")
+    _train(net, opt, gnt, steps=3)
+    layers = gnt.layers
+    c = 2
+    # the last block's output channel: read by the head through the pooling
+    last = layers[-1]
+    mean = gnt.mean_activation(16)[c]
+    assert mean > 0
+    fc_w, fc_b = net.fc.weight[:, c].clone(), net.fc.bias.clone()
+    gnt.replace(16, [c])
+    torch.testing.assert_close(net.fc.bias, fc_b + fc_w * mean)
+    assert (net.fc.weight[:, c] == 0).all() and last.bn.running_var[c] == 1
+    # a middle block's output channel: read by the next block's first conv through its bn1
+    i = 4  # block 1's second conv, read by block 2's first conv
+    layer = layers[i]
+    mean = gnt.mean_activation(i)[c]
+    sums = layer.next.weight[:, c].sum(dim=(1, 2)).clone()
+    rm = layer.next_bn.running_mean.clone()
+    gnt.replace(i, [c])
+    torch.testing.assert_close(layer.next_bn.running_mean, rm - sums * mean)
+    # the shortcut still reads the channel: the fresh unit reaches the output (not hidden)
+    net.eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = net(x)
+        layer.bn.bias[c] += 1.0
+        assert not torch.allclose(net(x), out)
+
+
+def test_steps_on_all_convs_keep_the_network_finite_and_the_same_from_a_checkpoint():
+    net, opt, gnt = _trained_net_and_gnt(rate=0.05, maturity=2, coverage="all_convs")
+    _train(net, opt, gnt, steps=8)
+    assert all(n > 0 for n in gnt.num_replaced)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    with pytest.raises(ValueError, match="8 activations for 17 layers"):
+        gnt.step(net.forward_with_features(torch.randn(2, 3, 16, 16), all_features=False)[1])
