@@ -65,7 +65,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -376,9 +376,10 @@ def check_result(result: Result | Mapping[str, Any]) -> None:
     """Raise :class:`SubmissionRejected` unless one result may be ranked on its own.
 
     Checks what a single file can show: the schema and summary (again), a known stream and
-    tier, no custom settings, the stream revision, metric, dataset fingerprint and protocol
-    hash of the tier, the curve's length and a seed of the tier's seed set. The seed set of
-    an entry and duplicates are checked by :func:`check_submission`.
+    a ranked tier (not ``smoke``), no custom settings, the stream revision, metric, dataset
+    fingerprint and protocol hash of the tier, the curve's length, the ``steps`` a run of
+    the tier takes, the runner's diagnostics and a seed of the tier's seed set. The seed set
+    of an entry and copies are checked by :func:`check_submission`.
     """
     data = result.data if isinstance(result, Result) else dict(result)
     try:
@@ -459,12 +460,11 @@ def _seed_problems(key: tuple, seeds: list[int], num_seeds: int) -> list[str]:
 
 @dataclass(frozen=True)
 class _Checked:
-    """What passed :func:`_check`: the files, the entries to write and those already on the
-    board unchanged (their folders)."""
+    """What passed :func:`_check`: the entries to write, and the folders of those already on
+    the board with the same results."""
 
-    files: list[tuple[Path, Result]]
     groups: dict[tuple, list[tuple[str, Result]]]
-    unchanged: list[Path] = field(default_factory=list)
+    unchanged: list[Path]
 
 
 def _add_loose(seeds: dict[tuple, list[int]], path: Path) -> None:
@@ -564,6 +564,44 @@ def _rejected(message: str, reasons: list[tuple[str, str]]) -> SubmissionRejecte
     return SubmissionRejected(f"{message}:\n{lines}", reasons)
 
 
+@dataclass(frozen=True)
+class _BoardIndex:
+    """What a submission is checked against: each entry on the board (its folder, and the
+    fingerprint of each seed's result) and every curve there."""
+
+    seeds: dict[tuple, dict[int, str]]
+    folders: dict[tuple, str]
+    curves: dict[bytes, _Held]
+
+
+def _index_board(board: Path) -> _BoardIndex:
+    index = _BoardIndex(defaultdict(dict), {}, {})
+    valid: list[tuple[str, Result]] = []
+    for f in _board_files(board):
+        try:
+            r = load(f)
+        except InvalidResultError:
+            continue  # build reports broken files on the board
+        key = _entry_key(r.data)
+        index.seeds[key][r.seed] = _fingerprint_of(r.data)
+        index.folders.setdefault(key, str(f.parent))
+        valid.append((str(f), r))
+    _copies(valid, index.curves)  # the board's own copies are build's to report
+    return index
+
+
+def _apply_source(where: str, r: Result, source: str | None) -> list[tuple[str, str]]:
+    """Record ``--source`` in a loaded result; a result that names another is refused."""
+    if source is None:
+        return []
+    given = r.data["agent"].get("source")
+    r.data["agent"]["source"] = source
+    if given in (None, source):
+        return []
+    return [(where, f"agent.source is {given!r}, not the --source {source!r}: an entry has "
+                    "one source.")]
+
+
 def _check(paths: Iterable[str | os.PathLike], board: Path,
            source: str | None = None) -> _Checked:
     """Every check of :func:`submit`; raises :class:`SubmissionRejected` listing them all."""
@@ -573,7 +611,7 @@ def _check(paths: Iterable[str | os.PathLike], board: Path,
         except InvalidResultError as exc:
             raise SubmissionRejected(f"--source: {exc}", [("--source", str(exc))]) from None
     files, reasons = _expand(paths)
-    loaded: list[tuple[Path, Result]] = []
+    loaded: list[tuple[str, Result]] = []
     seeds: dict[tuple, list[int]] = defaultdict(list)
     for f in files:
         try:
@@ -582,47 +620,27 @@ def _check(paths: Iterable[str | os.PathLike], board: Path,
             reasons.append((str(f), _strip_source(str(exc), str(f))))
             _add_loose(seeds, f)
             continue
-        if source is not None:
-            given = r.data["agent"].get("source")
-            if given not in (None, source):
-                reasons.append((str(f), f"agent.source is {given!r}, not the --source "
-                                        f"{source!r}: an entry has one source."))
-            r.data["agent"]["source"] = source
-        loaded.append((f, r))
+        reasons.extend(_apply_source(str(f), r, source))
+        loaded.append((str(f), r))
         seeds[_entry_key(r.data)].append(r.seed)
         reasons.extend((str(f), p) for p in _problems(r.data))
 
-    # what is on the board: entries (seed -> fingerprint) and curves
-    on_board: dict[tuple, dict[int, str]] = defaultdict(dict)
-    folders: dict[tuple, str] = {}
-    board_results: list[tuple[str, Result]] = []
-    for bf in _board_files(board):
-        try:
-            r = load(bf)
-        except InvalidResultError:
-            continue  # build reports broken files on the board
-        key = _entry_key(r.data)
-        on_board[key][r.seed] = _fingerprint_of(r.data)
-        folders.setdefault(key, str(bf.parent))
-        board_results.append((str(bf), r))
-    known: dict[bytes, _Held] = {}
-    _copies(board_results, known)  # the board's own copies are build's to report
-
-    groups = _group((str(f), r) for f, r in loaded)
+    on_board = _index_board(board)
+    groups = _group(loaded)
     unchanged: list[tuple] = []
     fresh: list[tuple[str, Result]] = []
     for key, members in groups.items():
-        if key not in on_board:
+        if key not in on_board.seeds:
             fresh.extend(members)
-        elif (len(members) == len(on_board[key])
-              and {r.seed: _fingerprint_of(r.data) for _, r in members} == on_board[key]):
+        elif (len(members) == len(on_board.seeds[key])
+              and {r.seed: _fingerprint_of(r.data) for _, r in members} == on_board.seeds[key]):
             unchanged.append(key)  # the same results again: nothing to do
         else:
-            reasons.append((_describe(key), f"already on the leaderboard ({folders[key]}) with "
-                                            "other results: an entry is submitted once, with "
-                                            f"all its seeds (to replace it, remove "
-                                            f"{folders[key]} first)."))
-    reasons.extend(_copies(fresh, known))
+            folder = on_board.folders[key]
+            reasons.append((_describe(key), f"already on the leaderboard ({folder}) with other "
+                                            "results: an entry is submitted once, with all its "
+                                            f"seeds (to replace it, remove {folder} first)."))
+    reasons.extend(_copies(fresh, on_board.curves))
     reasons.extend(_source_problems(groups))
     reasons.extend(_seed_set_problems(seeds))
     if not files and not reasons:
@@ -631,8 +649,8 @@ def _check(paths: Iterable[str | os.PathLike], board: Path,
         bad = len({w for w, _ in reasons})
         raise _rejected(f"submission refused ({bad} file(s) or entries with problems, "
                         f"{len(files)} file(s) given); nothing was copied", reasons)
-    return _Checked(loaded, {k: v for k, v in groups.items() if k not in unchanged},
-                    [Path(folders[k]) for k in unchanged])
+    return _Checked({k: v for k, v in groups.items() if k not in unchanged},
+                    [Path(on_board.folders[k]) for k in unchanged])
 
 
 def check_submission(
