@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -119,6 +121,42 @@ def test_ltu_threshold_follows_the_paper_definition():
             assert h[n, i] == (1 if pre > net.tau[i] else 0)
     y = net(x)
     assert np.array_equal(y, (h @ net.w2 + net.b2).astype(np.float32))
+
+
+def test_public_code_thresholds_count_the_bias_with_the_wrong_sign():
+    """lop/nets/fix_ltu_net.py: S = (m - sum(w) + b) / 2, tau = beta * (m + 1) - S."""
+    paper = LTUTarget(20, 100, 0.7, np.random.default_rng(0))
+    public = LTUTarget(20, 100, 0.7, np.random.default_rng(0), threshold="public_code")
+    assert np.array_equal(public.w1, paper.w1) and np.array_equal(public.b1, paper.b1)
+    for i in range(100):
+        s = (20 - int(public.w1[i].sum()) + int(public.b1[i])) / 2
+        assert public.tau[i] == pytest.approx(0.7 * 21 - s)
+        assert public.tau[i] - paper.tau[i] == pytest.approx(-0.5 if public.b1[i] > 0 else 1.5)
+    x = np.random.default_rng(1).integers(0, 2, size=(4096, 20))
+    assert not np.array_equal(public(x), paper(x))
+    with pytest.raises(InvalidConfigError, match="threshold"):
+        LTUTarget(20, 100, 0.7, np.random.default_rng(0), threshold="code")
+
+
+def test_paper_public_code_tier_is_the_paper_tier_with_the_public_thresholds():
+    tiers = SlowlyChangingRegressionEnv.TIERS
+    public, paper = tiers["paper_public_code"], tiers["paper"]
+    assert public.ltu_threshold == "public_code" and paper.ltu_threshold == "paper"
+    assert dataclasses.replace(public, ltu_threshold="paper") == paper
+    assert all(t.ltu_threshold == "paper" for name, t in tiers.items() if name != "paper_public_code")
+    a = SlowlyChangingRegressionEnv(tier="paper_public_code")
+    b = SlowlyChangingRegressionEnv(tier="paper")
+    assert not a.custom and a.protocol_hash != b.protocol_hash
+    small = SlowlyChangingRegressionEnv(tier="smoke", ltu_threshold="public_code")
+    assert small.custom
+    x1, y1, *_ = rollout(small, 3)
+    x2, y2, *_ = rollout(SlowlyChangingRegressionEnv(tier="smoke"), 3)
+    assert np.array_equal(x1, x2) and not np.array_equal(y1, y2)  # same inputs, other targets
+    t = small.target_net
+    h = (x1 @ t.w1.T + t.b1 > t.tau).astype(np.float32)
+    assert np.array_equal(y1.reshape(-1), h @ t.w2 + t.b2)
+    with pytest.raises(InvalidConfigError, match="ltu_threshold"):
+        SlowlyChangingRegressionEnv(tier="smoke", ltu_threshold="public")
 
 
 def test_task_metrics_are_the_mse_over_the_task_and_reward_is_minus_squared_error():

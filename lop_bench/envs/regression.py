@@ -21,6 +21,7 @@ from lop_bench.seeding import (
 )
 
 __all__ = [
+    "LTU_THRESHOLDS",
     "RegressionConfig",
     "SlowlyChangingRegressionEnv",
     "SlowlyChangingRegressionVectorEnv",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 _PURPOSES = ("target", "slow_bits", "random_bits", "probe")
+LTU_THRESHOLDS = ("paper", "public_code")
+"""The conventions of the target's LTU thresholds (``RegressionConfig.ltu_threshold``)."""
 _PROBE = _PURPOSES.index("probe")
 
 
@@ -54,6 +57,12 @@ class RegressionConfig:
     change: str = "flip_one"
     """``"flip_one"``: one slow bit, drawn uniformly, flips at each task change (the paper's
     text). ``"redraw_all"``: all slow bits are re-drawn (the public code's README figure)."""
+    ltu_threshold: str = "paper"
+    """The target's LTU thresholds (:class:`LTUTarget`). ``"paper"``: ``tau = beta * (m + 1)
+    - S`` with ``S`` the number of -1 among a unit's ``m + 1`` incoming weights, bias
+    included (PROTOCOLS.md). ``"public_code"``: the public code's ``FixLTUNet``, which
+    computes ``S = (m - sum(w) + b) / 2`` (the bias counted with the wrong sign), so every
+    threshold is lower by 0.5 (bias +1) or higher by 1.5 (bias -1)."""
     num_seeds: int = field(default=100, metadata={"protocol": False})
     """The tier's seed set is ``0 .. num_seeds - 1`` (not hashed)."""
     probe_size: int = field(default=1000, metadata={"protocol": False})
@@ -71,6 +80,7 @@ class RegressionConfig:
         check_positive("change_period", self.change_period)
         check_positive("num_tasks", self.num_tasks)
         check_choice("change", self.change, ("flip_one", "redraw_all"))
+        check_choice("ltu_threshold", self.ltu_threshold, LTU_THRESHOLDS)
         check_positive("num_seeds", self.num_seeds)
         check_positive("probe_size", self.probe_size)
 
@@ -104,6 +114,11 @@ TIERS: dict[str, RegressionConfig] = {
     # The public code's configs behind its README figure: all 15 slow bits re-drawn every
     # 10,000 steps, 1,000,000 steps.
     "paper_redraw_all": RegressionConfig(change="redraw_all", num_tasks=100, num_seeds=100),
+    # The paper tier with the public code's LTU thresholds (FixLTUNet's S counts the bias
+    # with the wrong sign): the target behind the curves of the public flip_one configs
+    # (one bit flips every 10,000 steps, 3,000,000 steps, 100 runs), so that lop-bench's
+    # curves can be put beside them. Its errors run higher than the paper tier's: MEASURED.
+    "paper_public_code": RegressionConfig(num_tasks=300, num_seeds=100, ltu_threshold="public_code"),
 }
 
 
@@ -113,18 +128,24 @@ class LTUTarget:
     Weights and biases are drawn uniformly from {-1, +1}. Unit ``i`` fires (outputs 1)
     when ``w_i . x + b_i > tau_i`` with ``tau_i = beta * (m + 1) - S_i``, ``m`` the fan-in
     and ``S_i`` the number of -1 among its ``m + 1`` incoming weights, bias included (the
-    paper's definition; the public code counts the bias with the wrong sign, shifting
-    every threshold by -0.5 or +1.5, which is not copied). Targets are integers, exact in
-    float32.
+    paper's definition, ``threshold="paper"``). ``threshold="public_code"``: the public
+    code's ``S_i = (m - sum(w_i) + b_i) / 2``, which counts the bias with the wrong sign
+    (``S_i`` 0.5 too high for ``b_i = +1``, 1.5 too low for ``b_i = -1``), so that
+    ``tau_i`` is lower by 0.5 or higher by 1.5. Targets are integers, exact in float32.
     """
 
-    def __init__(self, num_inputs: int, num_hidden: int, beta: float, rng: np.random.Generator):
+    def __init__(self, num_inputs: int, num_hidden: int, beta: float, rng: np.random.Generator,
+                 threshold: str = "paper"):
+        check_choice("threshold", threshold, LTU_THRESHOLDS)
         pm = np.array([-1, 1], dtype=np.int64)
         self.w1 = rng.choice(pm, size=(num_hidden, num_inputs))
         self.b1 = rng.choice(pm, size=num_hidden)
         self.w2 = rng.choice(pm, size=num_hidden)
         self.b2 = int(rng.choice(pm))
-        negatives = (self.w1 < 0).sum(axis=1) + (self.b1 < 0)
+        if threshold == "paper":
+            negatives = (self.w1 < 0).sum(axis=1) + (self.b1 < 0)
+        else:
+            negatives = (num_inputs - self.w1.sum(axis=1) + self.b1) / 2
         self.tau = beta * (num_inputs + 1) - negatives
 
         # float32 copies for fast BLAS products: every partial sum is a small integer,
@@ -172,7 +193,8 @@ class _SeedStream:
         self.cfg = cfg
         self.seed = seed
         self.rng = spawn_generators(seed, _PURPOSES)
-        self.target = LTUTarget(cfg.num_inputs, cfg.target_hidden, cfg.beta, self.rng["target"])
+        self.target = LTUTarget(cfg.num_inputs, cfg.target_hidden, cfg.beta, self.rng["target"],
+                                cfg.ltu_threshold)
         self.slow = self.rng["slow_bits"].integers(0, 2, size=cfg.num_slow_bits).astype(np.float32)
         self.task = 0
 
@@ -243,7 +265,9 @@ class SlowlyChangingRegressionEnv(ContinualStream):
     **Tiers.** ``smoke`` (2,000 steps), ``cpu`` (the paper's settings, 150 tasks = 1,500,000
     steps, 10 seeds: minutes with the vectorized agents),
     ``paper`` (300 tasks, 3,000,000 steps, 100 seeds), ``paper_redraw_all`` (the public
-    code's variant: all slow bits re-drawn, 1,000,000 steps). See :data:`TIERS`.
+    code's variant: all slow bits re-drawn, 1,000,000 steps), ``paper_public_code`` (the
+    paper tier with the public code's LTU thresholds, to compare with its curves). See
+    :data:`TIERS`.
 
     **Randomness.** Per-purpose generators spawned from the seed: target network, slow
     bits (initial values and flips), random bits (one draw per task), probe batches (one
