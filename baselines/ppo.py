@@ -36,11 +36,11 @@ hidden activations) and ``ppo_shrink_perturb`` (weight decay and Gaussian noise 
 update; beyond the paper, which has no shrink-and-perturb run on the Ant).
 
 Agent protocol: ``act`` samples from the policy with the agent's own ``torch.Generator``
-and returns the sample (clipped with ``clip_actions``); ``learn`` stores the transition and updates every
-``batch_size`` steps. ``features(x)`` returns the hidden activations of both networks (the
-policy's first: the headline) and ``probe()`` the agent's last ``probe_size`` (1,000)
-states, for the diagnostics (dormant units by the RL definition: active on at most 1% of
-those states).
+and returns the sample (clipped with ``clip_actions``); ``learn`` stores the transition
+and updates every ``batch_size`` steps. ``features(x)`` returns the hidden activations of
+both networks (the policy's first: the headline) and ``probe()`` the agent's last
+``probe_size`` (1,000) states, for the diagnostics (dormant units by the RL definition:
+active on at most 1% of those states).
 
 Speed (``benchmarks/ant_speed.py``, 2-core CPU): about 2,000 env steps/s of training with
 one torch thread, half of it in the updates. Use ``torch.set_num_threads(1)`` (the CLI's
