@@ -42,10 +42,16 @@ class Agent(Protocol):
     """What the runner needs of an agent. Optional methods:
 
     - ``features(x) -> list[torch.Tensor]``: hidden activations per layer (diagnostics);
-    - ``parameters() -> Iterable[torch.Tensor]``: weights (diagnostics, phase checks);
-    - ``buffers() -> Iterable[torch.Tensor]``: non-parameter state checked in eval phases;
-    - ``state_dict()`` / ``load_state_dict(state)``: resume;
-    - attributes ``preset`` (str) and ``hparams`` (dict), recorded in results.
+    - ``parameters() -> Iterable[torch.Tensor]``: weights (diagnostics);
+    - ``buffers() -> Iterable[torch.Tensor]``: non-parameter tensors (batch-norm statistics);
+    - ``state_dict()`` / ``load_state_dict(state)``: resume (tensors, numpy arrays and plain
+      values only);
+    - attributes ``preset`` (str) and ``hparams`` (dict), recorded in results (and part of
+      the result's identity, :mod:`lop_bench.identity`).
+
+    The runner checks that an agent's state does not change inside a ``val`` or ``test``
+    phase: all of ``state_dict()`` when the agent has one (network, optimizer, generators,
+    counters), else ``parameters()`` and ``buffers()``.
     """
 
     def act(self, obs: Any, info: dict) -> Any:

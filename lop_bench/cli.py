@@ -106,23 +106,31 @@ def _check_out(out: Path, num_results: int) -> Path:
 
 
 def _check_plot(plot: str | Path | None) -> None:
-    """Check that ``--plot`` has a format matplotlib writes and a directory it can be
-    written in (created if missing, as the plot would be)."""
+    """Check that ``--plot`` names a file in a format matplotlib can write here (an empty
+    figure is written to memory in it) and in a directory that exists or can be made."""
     if plot is None:
         return
-    from matplotlib.backend_bases import FigureCanvasBase
-
     path = Path(plot)
-    formats = FigureCanvasBase.get_supported_filetypes()
-    fmt = path.suffix[1:].lower()
-    if fmt not in formats:
-        problem = f"unknown format {fmt!r}" if fmt else "no file extension"
-        raise LopBenchError(
-            f"--plot {plot}: {problem}; use one of {', '.join(sorted(formats))} "
-            f"(e.g. --plot {path.with_suffix('.png').name})."
-        )
     if path.is_dir():
         raise LopBenchError(f"--plot {plot} is a directory: give a file name, e.g. {path / 'plot.png'}.")
+    import io
+
+    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.figure import Figure
+
+    formats = ", ".join(sorted(FigureCanvasBase.get_supported_filetypes()))
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        raise LopBenchError(f"--plot {plot}: no file extension; use one of {formats} "
+                            f"(e.g. --plot {path.name}.png).")
+    try:
+        Figure(figsize=(1, 1)).savefig(io.BytesIO(), format=fmt)
+    except (ValueError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LopBenchError(
+            f"--plot {plot}: matplotlib cannot write {fmt!r} files here ({reason}); use one "
+            f"of {formats} (e.g. --plot {path.with_suffix('.png').name})."
+        ) from None
     from lop_bench.runner import check_writable
 
     check_writable(path.parent, option="--plot")
@@ -139,9 +147,11 @@ class _Plan:
     paths: list[Path] = field(default_factory=list)
 
 
-def _summary(agent: str, result: Any) -> dict[str, Any]:
+def _summary(agent: str, result: Any, finished: bool = False) -> dict[str, Any]:
+    """What ``run`` prints of a seed's result (``finished``: found done by ``--resume``)."""
     return {"agent": agent, "seed": result.seed, "summary": result.summary,
-            "steps_per_s": result.data["run_info"].get("steps_per_s", 0.0)}
+            "steps_per_s": result.data["run_info"].get("steps_per_s", 0.0),
+            "finished": finished}
 
 
 def _plan(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int],
@@ -183,7 +193,7 @@ def _plan(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int],
             plan.paths.append(path)
             done = check_existing_result(path, identity, resume=args.resume)
             if done is not None:
-                plan.finished.append(_summary(a, done))
+                plan.finished.append(_summary(a, done, finished=True))
             else:
                 todo.append((s, path))
         vec = (vectorized != "no" and bool(todo)
@@ -273,26 +283,12 @@ def _run_parallel(jobs: list[dict[str, Any]], num_workers: int,
     ctx = mp.get_context("spawn")
     lifeline, keep_alive = ctx.Pipe(duplex=False)
     workers: dict[Any, Any] = {}  # the pipe to a worker -> its process
-    # The workers inherit "ignore SIGINT" (before Python starts in them): Ctrl-C in a
-    # terminal reaches every process of the group, and only this one handles it.
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-    try:
-        for i in range(num_workers):
-            conn, child_conn = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child_conn, lifeline),
-                               name=f"lop-bench-worker-{i}")
-            proc.start()
-            child_conn.close()
-            workers[conn] = proc
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
-    lifeline.close()
     pending = list(reversed(jobs))
-    running: dict[Any, dict[str, Any]] = {}
+    running: dict[Any, dict[str, Any]] = {}  # the pipe to a busy worker -> its job
     results: list[dict[str, Any]] = []
     try:
+        _start_workers(ctx, num_workers, lifeline, workers)
+        lifeline.close()
         while pending or running:
             for conn in workers:
                 if conn not in running and pending:
@@ -326,6 +322,25 @@ def _run_parallel(jobs: list[dict[str, Any]], num_workers: int,
         _reap(list(workers.values()))
         keep_alive.close()
     return results
+
+
+def _start_workers(ctx: Any, n: int, lifeline: Any, workers: dict[Any, Any]) -> None:
+    """Start ``n`` worker processes into ``workers`` (their pipe -> the process). They
+    inherit "ignore SIGINT" before Python starts in them: Ctrl-C in a terminal reaches
+    every process of the group, and only this one acts on it."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:
+        for i in range(n):
+            conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child_conn, lifeline),
+                               name=f"lop-bench-worker-{i}")
+            proc.start()
+            child_conn.close()
+            workers[conn] = proc
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _lost(proc: Any, job: dict[str, Any]) -> LopBenchError:
@@ -442,7 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = plan.finished + _run_plan(plan, args.jobs, env.total_steps)
     for d in sorted(done, key=lambda d: d["seed"]):
         s = d["summary"]
-        how = "finished before" if d in plan.finished else f"{d['steps_per_s']:,.0f} steps/s"
+        how = "finished before" if d["finished"] else f"{d['steps_per_s']:,.0f} steps/s"
         print(f"seed {d['seed']}: initial {s['initial']:.4g}  final {s['final']:.4g}  "
               f"drop {s['drop']:+.4g}  ({how})")
     where = out if _names_a_file(out) else f"{out}/"

@@ -196,10 +196,19 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, metadata={"Software": None, "CreationDate": None}
-                if path.suffix == ".pdf" else {"Software": None})
+    fig.savefig(path, dpi=120, metadata=_NO_TIMESTAMPS.get(path.suffix.lower()))
     plt.close(fig)
     return path
+
+
+# Metadata that would make the same plot differ from run to run (or name the writer), per
+# format that takes metadata; the other formats (jpg, gif, tiff, ...) refuse any.
+_NO_TIMESTAMPS: dict[str, dict[str, None]] = {
+    ".png": {"Software": None},
+    ".pdf": {"Software": None, "CreationDate": None},
+    ".svg": {"Date": None},
+    ".svgz": {"Date": None},
+}
 
 
 _DIAG_PANELS = (
