@@ -58,7 +58,7 @@ __all__ = [
     "MAX_SEED",
     "run",
     "run_vectorized",
-    "check_seed",
+    "check_run_seed",
     "check_device",
     "check_writable",
     "check_existing_result",
@@ -87,7 +87,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def check_seed(seed: Any) -> int:
+def check_run_seed(seed: Any) -> int:
     """``seed`` as an int, or :class:`~lop_bench.errors.InvalidConfigError` unless it is an
     integer in ``0..MAX_SEED``."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
@@ -373,7 +373,7 @@ def run(
         raise LopBenchError(
             f"checkpoint_every must be a number of tasks >= 1, got {checkpoint_every!r}."
         )
-    seed = check_seed(seed)
+    seed = check_run_seed(seed)
     device = check_device(device)
     name, factory = resolve_factory(agent)
     wrapped = make(env_id, tier=tier, **_with_data_device(env_id, env_kwargs, device))
@@ -659,7 +659,7 @@ def run_vectorized(
     if seeds is None:
         cfg = env_class(env_id).tier_config(tier)
         seeds = tuple(range(cfg.num_seeds))
-    seeds = tuple(check_seed(s) for s in seeds)
+    seeds = tuple(check_run_seed(s) for s in seeds)
     if out is not None and len(seeds) > 1 and Path(out).suffix == ".json" and not Path(out).is_dir():
         raise LopBenchError(
             f"out={str(out)!r} names one file, but {len(seeds)} seeds write one result each: "

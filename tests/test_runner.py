@@ -247,3 +247,20 @@ def test_reference_agents_pass_the_whole_state_check_on_the_image_streams():
             result = lop_bench.run(env_id, agent, tier="smoke", seed=0, progress=False,
                                    diagnostics=False)
             assert np.isfinite(result.summary["final"])
+
+
+def test_seed_device_and_out_are_checked_before_the_run(tmp_path):
+    from lop_bench.errors import InvalidConfigError, LopBenchError
+
+    for seed in (-1, 2**32, 1.5, True):
+        with pytest.raises(InvalidConfigError, match=r"from 0 to 4294967295"):
+            lop_bench.run(REG, make_mean_agent, tier="smoke", seed=seed, progress=False)
+    with pytest.raises(InvalidConfigError, match="unknown device 'bogus'"):
+        lop_bench.run(REG, make_mean_agent, tier="smoke", device="bogus", progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LopBenchError, match=f"cannot write to {blocker}.*choose another out="):
+        lop_bench.run(REG, make_mean_agent, tier="smoke", progress=False, out=blocker / "res")
+    with pytest.raises(LopBenchError, match="names one file, but 2 seeds"):
+        lop_bench.run_vectorized(REG, "backprop", tier="smoke", seeds=(0, 1), progress=False,
+                                 out=tmp_path / "x.json")
