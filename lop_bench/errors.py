@@ -23,6 +23,7 @@ __all__ = [
     "SubmissionRejected",
     "PhaseViolationError",
     "DatasetNotFoundError",
+    "DatasetReadError",
     "ChecksumError",
     "UnsafeDataError",
     "CheckpointError",
@@ -91,6 +92,11 @@ class PhaseViolationError(LopBenchError, RuntimeError):
 
 class DatasetNotFoundError(LopBenchError, FileNotFoundError):
     """A dataset's files are missing; the message names the command that fetches them."""
+
+
+class DatasetReadError(LopBenchError, OSError):
+    """A dataset file that exists but cannot be read (permissions, a directory in its place,
+    a disk error); the message names the file and the fix."""
 
 
 class ChecksumError(LopBenchError, ValueError):

@@ -1,9 +1,14 @@
 """lop_bench.data.cifar100: CIFAR-100 from torchvision's pickles (or tarball), a datasets
-copy, parquet or a hub id; md5 checks, fingerprints, errors and what ``lop-bench data verify
-cifar100`` prints. Everything on small fixtures written in the real formats; nothing touches
-the network."""
+copy, parquet or a hub id; md5 checks before unpickling (and their opt-out), the restricted
+unpickler, fingerprints, errors and what ``lop-bench data verify cifar100`` prints.
+Everything on small fixtures written in the real formats; nothing touches the network.
+
+The fixture's pickles stand for the published files: ``_published`` sets the published
+md5s to theirs, so every load here takes the default, strict path unless a test says
+otherwise."""
 
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -13,11 +18,18 @@ import numpy as np
 import pytest
 
 from lop_bench.data import cifar100
+from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
 from lop_bench.data.mnist import DatasetMismatchWarning
-from lop_bench.errors import ChecksumError, DatasetNotFoundError, InvalidConfigError
+from lop_bench.errors import (
+    ChecksumError,
+    DatasetNotFoundError,
+    InvalidConfigError,
+    UnsafeDataError,
+)
 from tests.cifar_fixtures import (
     NAMES,
     fake_splits,
+    meta_bytes,
     pickle_bytes,
     write_parquet,
     write_pickles,
@@ -25,6 +37,7 @@ from tests.cifar_fixtures import (
     write_tarball,
     write_torchvision,
 )
+from tests.poison import poisoned
 
 TRAIN, TEST = fake_splits(4, 2)  # 400 training and 200 test images
 FP = "sha256:" + hashlib.sha256(
@@ -32,11 +45,24 @@ FP = "sha256:" + hashlib.sha256(
 ).hexdigest()
 
 
+PUBLISHED = dict(cifar100.CIFAR100_MD5)  # the real published md5s
+FIXTURE_MD5 = {name: hashlib.md5(blob).hexdigest() for name, blob in (
+    ("train", pickle_bytes(*TRAIN, "train")), ("test", pickle_bytes(*TEST, "test")),
+    ("meta", meta_bytes()))}
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     cifar100.clear_cache()
     yield
     cifar100.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def _published(monkeypatch):
+    """The fixture's pickles are "the published files"; the opt-out is off."""
+    monkeypatch.setattr(cifar100, "CIFAR100_MD5", {**PUBLISHED, **FIXTURE_MD5})
+    monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +149,37 @@ def test_a_lone_tarball_is_checked_and_extracted(tmp_path, monkeypatch):
     _assert_fixture(data)
 
 
-def test_pickle_md5s_are_compared_and_reported(copies, monkeypatch):
+def test_pickle_md5s_are_checked_and_a_difference_is_an_error(copies, monkeypatch):
     data = cifar100.load_cifar100(copies["torchvision"])
-    assert data.md5_mismatches == ("train", "test", "meta") and data.checked_files == ()
-    folder = copies["torchvision"] / "cifar-100-python"
-    for name in ("train", "test", "meta"):
-        monkeypatch.setitem(cifar100.CIFAR100_MD5, name, _md5(folder / name))
-    data = cifar100.load_cifar100(copies["torchvision"], use_cache=False)
     assert data.checked_files == ("train", "test", "meta") and data.md5_mismatches == ()
+    monkeypatch.setattr(cifar100, "CIFAR100_MD5", PUBLISHED)  # the real values: all differ
+    folder = copies["torchvision"] / "cifar-100-python"
+    for source in ("auto", "torchvision", "dir"):
+        with pytest.raises(ChecksumError) as err:
+            cifar100.load_cifar100(copies["torchvision"], source, use_cache=False)
+        msg = str(err.value)
+        assert str(folder / "train") in msg and PUBLISHED["train"] in msg
+        assert FIXTURE_MD5["train"] in msg and "lop-bench data download cifar100" in msg
+        assert "allow_checksum_mismatch=True" in msg and ALLOW_MISMATCH_ENV_VAR in msg
+
+
+def test_the_opt_out_reads_a_differing_copy_and_records_it(copies, monkeypatch):
+    monkeypatch.setattr(cifar100, "CIFAR100_MD5", PUBLISHED)
+    data = cifar100.load_cifar100(copies["torchvision"], allow_checksum_mismatch=True)
+    assert data.md5_mismatches == ("train", "test", "meta") and data.checked_files == ()
+    _assert_fixture(data)  # the same arrays: the fingerprint says which data it is
+    with pytest.raises(ChecksumError, match="md5"):  # the cached load does not slip through
+        cifar100.load_cifar100(copies["torchvision"])
+    assert cifar100.load_cifar100(copies["torchvision"], allow_checksum_mismatch=True) is data
+    monkeypatch.setenv(ALLOW_MISMATCH_ENV_VAR, "1")  # for make() and `lop-bench run`
+    assert cifar100.load_cifar100(copies["torchvision"], use_cache=False).md5_mismatches \
+        == ("train", "test", "meta")
+    with pytest.raises(ChecksumError, match="md5"):  # an explicit False wins
+        cifar100.load_cifar100(copies["torchvision"], allow_checksum_mismatch=False)
 
 
 def test_published_md5s_are_the_protocols_values():
-    assert cifar100.CIFAR100_MD5 == {
+    assert PUBLISHED == {
         "cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
         "train": "16019d7e3df5f24257cddd939b257f8d",
         "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
@@ -149,11 +194,14 @@ def test_fingerprint_is_sha256_of_both_splits_as_uint8():
     assert cifar100.cifar_fingerprint(*TEST, *TRAIN) != FP  # the order is part of the data
 
 
-def test_a_subset_runs_with_its_own_fingerprint(tmp_path):
+def test_a_subset_runs_with_its_own_fingerprint_when_allowed(tmp_path):
     sub = (TRAIN[0][:100], TRAIN[1][:100])
     write_torchvision(tmp_path, sub, TEST)
-    data = cifar100.load_cifar100(tmp_path)
+    with pytest.raises(ChecksumError, match="train"):
+        cifar100.load_cifar100(tmp_path)
+    data = cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
     assert len(data.train) == 100 and data.fingerprint == cifar100.cifar_fingerprint(*sub, *TEST)
+    assert data.md5_mismatches == ("train",) and data.checked_files == ("test", "meta")
 
 
 def test_the_decoded_arrays_are_shared_not_reloaded(copies):
@@ -172,8 +220,8 @@ def _write_train(tmp_path, blob):
 @pytest.mark.parametrize(
     "blob, match",
     [
-        (b"not a pickle at all", "not a CIFAR-100 pickle"),
-        (pickle_bytes(*TRAIN)[:-100], "not a CIFAR-100 pickle"),  # truncated
+        (b"not a pickle at all", "not a readable CIFAR-100 pickle"),
+        (pickle_bytes(*TRAIN)[:-100], "not a readable CIFAR-100 pickle"),  # truncated
         (pickle.dumps([1, 2, 3]), "holds a list"),
         (pickle.dumps({"data": TRAIN[0].reshape(400, 3072), "labels": TRAIN[1].tolist()}),
          "expected 'data' and 'fine_labels'"),  # a CIFAR-10 pickle
@@ -189,8 +237,10 @@ def _write_train(tmp_path, blob):
 )
 def test_malformed_pickles_are_named(tmp_path, blob, match):
     path = _write_train(tmp_path, blob)
-    with pytest.raises(ChecksumError, match=match) as err:
+    with pytest.raises(ChecksumError, match="md5"):  # first of all, not the published file
         cifar100.load_cifar100(tmp_path)
+    with pytest.raises(ChecksumError, match=match) as err:
+        cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
     assert str(path.parent) in str(err.value)
     assert "lop-bench data download cifar100" in str(err.value)
 
@@ -199,7 +249,68 @@ def test_a_malformed_meta_file_is_named(tmp_path):
     folder = write_pickles(tmp_path / "cifar-100-python", TRAIN, TEST)
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": ["a", "b"]}))
     with pytest.raises(ChecksumError, match="fine_label_names"):
+        cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
+
+
+# -- poisoned pickles: refused by the md5 check, and by the unpickler ---------------------
+_TEMPLATES = {
+    "train": ({"fine_labels": TRAIN[1].tolist(), "coarse_labels": [0] * 400}, "data"),
+    "test": ({"fine_labels": TEST[1].tolist(), "coarse_labels": [0] * 200}, "data"),
+    "meta": ({"coarse_label_names": ["c"] * 20}, "fine_label_names"),
+}
+
+
+@pytest.mark.parametrize("name", ["train", "test", "meta"])
+def test_a_poisoned_pickle_never_runs(tmp_path, name):
+    marker = tmp_path / "ran"
+    folder = write_pickles(tmp_path / "cifar-100-python", TRAIN, TEST)
+    (folder / name).write_bytes(poisoned(*_TEMPLATES[name], marker))
+    with pytest.raises(ChecksumError, match=f"{folder / name}: md5"):  # before unpickling
         cifar100.load_cifar100(tmp_path)
+    assert not marker.exists()
+    with pytest.raises(UnsafeDataError, match="__builtin__.exec") as err:  # opted out
+        cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
+    assert str(folder / name) in str(err.value) and not marker.exists()
+    with pytest.raises(UnsafeDataError):
+        cifar100.read_pickle(folder / name)
+    assert not marker.exists()
+
+
+def test_a_poisoned_file_never_runs_through_make(tmp_path, monkeypatch):
+    """The report of issue 14: a poisoned ``train`` in ``$LOP_BENCH_DATA`` ran a shell
+    command on ``make("lop/IncrementalCIFAR100-v0")``."""
+    import lop_bench
+
+    marker = tmp_path / "ran"
+    folder = write_pickles(tmp_path / "cifar-100-python", TRAIN, TEST)
+    (folder / "train").write_bytes(poisoned(*_TEMPLATES["train"], marker, "os.system"))
+    monkeypatch.setenv("LOP_BENCH_DATA", str(tmp_path))
+    with pytest.raises(ChecksumError, match="md5"):
+        lop_bench.make("lop/IncrementalCIFAR100-v0", tier="smoke")
+    monkeypatch.setenv(ALLOW_MISMATCH_ENV_VAR, "1")
+    with pytest.raises(UnsafeDataError, match="posix.system"):
+        lop_bench.make("lop/IncrementalCIFAR100-v0", tier="smoke")
+    assert not marker.exists()
+
+
+def test_a_poisoned_tarball_is_refused_unextracted_and_never_runs(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    marker = tmp_path / "ran"
+    blob = poisoned(*_TEMPLATES["train"], marker)
+    with tarfile.open(tmp_path / "cifar-100-python.tar.gz", "w:gz") as tf:
+        for name, data in (("train", blob), ("test", pickle_bytes(*TEST, "test")),
+                           ("meta", meta_bytes())):
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(ChecksumError, match="cifar-100-python.tar.gz: md5"):
+        cifar100.load_cifar100(tmp_path)
+    assert not (tmp_path / "cifar-100-python").exists()  # nothing extracted
+    with pytest.raises(UnsafeDataError, match="train"):
+        cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
+    assert not marker.exists()
 
 
 def test_hub_schema_is_checked(tmp_path):
@@ -289,8 +400,14 @@ def test_verify_reports_files_fingerprint_and_status(copies, monkeypatch):
     text = "\n".join(lines)
     assert status == 0 and "400 training and 200 test images" in text
     assert str(copies["torchvision"] / "cifar-100-python") in text and "(torchvision)" in text
-    assert f"fingerprint: {FP}" in text and "md5 differs from the published file: train, test, meta" in text
+    assert f"fingerprint: {FP}" in text and "md5 ok: train, test, meta" in text
     assert "not recorded in this lop-bench version" in text
+    monkeypatch.setattr(cifar100, "CIFAR100_MD5", PUBLISHED)
+    with pytest.raises(ChecksumError, match="md5"):
+        cifar100.verify_cifar100(copies["torchvision"])
+    _, lines = cifar100.verify_cifar100(copies["torchvision"], allow_checksum_mismatch=True)
+    assert "md5 differs from the published file (allowed): train, test, meta" in "\n".join(lines)
+    monkeypatch.setattr(cifar100, "CIFAR100_MD5", {**PUBLISHED, **FIXTURE_MD5})
     monkeypatch.setattr(cifar100, "CIFAR100_FINGERPRINT", FP)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -312,5 +429,7 @@ def test_import_does_not_load_torchvision_or_datasets(copies):
         " val_per_class=1, held_out_per_class=1, test_per_class=2).reset(seed=0);"
         "print([m for m in ('torchvision', 'datasets', 'PIL', 'pyarrow') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, ALLOW_MISMATCH_ENV_VAR: "1"}  # the fixture is not the published data
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
     assert out.stdout.strip() == "[]"

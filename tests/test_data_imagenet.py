@@ -1,6 +1,7 @@
 """Downsampled ImageNet 32x32 loaders: the per-class layout, Imagenet32 batches (pickle and
 npz) and Hugging Face copies (save_to_disk and parquet) give the same classes; `prepare`
-converts; malformed inputs give named errors."""
+converts; class files of any integer or float dtype holding pixel values are read as uint8;
+malformed inputs give named errors; poisoned files are refused and never run."""
 
 import argparse
 import hashlib
@@ -17,7 +18,13 @@ from lop_bench.data import imagenet
 from lop_bench.data.cli import add_cli
 from lop_bench.data.imagenet import load_imagenet32, prepare_imagenet32, read_batch
 from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
-from lop_bench.errors import ChecksumError, DatasetNotFoundError, InvalidConfigError
+from lop_bench.errors import (
+    ChecksumError,
+    DatasetNotFoundError,
+    DatasetReadError,
+    InvalidConfigError,
+    UnsafeDataError,
+)
 from tests.imagenet_fixtures import (
     clsloc_label,
     fake_imagenet,
@@ -28,6 +35,7 @@ from tests.imagenet_fixtures import (
     write_layout_root,
     write_npy_layout,
 )
+from tests.poison import PAYLOADS, payload, poisoned
 
 K, N = 4, 30
 A = fake_imagenet(K, N)
@@ -200,9 +208,11 @@ def test_missing_data_names_the_prepare_command(tmp_path, monkeypatch):
 
 def test_malformed_class_files_are_named(tmp_path):
     d = write_npy_layout(tmp_path / "classes", A)
-    np.save(d / "1.npy", A[1].astype(np.float32))
-    with pytest.raises(ChecksumError, match=r"1\.npy: dtype float32, expected uint8"):
-        load_imagenet32(tmp_path, "npy")
+    for dtype in (bool, np.complex64, "U3"):
+        np.save(d / "1.npy", A[1].astype(dtype))
+        with pytest.raises(ChecksumError, match=r"1\.npy: dtype .*, expected pixel values 0\.\.255 "
+                                                r"as uint8 \(or another integer or float dtype"):
+            load_imagenet32(tmp_path, "npy")
     np.save(d / "1.npy", A[1].transpose(0, 2, 3, 1))
     with pytest.raises(ChecksumError, match=r"1\.npy: shape \(30, 32, 32, 3\).*channels last"):
         load_imagenet32(tmp_path, "npy")
@@ -243,12 +253,102 @@ def test_malformed_batches_are_named(tmp_path):
     _batch(p, data=data)
     with pytest.raises(ChecksumError, match="expected 'data' and 'labels'"):
         load_imagenet32(tmp_path, "imagenet32")
-    p.write_bytes(pickle.dumps({"data": os.system}))  # only numpy arrays are unpickled
-    with pytest.raises(ChecksumError, match="not allowed"):
+    p.write_bytes(pickle.dumps({"data": os.system}))  # only plain data is unpickled
+    with pytest.raises(UnsafeDataError, match="train_data_batch_1: the pickle asks for posix.system"):
         load_imagenet32(tmp_path, "imagenet32")
     p.write_bytes(b"not a pickle")
     with pytest.raises(ChecksumError, match="not a readable Imagenet32 batch"):
         load_imagenet32(tmp_path, "imagenet32")
+
+
+# -- the paper's own files: any integer or float dtype holding pixel values (issue 18) ------
+@pytest.mark.parametrize("dtype", [np.int64, np.int16, np.uint16, np.int32, ">i4", np.float16,
+                                   np.float32, np.float64, ">f8"])
+def test_class_files_of_any_integer_or_float_dtype_with_pixel_values_are_read_as_uint8(
+        tmp_path, dtype):
+    d = write_npy_layout(tmp_path / "classes", A)
+    for c in (1, 3):
+        np.save(d / f"{c}.npy", A[c].astype(dtype))
+    data = load_imagenet32(tmp_path, "npy")
+    assert data.fingerprint == FP  # the same images as the uint8 files
+    for c in range(K):
+        x = data.class_images(c)
+        assert x.dtype == np.uint8 and np.array_equal(x, A[c]) and not x.flags.writeable
+
+
+@pytest.mark.parametrize(("values", "match"), [
+    (lambda a: a.astype(np.float32) + 0.5, r"float32 value \d+\.5 at image 0.*whole numbers"),
+    (lambda a: a.astype(np.float32) / 255, r"float32 value .*normalized to 0\.\.1: multiply by 255"),
+    (lambda a: np.where(a == a.max(), np.nan, a.astype(np.float64)), "float64 value nan"),
+    (lambda a: np.where(a == a.max(), np.inf, a.astype(np.float64)), "float64 value inf"),
+    (lambda a: a.astype(np.int16) - 1, r"int16 value -1 at image \d+, index \(\d+, \d+, \d+\)"),
+    (lambda a: a.astype(np.int64) + 1, "int64 value 256"),
+])
+def test_class_files_with_other_values_are_refused_naming_the_file(tmp_path, values, match):
+    d = write_npy_layout(tmp_path / "classes", A)
+    np.save(d / "2.npy", values(A[2]))
+    with pytest.raises(ChecksumError, match=match) as err:
+        load_imagenet32(tmp_path, "npy")
+    assert str(d / "2.npy") in str(err.value) and PREPARE in str(err.value)
+
+
+def test_a_bad_value_is_caught_when_the_class_is_opened_even_with_a_cached_fingerprint(tmp_path):
+    d = write_npy_layout(tmp_path / "classes", A)
+    np.save(d / "2.npy", A[2].astype(np.float32) + 0.25)
+    stat = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(
+        d.glob("*.npy"), key=lambda p: int(p.stem))]
+    (d / "fingerprint.json").write_text(json.dumps({"fingerprint": FP, "files": stat}))
+    data = load_imagenet32(tmp_path, "npy")  # the cached fingerprint: nothing read yet
+    assert np.array_equal(data.class_images(1), A[1])
+    with pytest.raises(ChecksumError, match=r"2\.npy: float32 value"):
+        data.class_images(2)
+
+
+# -- poisoned files: refused, never run ---------------------------------------------------
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_a_poisoned_batch_never_runs(tmp_path, kind, protocol):
+    marker = tmp_path / "ran"
+    write_imagenet32(tmp_path / "b", X, Y, num_batches=2)
+    path = tmp_path / "b" / "train_data_batch_2"
+    labels = [clsloc_label(int(c)) for c in Y[:10]]
+    path.write_bytes(poisoned({"labels": labels}, "data", marker, kind, protocol))
+    with pytest.raises(UnsafeDataError) as err:
+        load_imagenet32(tmp_path / "b", "imagenet32")
+    assert str(path) in str(err.value) and not marker.exists()
+    with pytest.raises(UnsafeDataError):
+        prepare_imagenet32(tmp_path / "b", tmp_path / "out", progress=False)
+    with pytest.raises(UnsafeDataError):
+        read_batch(path)
+    assert not marker.exists() and not (tmp_path / "out" / "imagenet32").exists()
+
+
+def test_pickled_objects_in_npz_and_npy_files_are_never_unpickled(tmp_path):
+    marker = tmp_path / "ran"
+    evil = np.array([payload(marker)], dtype=object)
+    np.savez(tmp_path / "train_data_batch_1.npz", data=evil, labels=np.array([1]))
+    with pytest.raises(ChecksumError, match="train_data_batch_1.npz: not a readable Imagenet32 batch"
+                                            ".*allow_pickle=False"):
+        load_imagenet32(tmp_path, "imagenet32")
+    d = write_npy_layout(tmp_path / "classes", A)
+    np.save(d / "1.npy", evil, allow_pickle=True)
+    with pytest.raises(ChecksumError, match=r"1\.npy: dtype object"):
+        load_imagenet32(tmp_path, "npy")
+    assert not marker.exists()
+
+
+def test_unreadable_files_are_named(tmp_path):
+    d = write_npy_layout(tmp_path / "classes", A)
+    (d / "2.npy").unlink()
+    (d / "2.npy").mkdir()
+    with pytest.raises(DatasetReadError, match=r"2\.npy: cannot be read.*IsADirectoryError"):
+        load_imagenet32(tmp_path, "npy")
+    write_imagenet32(tmp_path / "b", X, Y, num_batches=2, fmt="npz")
+    batch = tmp_path / "b" / "train_data_batch_1.npz"
+    batch.unlink()
+    batch.mkdir()
+    with pytest.raises(DatasetReadError, match="train_data_batch_1.npz: cannot be read"):
+        read_batch(batch)
 
 
 def test_missing_batches_and_classes_are_named(tmp_path):

@@ -3,6 +3,7 @@ checks, fingerprints, errors, the cache directory and the ``lop-bench data`` com
 Everything on small fixtures written in the real formats; nothing touches the network."""
 
 import argparse
+import errno
 import gzip
 import hashlib
 import subprocess
@@ -13,8 +14,14 @@ import numpy as np
 import pytest
 
 from lop_bench.data import cache, mnist
+from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
 from lop_bench.data.cli import add_cli
-from lop_bench.errors import ChecksumError, DatasetNotFoundError, InvalidConfigError
+from lop_bench.errors import (
+    ChecksumError,
+    DatasetNotFoundError,
+    DatasetReadError,
+    InvalidConfigError,
+)
 from tests.mnist_fixtures import (
     fake_mnist,
     idx_bytes,
@@ -29,7 +36,8 @@ FP = "sha256:" + hashlib.sha256(X.tobytes() + Y.tobytes()).hexdigest()
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(monkeypatch):
+    monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)  # md5 differences are errors
     mnist.clear_cache()
     yield
     mnist.clear_cache()
@@ -189,6 +197,47 @@ def test_an_archive_whose_md5_differs_from_the_published_one_is_refused(tmp_path
         mnist.load_mnist(tmp_path)
     msg = str(err.value)
     assert str(gz) in msg and "f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg and _md5(gz) in msg
+    assert "lop-bench data download mnist" in msg and "--allow-checksum-mismatch" in msg
+
+
+def test_the_opt_out_reads_differing_archives_and_records_them(tmp_path, monkeypatch):
+    write_torchvision(tmp_path, X, Y, gz=True, extracted=False)
+    data = mnist.load_mnist(tmp_path, allow_checksum_mismatch=True)
+    assert data.fingerprint == FP and data.checked_archives == ()
+    assert data.md5_mismatches == ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    with pytest.raises(ChecksumError, match="md5"):  # the arrays in memory do not slip through
+        mnist.load_mnist(tmp_path)
+    monkeypatch.setenv(ALLOW_MISMATCH_ENV_VAR, "1")  # for make() and `lop-bench run`
+    assert mnist.load_mnist(tmp_path).md5_mismatches == data.md5_mismatches
+
+
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte.gz"])
+def test_an_io_error_reading_an_idx_file_names_the_file_and_the_fix(tmp_path, monkeypatch, name):
+    write_torchvision(tmp_path, X, Y, gz=name.endswith(".gz"), extracted=not name.endswith(".gz"))
+    monkeypatch.setattr(mnist, "MNIST_MD5", {})  # the fixture's archives are not published ones
+    real = type(tmp_path).read_bytes
+
+    def failing(path):
+        if path.name == name:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(type(tmp_path), "read_bytes", failing)
+    path = tmp_path / "MNIST" / "raw" / name
+    with pytest.raises(DatasetReadError) as err:
+        mnist.load_mnist(tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg and "Input/output error" in msg
+    assert "lop-bench data download mnist" in msg and isinstance(err.value, OSError)
+
+
+def test_read_idx_names_a_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="gone-idx3-ubyte: no such file") as err:
+        mnist.read_idx(tmp_path / "gone-idx3-ubyte")
+    assert "lop-bench data download mnist" in str(err.value)
+    (tmp_path / "dir-idx3-ubyte").mkdir()
+    with pytest.raises(DatasetReadError, match="dir-idx3-ubyte: cannot be read.*IsADirectoryError"):
+        mnist.read_idx(tmp_path / "dir-idx3-ubyte")
 
 
 def test_archives_with_the_expected_md5_pass_and_are_reported(tmp_path, monkeypatch):

@@ -3,8 +3,9 @@
 Three sources give the same arrays (PROTOCOLS.md, "Data formats"):
 
 - ``"torchvision"``: torchvision's layout ``<root>/cifar-100-python/{train,test,meta}``, the
-  pickles of the official tarball (``pickle.load(f, encoding="latin1")``: ``data`` is N x
-  3072 uint8 in R, G, B planes, ``fine_labels`` the 100-class labels). When only the tarball
+  pickles of the official tarball (``data`` is N x 3072 uint8 in R, G, B planes,
+  ``fine_labels`` the 100-class labels), read with lop-bench's restricted unpickler
+  (:func:`read_pickle`): plain data only, never code. When only the tarball
   ``<root>/cifar-100-python.tar.gz`` is there, it is checked and extracted.
   ``download=True`` fetches it with ``torchvision.datasets.CIFAR100``.
 - ``"hf"``: a Hugging Face ``datasets`` id (default ``uoft-cs/cifar100``: columns ``img``, a
@@ -19,16 +20,21 @@ Three sources give the same arrays (PROTOCOLS.md, "Data formats"):
 ``<root>`` itself as a ``"dir"``, and never touches the network. ``root`` defaults to the
 cache directory (:func:`~lop_bench.data.cache.data_root`).
 
-**Checksums.** The tarball, when present, must have the published md5
-(:data:`CIFAR100_MD5`), or :class:`~lop_bench.errors.ChecksumError` names it. The extracted
-pickles' md5s are compared too: those that match are listed in
-:attr:`CIFAR100Data.checked_files`, those that differ in :attr:`CIFAR100Data.md5_mismatches`
-(not an error by itself: a re-pickled copy holds the same arrays under another md5, and a
-subset is a legitimate custom dataset). A file that is not a CIFAR-100 pickle, or arrays of
-the wrong shape, dtype or label range, raise :class:`~lop_bench.errors.ChecksumError`. What
-identifies the data is the sha256 of the decoded arrays (:func:`cifar_fingerprint`, over
-both splits), which every result records and which enters the stream's protocol hash; when
-the official value is known (:data:`CIFAR100_FINGERPRINT`) a copy that differs gets a
+**Checksums.** The tarball and the pickles (``train``, ``test``, ``meta``) have published
+md5s (:data:`CIFAR100_MD5`), checked **before** anything is unpickled or extracted: a file
+that differs raises :class:`~lop_bench.errors.ChecksumError` naming it. A copy that differs
+on purpose (re-pickled, a subset, your own data in this format) is read only when allowed:
+``allow_checksum_mismatch=True``, ``--allow-checksum-mismatch`` on ``lop-bench data``, or
+``LOP_BENCH_ALLOW_CHECKSUM_MISMATCH=1`` (for ``make`` and ``lop-bench run``); the files that
+differ are then listed in :attr:`CIFAR100Data.md5_mismatches` (those that match in
+:attr:`CIFAR100Data.checked_files`). Custom data that needs no opt-out: a ``save_to_disk``
+or parquet copy. Whatever the md5s, a pickle that asks for anything but plain data raises
+:class:`~lop_bench.errors.UnsafeDataError` and none of it runs. A file that is not a
+CIFAR-100 pickle, or arrays of the wrong shape, dtype or label range, raise
+:class:`~lop_bench.errors.ChecksumError`. What identifies the data is the sha256 of the
+decoded arrays (:func:`cifar_fingerprint`, over both splits), which every result records
+and which enters the stream's protocol hash; when the official value is known
+(:data:`CIFAR100_FINGERPRINT`) a copy that differs gets a
 :class:`~lop_bench.data.mnist.DatasetMismatchWarning`.
 
 torchvision, ``datasets`` and PIL are imported only when a source needs them (the
@@ -40,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import tarfile
 import warnings
 from collections import OrderedDict
@@ -50,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
+from lop_bench.data._common import allow_checksum_mismatch as _allow_mismatch
+from lop_bench.data._common import check_md5s, load_pickle, lru_put, require, save_hub_copy
 from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import lru_put, require, save_hub_copy
-from lop_bench.data._common import md5_file as _md5
 from lop_bench.data._common import root_flag as _root_flag
 from lop_bench.data._common import stat_key as _stat_key
 from lop_bench.data.cache import data_root
@@ -160,7 +165,8 @@ class CIFAR100Data:
     checked_files: tuple[str, ...] = field(default=())
     """Files whose md5 was checked and matched the published one."""
     md5_mismatches: tuple[str, ...] = field(default=())
-    """Pickles whose md5 differs from the published one (their arrays are still read)."""
+    """Files whose md5 differs from the published one, read because the caller allowed it
+    (``allow_checksum_mismatch``); empty otherwise (a difference is an error)."""
 
     @property
     def official(self) -> bool | None:
@@ -190,17 +196,16 @@ def _require(module: str) -> Any:
 
 
 def read_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read one CIFAR-100 pickle (``train``, ``test`` or ``meta``) as torchvision does:
-    ``pickle.load(f, encoding="latin1")``. Raises ChecksumError naming the file when it is
-    not a pickled dict. (A pickle can run code: read only files you trust, as torchvision.)"""
+    """Read one CIFAR-100 pickle (``train``, ``test`` or ``meta``; ``encoding="latin1"``, as
+    torchvision) with the restricted unpickler: plain data and numpy arrays only.
+
+    Raises :class:`~lop_bench.errors.UnsafeDataError` when the file asks for anything else
+    (nothing of it runs), :class:`~lop_bench.errors.ChecksumError` when it is not a pickled
+    dict, :class:`~lop_bench.errors.DatasetReadError` when it cannot be read; each names
+    the file. (This reads the file as it is: :func:`load_cifar100` checks its md5 first.)
+    """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError...: a broken file
-        raise ChecksumError(
-            f"{path}: not a CIFAR-100 pickle ({type(exc).__name__}: {exc}). {_REFETCH}"
-        ) from None
+    obj = load_pickle(path, "CIFAR-100 pickle", _REFETCH)
     if not isinstance(obj, dict):
         raise ChecksumError(f"{path}: holds a {type(obj).__name__}, expected the dict of a "
                             f"CIFAR-100 pickle. {_REFETCH}")
@@ -391,18 +396,16 @@ def _has_pickles(d: Path) -> bool:
     return all((d / s).is_file() for s in SPLITS)
 
 
-def _check_tarball(path: Path) -> None:
-    got, expected = _md5(path), CIFAR100_MD5[TARBALL]
-    if got != expected:
-        raise ChecksumError(
-            f"{path}: md5 {got}, expected {expected} (the published CIFAR-100 tarball). The "
-            f"file is corrupt, truncated or not the official archive. {_REFETCH}"
-        )
+def _check_md5s(paths: list[Path], allow_mismatch: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(matched, mismatched)`` names of the published files among ``paths``, each md5
+    compared before it is read; a difference raises ChecksumError unless allowed."""
+    return check_md5s(((p, CIFAR100_MD5[p.name]) for p in paths), "CIFAR-100", _REFETCH,
+                      allow_mismatch)
 
 
-def _extract(tarball: Path, into: Path) -> None:
-    """Extract the official tarball (md5-checked) into ``into`` (creates cifar-100-python/)."""
-    _check_tarball(tarball)
+def _extract(tarball: Path, into: Path, allow_mismatch: bool) -> None:
+    """Extract the tarball (md5-checked first) into ``into`` (creates cifar-100-python/)."""
+    _check_md5s([tarball], allow_mismatch)
     try:
         with tarfile.open(tarball, "r:gz") as tf:
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse unsafe members
@@ -431,9 +434,9 @@ def _not_found(root: Path, source: str) -> DatasetNotFoundError:
     )
 
 
-def _locate(root: Path, source: str) -> tuple[str, Path, list[Path]] | None:
+def _locate(root: Path, source: str, allow_mismatch: bool = False) -> tuple[str, Path, list[Path]] | None:
     """``(kind, location, files)`` of the first CIFAR-100 copy found, or None. ``kind`` is
-    ``"pickle"``, ``"saved"`` or ``"parquet"``. Extracts a lone official tarball."""
+    ``"pickle"``, ``"saved"`` or ``"parquet"``. Extracts a lone tarball (md5-checked)."""
     candidates: list[tuple[str, Path]] = []
     if source in ("auto", "torchvision"):
         candidates.append(("pickle", root / FOLDER))
@@ -445,7 +448,7 @@ def _locate(root: Path, source: str) -> tuple[str, Path, list[Path]] | None:
             candidates += [("pickle", root / FOLDER), ("saved", root / Path(*_HF_COPY))]
     if source in ("auto", "torchvision", "dir") and not _has_pickles(root / FOLDER):
         if (root / TARBALL).is_file():
-            _extract(root / TARBALL, root)
+            _extract(root / TARBALL, root, allow_mismatch)
     for kind, d in candidates:
         if not d.is_dir():
             continue
@@ -470,6 +473,7 @@ def load_cifar100(
     download: bool = False,
     hf_id: str = HF_ID,
     use_cache: bool = True,
+    allow_checksum_mismatch: bool | None = None,
 ) -> CIFAR100Data:
     """Load CIFAR-100 (both splits) as uint8 arrays, with its fingerprint.
 
@@ -484,12 +488,19 @@ def load_cifar100(
         hf_id: the hub id, or a local directory of parquet files, for ``source="hf"``.
         use_cache: reuse arrays already decoded in this process from the same, unchanged
             files.
+        allow_checksum_mismatch: read the tarball and pickles even when their md5 differs
+            from the published one, listing them in ``md5_mismatches`` (for a copy that
+            differs on purpose). None (default): ``$LOP_BENCH_ALLOW_CHECKSUM_MISMATCH``
+            decides (unset: no).
 
     Raises:
         DatasetNotFoundError: the files are missing (the message names the command that
             fetches them).
-        ChecksumError: the tarball's md5 differs from the published one, or a file is
-            truncated or malformed (not a pickle, wrong shapes, labels outside 0..99).
+        ChecksumError: the md5 of the tarball or of a pickle differs from the published one
+            (checked before reading it), or a file is truncated or malformed (not a pickle,
+            wrong shapes, labels outside 0..99).
+        UnsafeDataError: a pickle asks for anything but plain data (none of it runs).
+        DatasetReadError: a file exists but cannot be read.
         DependencyNotInstalled: the source needs torchvision, datasets or PIL.
     """
     if source not in SOURCES:
@@ -503,6 +514,7 @@ def load_cifar100(
         raise InvalidConfigError(
             "download=True applies to source 'torchvision', 'hf' or 'auto'; a 'dir' is read as is."
         )
+    allow = _allow_mismatch(allow_checksum_mismatch)
     base = data_root(root)
     if source == "hf" and (hf_id != HF_ID or not _is_saved_dataset(base / Path(*_HF_COPY))):
         key = ("hub", hf_id, str(base))
@@ -512,28 +524,29 @@ def load_cifar100(
         arrays, names = _read_hub(hf_id, base)
         return _finish(key, _build(arrays, "hf", hf_id, names))
 
-    found = _locate(base, source)
+    found = _locate(base, source, allow)
     if found is None and download:
-        download_cifar100(base, source="torchvision")
-        found = _locate(base, "torchvision")
+        download_cifar100(base, source="torchvision", allow_checksum_mismatch=allow)
+        found = _locate(base, "torchvision", allow)
     if found is None:
         raise _not_found(base, source)
     kind, location, files = found
+    if kind == "pickle" and location.name == FOLDER and (location.parent / TARBALL).is_file():
+        files = [location.parent / TARBALL, *files]
     key = (kind, _stat_key(files))
     if use_cache and key in _CACHE:
+        cached = _CACHE[key]
+        if cached.md5_mismatches and not allow:
+            _check_md5s(files, False)  # read before with the opt-out: raises, naming the file
         _CACHE.move_to_end(key)
-        return _CACHE[key]
+        return cached
     names: tuple[str, ...] | None = None
-    checked: list[str] = []
-    mismatched: list[str] = []
+    checked: tuple[str, ...] = ()
+    mismatched: tuple[str, ...] = ()
     if kind == "pickle":
+        checked, mismatched = _check_md5s(files, allow)  # before anything is unpickled
         arrays = {s: _split_from_pickle(location / s) for s in SPLITS}
         names = _names_from_meta(location / "meta")
-        for p in files:
-            (checked if _md5(p) == CIFAR100_MD5[p.name] else mismatched).append(p.name)
-        if (location.parent / TARBALL).is_file() and location.name == FOLDER:
-            _check_tarball(location.parent / TARBALL)
-            checked.insert(0, TARBALL)
     elif kind == "saved":
         arrays, names = _read_saved(location)
     else:
@@ -541,7 +554,7 @@ def load_cifar100(
     tv_layout = kind == "pickle" and location == base / FOLDER
     hf_layout = kind == "saved" and location == base / Path(*_HF_COPY)
     src = "torchvision" if tv_layout else "hf" if hf_layout else "dir"
-    data = _build(arrays, src, str(location), names, tuple(checked), tuple(mismatched))
+    data = _build(arrays, src, str(location), names, checked, mismatched)
     return _finish(key, data)
 
 
@@ -571,12 +584,14 @@ def download_cifar100(
     root: str | os.PathLike[str] | None = None,
     source: str = "torchvision",
     hf_id: str = HF_ID,
+    allow_checksum_mismatch: bool | None = None,
 ) -> Path:
     """Fetch CIFAR-100 into ``root`` (default: the cache directory); returns where it lies.
 
     ``source="torchvision"``: ``torchvision.datasets.CIFAR100(root, download=True)``, which
     fetches the tarball into ``root``, checks its md5 and extracts ``<root>/cifar-100-python``
-    (nothing is fetched when the files are there); the tarball's md5 is checked again here.
+    (nothing is fetched when the files are there); the tarball's md5 is checked again here
+    (a difference is an error unless ``allow_checksum_mismatch``, see :func:`load_cifar100`).
     ``source="hf"``: ``datasets.load_dataset(hf_id)`` (cache under ``<root>/huggingface``),
     saved with ``save_to_disk`` to ``<root>/CIFAR100/hf``, which ``source="auto"`` then reads
     without any network access.
@@ -594,7 +609,7 @@ def download_cifar100(
                 f"hand, or point root= at a directory holding it."
             ) from exc
         if (base / TARBALL).is_file():
-            _check_tarball(base / TARBALL)
+            _check_md5s([base / TARBALL], _allow_mismatch(allow_checksum_mismatch))
         return base / FOLDER
     if source == "hf":
         return save_hub_copy(_require("datasets"), hf_id, base, base / Path(*_HF_COPY),
@@ -606,14 +621,17 @@ def verify_cifar100(
     root: str | os.PathLike[str] | None = None,
     source: str = "auto",
     hf_id: str = HF_ID,
+    allow_checksum_mismatch: bool | None = None,
 ) -> tuple[int, list[str]]:
     """What ``lop-bench data verify cifar100`` prints, and its exit status.
 
-    Loads the data as the stream does (without the in-memory cache), so missing or broken
-    files raise the loader's errors. Returns ``(status, lines)``: status 1 when the data is
+    Loads the data as the stream does (without the in-memory cache), so missing, broken or
+    unsafe files and md5 differences raise the loader's errors (``allow_checksum_mismatch``
+    as in :func:`load_cifar100`). Returns ``(status, lines)``: status 1 when the data is
     known not to be the official dataset, else 0.
     """
-    data = load_cifar100(root, source, hf_id=hf_id, use_cache=False)
+    data = load_cifar100(root, source, hf_id=hf_id, use_cache=False,
+                         allow_checksum_mismatch=allow_checksum_mismatch)
     lines = [
         f"CIFAR-100: {len(data.train):,} training and {len(data.test):,} test images, read "
         f"from {data.location} ({data.source})"
@@ -621,8 +639,9 @@ def verify_cifar100(
     if data.checked_files:
         lines.append(f"  md5 ok: {', '.join(data.checked_files)}")
     if data.md5_mismatches:
-        lines.append(f"  md5 differs from the published file: {', '.join(data.md5_mismatches)} "
-                     "(the fingerprint below says whether the arrays are the official ones)")
+        lines.append(f"  md5 differs from the published file (allowed): "
+                     f"{', '.join(data.md5_mismatches)} (the fingerprint below says whether "
+                     "the arrays are the official ones)")
     if not data.checked_files and not data.md5_mismatches:
         lines.append("  md5: no published file here to check (the fingerprint identifies the data)")
     lines.append(f"  fingerprint: {data.fingerprint}")

@@ -20,23 +20,33 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def _allow(args: argparse.Namespace) -> bool | None:
+    """``--allow-checksum-mismatch``: True when given, else None ($LOP_BENCH_ALLOW_CHECKSUM_MISMATCH
+    decides)."""
+    return True if getattr(args, "allow_checksum_mismatch", False) else None
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     """``lop-bench data download mnist|cifar100``: fetch into the cache (or ``--root``) and
     verify."""
+    allow = _allow(args)
     if args.name == "cifar100":
         from lop_bench.data import cifar100
 
         hf_id = args.hf_id or cifar100.HF_ID
-        where = cifar100.download_cifar100(args.root, source=args.source, hf_id=hf_id)
+        where = cifar100.download_cifar100(args.root, source=args.source, hf_id=hf_id,
+                                           allow_checksum_mismatch=allow)
         print(f"CIFAR-100 is in {where}")
         # the hub copy is saved under the root, where "auto" reads it without the network
-        return _verify_cifar100(args.root, "auto" if args.source == "hf" else args.source, hf_id)
+        return _verify_cifar100(args.root, "auto" if args.source == "hf" else args.source, hf_id,
+                                allow)
     from lop_bench.data.mnist import HF_ID, download_mnist
 
     hf_id = args.hf_id or HF_ID
-    where = download_mnist(args.root, source=args.source, hf_id=hf_id)
+    where = download_mnist(args.root, source=args.source, hf_id=hf_id,
+                           allow_checksum_mismatch=allow)
     print(f"MNIST is in {where}")
-    return _verify(args.root, args.source, hf_id)
+    return _verify(args.root, args.source, hf_id, allow)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -53,10 +63,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.name == "imagenet32":
         return _verify_imagenet32(args.root, args.source, args.hf_id)
     if args.name == "cifar100":
-        return _verify_cifar100(args.root, args.source, args.hf_id)
+        return _verify_cifar100(args.root, args.source, args.hf_id, _allow(args))
     from lop_bench.data.mnist import HF_ID
 
-    return _verify(args.root, args.source, args.hf_id or HF_ID)
+    return _verify(args.root, args.source, args.hf_id or HF_ID, _allow(args))
 
 
 def cmd_path(args: argparse.Namespace) -> int:
@@ -76,7 +86,7 @@ def cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_cifar100(root: Any, source: str, hf_id: str | None) -> int:
+def _verify_cifar100(root: Any, source: str, hf_id: str | None, allow: bool | None) -> int:
     from lop_bench.data import cifar100
 
     if source not in cifar100.SOURCES:
@@ -84,7 +94,8 @@ def _verify_cifar100(root: Any, source: str, hf_id: str | None) -> int:
 
         raise InvalidConfigError(f"--source for cifar100 must be one of "
                                  f"{', '.join(cifar100.SOURCES)}, got {source!r}.")
-    status, lines = cifar100.verify_cifar100(root, source, hf_id=hf_id or cifar100.HF_ID)
+    status, lines = cifar100.verify_cifar100(root, source, hf_id=hf_id or cifar100.HF_ID,
+                                             allow_checksum_mismatch=allow)
     print("\n".join(lines))
     return status
 
@@ -119,14 +130,19 @@ def _verify_imagenet32(root: Any, source: str, hf_id: str | None) -> int:
     return 1
 
 
-def _verify(root: Any, source: str, hf_id: str) -> int:
+def _verify(root: Any, source: str, hf_id: str, allow: bool | None) -> int:
     from lop_bench.data import mnist
 
-    data = mnist.load_mnist(root, source, hf_id=hf_id, use_cache=False)
+    data = mnist.load_mnist(root, source, hf_id=hf_id, use_cache=False,
+                            allow_checksum_mismatch=allow)
     print(f"MNIST {data.split}: {len(data):,} images, read from {data.location} ({data.source})")
     if data.checked_archives:
         print(f"  md5 ok: {', '.join(data.checked_archives)}")
-    else:
+    if data.md5_mismatches:
+        print(f"  md5 differs from the published archive (allowed): "
+              f"{', '.join(data.md5_mismatches)} (the fingerprint below says whether the "
+              "arrays are the official ones)")
+    if not data.checked_archives and not data.md5_mismatches:
         print("  md5: no published .gz archive here to check (the fingerprint identifies the data)")
     print(f"  fingerprint: {data.fingerprint}")
     official = mnist.MNIST_TRAIN_FINGERPRINT
@@ -145,6 +161,7 @@ def _verify(root: Any, source: str, hf_id: str) -> int:
 
 def add_cli(subparsers: Any) -> None:
     """Add ``data download|prepare|verify|path`` to the ``lop-bench`` subcommands."""
+    from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
     from lop_bench.data.cache import DEFAULT_ROOT, ENV_VAR
     from lop_bench.data.cifar100 import HF_ID as CIFAR_HF_ID
     from lop_bench.data.imagenet import HF_ID as IMAGENET_HF_ID
@@ -152,6 +169,9 @@ def add_cli(subparsers: Any) -> None:
     from lop_bench.data.mnist import HF_ID, SOURCES
 
     root_help = f"data directory (default: ${ENV_VAR}, else {DEFAULT_ROOT})"
+    allow_help = ("read files whose md5 differs from the published one (a copy that differs on "
+                  "purpose) and list them; without it that is an error. For `make` and "
+                  f"`lop-bench run`: {ALLOW_MISMATCH_ENV_VAR}=1")
     dp = subparsers.add_parser(
         "data", help="download, verify and locate datasets", formatter_class=_formatter,
         description=f"Datasets live in ${ENV_VAR} (default {DEFAULT_ROOT}).",
@@ -192,6 +212,7 @@ def add_cli(subparsers: Any) -> None:
                     help="torchvision (default) or hf (Hugging Face datasets)")
     sp.add_argument("--hf-id", default=None,
                     help=f"hub id for --source hf (default: mnist {HF_ID}, cifar100 {CIFAR_HF_ID})")
+    sp.add_argument("--allow-checksum-mismatch", action="store_true", help=allow_help)
     sp.set_defaults(func=cmd_download)
 
     sp = sub.add_parser(
@@ -223,8 +244,10 @@ def add_cli(subparsers: Any) -> None:
     sp = sub.add_parser(
         "verify", help="check a dataset's archives (md5) and print its fingerprint",
         formatter_class=_formatter,
-        description="Load a dataset as the streams do: check the md5 of the published archives "
-                    "present, decode the arrays and print their fingerprint (sha256 of the "
+        description="Load a dataset as the streams do: check the md5 of the published files "
+                    "present (before reading them; a difference is an error unless "
+                    "--allow-checksum-mismatch), decode the arrays (pickles with a restricted "
+                    "unpickler that runs no code) and print their fingerprint (sha256 of the "
                     "decoded arrays, recorded in every result), and whether it is the official "
                     "one. Exit status 1 when it is known not to be.",
         epilog=textwrap.dedent("""\
@@ -233,6 +256,7 @@ def add_cli(subparsers: Any) -> None:
               lop-bench data verify mnist --root /data/lop_bench
               lop-bench data verify mnist --source dir --root ~/my_mnist_copy
               lop-bench data verify cifar100
+              lop-bench data verify cifar100 --allow-checksum-mismatch --root ~/my_cifar
               lop-bench data verify cifar100 --source hf --root /data/lop_bench
               lop-bench data verify imagenet32
               lop-bench data verify imagenet32 --source imagenet32 --root ~/Imagenet32_train
@@ -247,6 +271,7 @@ def add_cli(subparsers: Any) -> None:
     sp.add_argument("--hf-id", default=None,
                     help=f"hub id for --source hf (default: mnist {HF_ID}; cifar100 "
                          f"{CIFAR_HF_ID}; imagenet32: {IMAGENET_HF_ID})")
+    sp.add_argument("--allow-checksum-mismatch", action="store_true", help=allow_help)
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser(

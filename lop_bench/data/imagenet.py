@@ -10,9 +10,12 @@ thing in every format. The sources (PROTOCOLS.md, "Continual ImageNet" and "Data
 - ``"npy"``, **the per-class layout the stream reads**: one file per class,
   ``<dir>/<c>.npy``, uint8 of shape ``(700, 3, 32, 32)`` for the paper (rows ``0..599`` are
   the class's training images, the last 100 its test images), opened with
-  ``np.load(mmap_mode="r")`` (only the images a batch needs are read). This is the layout
-  of the paper's code (``data/classes/<index>.npy``, files of shape (700, 3, 32, 32)); its
-  mapping from file index to class is not documented, so lop-bench defines it as above.
+  ``np.load(mmap_mode="r", allow_pickle=False)`` (only the images a batch needs are read).
+  This is the layout of the paper's code (``data/classes/<index>.npy``, files of shape (700,
+  3, 32, 32)); its mapping from file index to class is not documented, so lop-bench defines
+  it as above. Files of another integer or float dtype (as the paper's own files may be)
+  are accepted when every value is a whole number in 0..255, and converted to uint8 when a
+  class is opened; any other dtype or value is refused, naming the file.
   Looked up in ``<root>/imagenet32/classes`` (where ``prepare`` writes), ``<root>/classes``
   (the paper's ``data/classes``) and ``<root>``.
 - ``"imagenet32"``, the official Imagenet32 batches (``train_data_batch_1`` .. ``_10``, as
@@ -47,8 +50,10 @@ verify imagenet32`` always recomputes it. The official value is unknown here
 ``lop-bench data prepare imagenet32 --from DIR`` converts a copy in format ``"imagenet32"``
 or ``"hf"`` once into the per-class layout (:func:`prepare_imagenet32`).
 
-Pickled batches are read with a restricted unpickler that only builds numpy arrays and
-plain Python values. ``datasets``, ``pyarrow`` and PIL are imported only when a source needs
+Pickled batches are read with lop-bench's restricted unpickler
+(:class:`~lop_bench.data._common.DataUnpickler`): plain values and numpy arrays only; a
+batch that asks for anything else raises :class:`~lop_bench.errors.UnsafeDataError` and
+none of it runs. ``np.load`` never unpickles (``allow_pickle=False``). ``datasets``, ``pyarrow`` and PIL are imported only when a source needs
 them (the ``lop-bench[data]`` extra).
 """
 
@@ -58,8 +63,8 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,7 +74,7 @@ from typing import Any
 import numpy as np
 
 from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import require
+from lop_bench.data._common import load_pickle, read_error, require
 from lop_bench.data._common import root_flag as _root_flag
 from lop_bench.data.cache import data_root
 from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
@@ -211,7 +216,9 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             offset = f.tell()
-    except (ValueError, OSError, SyntaxError) as exc:
+    except OSError as exc:
+        raise read_error(path, exc, _fix()) from exc
+    except (ValueError, SyntaxError) as exc:
         raise ChecksumError(f"{path}: not a readable .npy file ({exc}). {_fix()}") from None
     need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     have = path.stat().st_size
@@ -254,9 +261,10 @@ def _check_layout(directory: Path) -> tuple[list[Path], int]:
     n = None
     for p in paths:
         shape, dtype = _npy_header(p)
-        if dtype != np.uint8:
+        if dtype.kind not in _PIXEL_KINDS:
             raise ChecksumError(
-                f"{p}: dtype {dtype}, expected uint8 (raw pixel values 0..255). {_fix()}"
+                f"{p}: dtype {dtype}, expected pixel values 0..255 as uint8 (or another "
+                f"integer or float dtype holding whole numbers 0..255). {_fix()}"
             )
         if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:
             hint = (" (channels last: transpose to (n, 3, 32, 32))"
@@ -279,8 +287,48 @@ def _check_layout(directory: Path) -> tuple[list[Path], int]:
 def _mmap(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        raise read_error(path, exc, _fix()) from exc
+    except ValueError as exc:
         raise ChecksumError(f"{path}: cannot be opened ({exc}). {_fix()}") from None
+
+
+_PIXEL_KINDS = "uif"  # unsigned and signed integers, floats: the dtypes a class file may have
+
+
+def _pixels(a: np.ndarray, path: Path) -> np.ndarray:
+    """A class file's images as uint8: a uint8 file as it is (its memory map); another
+    integer or float dtype converted (read-only, in memory) when every value is a whole
+    number in 0..255, else :class:`~lop_bench.errors.ChecksumError` naming the file and
+    the first offending value."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind not in _PIXEL_KINDS:
+        raise ChecksumError(f"{path}: dtype {a.dtype}, expected pixel values 0..255. {_fix()}")
+    x = np.asarray(a)
+    bad = ~np.isfinite(x) if x.dtype.kind == "f" else np.zeros(x.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        bad |= (x < 0) | (x > 255)
+        if x.dtype.kind == "f":
+            bad |= x != np.round(x)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), x.shape)
+        v = x[i].item()
+        hint = (" The values look normalized to 0..1: multiply by 255 and round."
+                if x.dtype.kind == "f" and x.min() >= 0.0 and x.max() <= 1.0 else "")
+        raise ChecksumError(
+            f"{path}: {x.dtype} value {v!r} at image {i[0]}, index {tuple(map(int, i[1:]))}: "
+            f"pixel values must be whole numbers in 0..255 (then any integer or float dtype "
+            f"is read as uint8).{hint} {_fix()}"
+        )
+    out = x.astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def _class_array(path: Path) -> np.ndarray:
+    """The class file at ``path``, opened and checked: uint8 ``(n, 3, 32, 32)``."""
+    return _pixels(_mmap(path), path)
 
 
 class _ClassMaps:
@@ -295,7 +343,7 @@ class _ClassMaps:
     def __call__(self, c: int) -> np.ndarray:
         a = self.open.get(c)
         if a is None:
-            a = self.open[c] = _mmap(self.paths[c])
+            a = self.open[c] = _class_array(self.paths[c])
             while len(self.open) > self.size:
                 self.open.popitem(last=False)
         else:
@@ -321,7 +369,7 @@ def _layout_fingerprint(directory: Path, paths: list[Path], use_cache: bool, pro
                 return str(saved["fingerprint"])
         except (OSError, ValueError):
             pass
-    fp = fingerprint(_mmap(p) for p in _bar(paths, progress, "fingerprint", "class"))
+    fp = fingerprint(_class_array(p) for p in _bar(paths, progress, "fingerprint", "class"))
     try:
         _write_atomic(cache, json.dumps({"fingerprint": fp, "files": stat}).encode())
     except OSError:  # a read-only copy: the fingerprint is recomputed next time
@@ -340,21 +388,7 @@ def _find_layout(root: Path) -> Path | None:
 # (b) the official Imagenet32 batches
 
 
-class _NumpyUnpickler(pickle.Unpickler):
-    """Builds numpy arrays and plain values only (an Imagenet32 batch is a dict of those)."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("builtins", "list"), ("builtins", "dict"), ("__builtin__", "list"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an Imagenet32 batch")
+_REFETCH_BATCH = "Fetch the Imagenet32 batch again from image-net.org (Imagenet32_train)."
 
 
 def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -362,21 +396,27 @@ def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``data`` as uint8 ``(N, 3, 32, 32)`` (the planar R, G, B rows reshaped) and
     ``labels`` as int64 **sorted-wnid class indices** 0..999 (converted from the file's
-    1..1000 ``map_clsloc`` labels). Raises :class:`~lop_bench.errors.ChecksumError` naming
-    the file for a malformed batch: missing keys, wrong dtype or shape, labels out of range.
+    1..1000 ``map_clsloc`` labels). A pickle goes through the restricted unpickler, an
+    ``.npz`` through ``np.load(allow_pickle=False)``.
+
+    Raises :class:`~lop_bench.errors.UnsafeDataError` for a pickle that asks for anything
+    but plain data (none of it runs), :class:`~lop_bench.errors.ChecksumError` for a
+    malformed batch (not a pickle or npz, missing keys, wrong dtype or shape, labels out of
+    range) and :class:`~lop_bench.errors.DatasetReadError` for a file that cannot be read;
+    each names the file.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".npz":
+    if path.suffix != ".npz":
+        d = load_pickle(path, "Imagenet32 batch", _REFETCH_BATCH)
+    else:
+        try:
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
-        else:
-            with open(path, "rb") as f:
-                d = _NumpyUnpickler(f, encoding="latin1").load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError,
-            ImportError, IndexError, TypeError) as exc:
-        raise ChecksumError(f"{path}: not a readable Imagenet32 batch ({type(exc).__name__}: "
-                            f"{exc}). Fetch the batch again.") from None
+        except OSError as exc:
+            raise read_error(path, exc, _REFETCH_BATCH) from exc
+        except (ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise ChecksumError(f"{path}: not a readable Imagenet32 batch ({type(exc).__name__}: "
+                                f"{exc}). {_REFETCH_BATCH}") from None
     if not isinstance(d, dict) or "data" not in d or "labels" not in d:
         keys = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
         raise ChecksumError(f"{path}: keys {keys}, expected 'data' and 'labels' (an Imagenet32 batch).")

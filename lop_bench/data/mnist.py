@@ -21,7 +21,11 @@ cache directory (:func:`~lop_bench.data.cache.data_root`: ``$LOP_BENCH_DATA`` or
 
 **Checksums.** The ``.gz`` archives, when present, are checked against the published md5s
 (:data:`MNIST_MD5`); a mismatch raises :class:`~lop_bench.errors.ChecksumError` naming the
-file, the expected and the actual md5. A truncated or malformed IDX file raises it too.
+file, the expected and the actual md5, unless allowed (``allow_checksum_mismatch=True``,
+``--allow-checksum-mismatch`` or ``LOP_BENCH_ALLOW_CHECKSUM_MISMATCH=1``: the archives that
+differ are then listed in :attr:`MNISTData.md5_mismatches`). A truncated or malformed IDX
+file raises it too; a file that cannot be read raises
+:class:`~lop_bench.errors.DatasetReadError` naming it.
 torchvision itself only checks that the extracted files exist, so lop-bench identifies the
 data by the sha256 of the decoded arrays (:func:`fingerprint`), which every result records
 and which enters the stream's protocol hash. A dataset other than the official one (a
@@ -50,9 +54,9 @@ from typing import Any
 
 import numpy as np
 
+from lop_bench.data._common import allow_checksum_mismatch as _allow_mismatch
+from lop_bench.data._common import check_md5s, lru_put, read_error, require, save_hub_copy
 from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import lru_put, require, save_hub_copy
-from lop_bench.data._common import md5_file as _md5
 from lop_bench.data._common import root_flag as _root_flag
 from lop_bench.data._common import stat_key as _stat_key
 from lop_bench.data.cache import data_root
@@ -146,6 +150,9 @@ class MNISTData:
     split: str = "train"
     checked_archives: tuple[str, ...] = field(default=())
     """The ``.gz`` archives whose md5 was checked (and matched)."""
+    md5_mismatches: tuple[str, ...] = field(default=())
+    """The ``.gz`` archives whose md5 differs from the published one, read because the
+    caller allowed it (``allow_checksum_mismatch``); empty otherwise."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -199,9 +206,16 @@ def parse_idx(buf: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file, or its gzip archive when the name ends in ``.gz`` (:func:`parse_idx`)."""
+    """Read an IDX file, or its gzip archive when the name ends in ``.gz`` (:func:`parse_idx`).
+
+    A file that cannot be read raises :class:`~lop_bench.errors.DatasetReadError` (or
+    :class:`~lop_bench.errors.DatasetNotFoundError` when it is missing) naming it.
+    """
     path = Path(path)
-    buf = path.read_bytes()
+    try:
+        buf = path.read_bytes()
+    except OSError as exc:
+        raise read_error(path, exc, _REFETCH) from exc
     if path.suffix == ".gz":
         try:
             buf = gzip.decompress(buf)
@@ -229,26 +243,21 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def check_archives(directory: str | os.PathLike[str]) -> tuple[str, ...]:
+def check_archives(directory: str | os.PathLike[str], *,
+                   allow_mismatch: bool = False) -> tuple[str, ...]:
     """Check the md5 of every published ``.gz`` archive present in ``directory``.
 
-    Returns the names checked (absent archives are skipped). Raises
-    :class:`~lop_bench.errors.ChecksumError` naming the file, the expected and the actual md5.
+    Returns the names that match (absent archives are skipped). Raises
+    :class:`~lop_bench.errors.ChecksumError` naming the file, the expected and the actual
+    md5, unless ``allow_mismatch`` (then a differing archive is only left out).
     """
-    directory = Path(directory)
-    checked = []
-    for name, expected in MNIST_MD5.items():
-        path = directory / name
-        if not path.is_file():
-            continue
-        got = _md5(path)
-        if got != expected:
-            raise ChecksumError(
-                f"{path}: md5 {got}, expected {expected} (the published MNIST archive). The file "
-                f"is corrupt, truncated or not the official archive. {_REFETCH}"
-            )
-        checked.append(name)
-    return tuple(checked)
+    return _check_archives(Path(directory), allow_mismatch)[0]
+
+
+def _check_archives(directory: Path, allow_mismatch: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(matched, mismatched)`` names of the published archives present in ``directory``."""
+    present = [(directory / n, md5) for n, md5 in MNIST_MD5.items() if (directory / n).is_file()]
+    return check_md5s(present, "MNIST archive", _REFETCH, allow_mismatch)
 
 
 def _idx_file(directory: Path, base: str) -> Path | None:
@@ -463,6 +472,7 @@ def load_mnist(
     download: bool = False,
     hf_id: str = HF_ID,
     use_cache: bool = True,
+    allow_checksum_mismatch: bool | None = None,
 ) -> MNISTData:
     """Load one MNIST split as uint8 arrays, with its fingerprint (see the module docstring).
 
@@ -478,12 +488,16 @@ def load_mnist(
         hf_id: the hub id, or a local directory of parquet files, for ``source="hf"``.
         use_cache: reuse arrays already decoded in this process from the same, unchanged
             files (the archives' md5s are checked again in any case).
+        allow_checksum_mismatch: read ``.gz`` archives whose md5 differs from the published
+            one, listing them in ``md5_mismatches``. None (default):
+            ``$LOP_BENCH_ALLOW_CHECKSUM_MISMATCH`` decides (unset: no).
 
     Raises:
         DatasetNotFoundError: the files are missing (the message names the command that
             fetches them).
         ChecksumError: an archive's md5 differs from the published one, or a file is
             truncated or malformed.
+        DatasetReadError: a file exists but cannot be read (the message names it).
         DependencyNotInstalled: the source needs torchvision, datasets or PIL.
     """
     if source not in SOURCES:
@@ -497,6 +511,7 @@ def load_mnist(
         raise InvalidConfigError(
             "download=True applies to source 'torchvision', 'hf' or 'auto'; a 'dir' is read as is."
         )
+    allow = _allow_mismatch(allow_checksum_mismatch)
     base = data_root(root)
     if source == "hf" and (hf_id != HF_ID or not _is_saved_dataset(base / Path(*_HF_COPY))):
         key = ("hub", hf_id, split, str(base))
@@ -509,13 +524,13 @@ def load_mnist(
 
     found = _locate(base, source, split)
     if found is None and download:
-        download_mnist(base, source="torchvision")
+        download_mnist(base, source="torchvision", allow_checksum_mismatch=allow)
         found = _locate(base, "torchvision", split)
     if found is None:
         raise _not_found(base, source, split)
     kind, location, files = found
-    checked = check_archives(location) if kind == "idx" else ()
-    key = (kind, split, _stat_key(files))
+    checked, mismatched = _check_archives(location, allow) if kind == "idx" else ((), ())
+    key = (kind, split, _stat_key(files), mismatched)
     if use_cache and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -530,7 +545,7 @@ def load_mnist(
     tv_layout = location == base / Path(*_TV_RAW)
     hf_layout = location == base / Path(*_HF_COPY)
     src = "torchvision" if tv_layout and kind == "idx" else "hf" if hf_layout else "dir"
-    data = MNISTData(x, y, fingerprint(x, y), src, where, split, checked)
+    data = MNISTData(x, y, fingerprint(x, y), src, where, split, checked, mismatched)
     return _finish(key, data)
 
 
@@ -552,12 +567,14 @@ def download_mnist(
     source: str = "torchvision",
     *,
     hf_id: str = HF_ID,
+    allow_checksum_mismatch: bool | None = None,
 ) -> Path:
     """Fetch MNIST into ``root`` (default: the cache directory); returns where it lies.
 
     ``source="torchvision"``: ``torchvision.datasets.MNIST(root, download=True)`` for both
     splits, into ``<root>/MNIST/raw`` (torchvision checks the archives' md5s; nothing is
-    fetched when the files are there). ``source="hf"``: ``datasets.load_dataset(hf_id)``
+    fetched when the files are there; lop-bench checks them again, a difference being an
+    error unless ``allow_checksum_mismatch``, see :func:`load_mnist`). ``source="hf"``: ``datasets.load_dataset(hf_id)``
     (cache under ``<root>/huggingface``), saved with ``save_to_disk`` to ``<root>/MNIST/hf``,
     which ``source="auto"`` then reads without any network access.
     """
@@ -575,7 +592,7 @@ def download_mnist(
                 f"root= at a directory holding them."
             ) from exc
         raw = base / Path(*_TV_RAW)
-        check_archives(raw)
+        _check_archives(raw, _allow_mismatch(allow_checksum_mismatch))
         return raw
     if source == "hf":
         return save_hub_copy(_require("datasets"), hf_id, base, base / Path(*_HF_COPY),
