@@ -118,18 +118,20 @@ def _check_plot(plot: str | Path | None) -> None:
     from matplotlib.backend_bases import FigureCanvasBase
     from matplotlib.figure import Figure
 
-    formats = ", ".join(sorted(FigureCanvasBase.get_supported_filetypes()))
+    supported = FigureCanvasBase.get_supported_filetypes()
+    formats = ", ".join(sorted(supported))
     fmt = path.suffix[1:].lower()
-    if not fmt:
-        raise LopBenchError(f"--plot {plot}: no file extension; use one of {formats} "
-                            f"(e.g. --plot {path.name}.png).")
+    example = f"--plot {path.with_suffix('.png').name if fmt else path.name + '.png'}"
+    if fmt not in supported:
+        problem = f"unknown format {fmt!r}" if fmt else "no file extension"
+        raise LopBenchError(f"--plot {plot}: {problem}; use one of {formats} (e.g. {example}).")
     try:
         Figure(figsize=(1, 1)).savefig(io.BytesIO(), format=fmt)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # pgf without LaTeX, avif without a codec
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LopBenchError(
-            f"--plot {plot}: matplotlib cannot write {fmt!r} files here ({reason}); use one "
-            f"of {formats} (e.g. --plot {path.with_suffix('.png').name})."
+            f"--plot {plot}: matplotlib cannot write {fmt!r} files here ({reason}); use another "
+            f"of {formats} (e.g. {example})."
         ) from None
     from lop_bench.runner import check_writable
 

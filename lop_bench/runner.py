@@ -122,9 +122,10 @@ def check_device(device: Any) -> str:
     count = getattr(backend, "device_count", None)
     if dev.index is not None and callable(count) and dev.index >= count():
         n = count()
+        names = f"{dev.type}:0" if n == 1 else f"{dev.type}:0 to {dev.type}:{n - 1}"
         raise InvalidConfigError(
             f"device {device!r}: this machine has {n} {dev.type} device{'s' if n != 1 else ''} "
-            f"({dev.type}:0 to {dev.type}:{n - 1}); pick one of them."
+            f"({names}); pick one of them."
         )
     return str(device)
 

@@ -109,7 +109,7 @@ def test_resume_over_a_corrupt_result_names_it_says_to_delete_it_and_runs_nothin
 
 # -- --plot -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, message", [
-    ("curves.bogus", "matplotlib cannot write 'bogus' files here"),
+    ("curves.bogus", "unknown format 'bogus'; use one of"),
     ("curves", "no file extension"),
 ])
 def test_plot_format_is_checked_before_the_report(tmp_path, capsys, name, message, monkeypatch):
@@ -123,10 +123,24 @@ def test_plot_path_is_checked_before_reproduce_runs(tmp_path, capsys, no_work):
     afile = tmp_path / "f"
     afile.write_text("x")
     base = ["reproduce", REG, "--tier", "smoke", "--out", str(tmp_path / "r")]
-    _fails([*base, "--plot", str(tmp_path / "p.xyz")], capsys, "cannot write 'xyz' files")
+    _fails([*base, "--plot", str(tmp_path / "p.xyz")], capsys, "unknown format 'xyz'")
     _fails([*base, "--plot", str(afile / "p.png")], capsys, f"cannot write to {afile}",
            "choose another --plot")
     _fails([*base, "--plot", str(tmp_path)], capsys, "is a directory")
+
+
+def test_a_format_matplotlib_lists_but_cannot_write_here_is_refused(tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def no_latex(self, fname, *, format=None, **kwargs):
+        if format == "pgf":
+            raise RuntimeError("'xelatex' not found")
+        return real(self, fname, format=format, **kwargs)
+
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", no_latex)
+    _fails(["report", "results", "--plot", str(tmp_path / "p.pgf")], capsys,
+           "matplotlib cannot write 'pgf' files here ('xelatex' not found)", "e.g. --plot p.png")
 
 
 def test_a_plot_in_a_missing_directory_is_written_there_in_any_format_the_check_admits(tmp_path):

@@ -264,3 +264,16 @@ def test_seed_device_and_out_are_checked_before_the_run(tmp_path):
     with pytest.raises(LopBenchError, match="names one file, but 2 seeds"):
         lop_bench.run_vectorized(REG, "backprop", tier="smoke", seeds=(0, 1), progress=False,
                                  out=tmp_path / "x.json")
+
+
+def test_a_gpu_index_beyond_the_machine_names_the_ones_there(monkeypatch):
+    import torch
+
+    from lop_bench.errors import InvalidConfigError
+    from lop_bench.runner import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == "cuda:1"
+    with pytest.raises(InvalidConfigError, match=r"has 2 cuda devices \(cuda:0 to cuda:1\)"):
+        check_device("cuda:9")
