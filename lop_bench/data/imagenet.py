@@ -729,8 +729,12 @@ def load_imagenet32(
     Raises:
         DatasetNotFoundError: no copy found, or class files missing (the message names
             ``lop-bench data prepare imagenet32 --from DIR``).
-        ChecksumError: a malformed file (wrong shape or dtype, truncated, missing classes,
-            labels out of range), named in the message.
+        ChecksumError: a malformed file (wrong shape or dtype, pixel values that are not
+            whole numbers in 0..255, truncated, missing classes, labels out of range), named
+            in the message. A per-class file's values are checked when the fingerprint is
+            computed and when the class is first opened.
+        UnsafeDataError: a pickled batch asks for anything but plain data (none of it runs).
+        DatasetReadError: a file exists but cannot be read.
         DependencyNotInstalled: the source needs ``datasets``, ``pyarrow`` or PIL.
     """
     if source not in SOURCES:
