@@ -493,6 +493,7 @@ def run(
     extra = {"diagnostics_every": identity["diagnostics_every"]}
     if resumed_at is not None:
         extra["resumed_at_step"] = resumed_at
+    extra.update(_dataset_notes(env))
     data = _result_data(
         env, name, agent_obj, agent_kwargs, vectorized=False, seed=env.stream_seed,
         steps=steps, per_task=per_task,
@@ -581,6 +582,15 @@ def _progress(progress: bool | Callable[[int], None], total: int, desc: str, uni
                    dynamic_ncols=True, initial=initial)
         return bar, bar.update
     return None, (progress if callable(progress) else None)
+
+
+def _dataset_notes(env: Any) -> dict[str, Any]:
+    """What a result must say about its data beyond the fingerprint: the files whose md5
+    differed from the published one and were read anyway (``allow_checksum_mismatch``)."""
+    dataset = getattr(env, "dataset", None) or getattr(getattr(env, "unwrapped", None),
+                                                        "dataset", None)
+    mismatches = list(getattr(dataset, "md5_mismatches", ()) or ())
+    return {"md5_mismatches_allowed": mismatches} if mismatches else {}
 
 
 def _run_info(wall: float, rate: float, **extra: Any) -> dict[str, Any]:
@@ -737,7 +747,8 @@ def run_vectorized(
 
     curves = np.stack(per_task, axis=1)  # (N, tasks)
     run_info = _run_info(wall, steps * n / wall if wall > 0 else 0.0, num_envs=n,
-                         diagnostics_every=diagnostics_every if diagnostics else None)
+                         diagnostics_every=diagnostics_every if diagnostics else None,
+                         **_dataset_notes(venv))
     results = []
     for i, seed in enumerate(seeds):
         data = _result_data(
