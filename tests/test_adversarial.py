@@ -14,16 +14,22 @@ scored rows for the bounds below:
   position as if it were grouped by class) scores no better than chance;
 - an agent that **trains on its own predictions** in a val/test phase is refused by the
   runner (:class:`~lop_bench.errors.PhaseViolationError`);
+- a **cross-phase memorizer** (remembers the val/test images it was shown before) scores
+  no better than chance on incremental CIFAR-100: its first-sight cheater answers a row
+  with a class introduced in the block where it first saw the image, which scored 20%
+  (chance 8%) while each phase showed only the active classes' images (stream revision
+  2); every val/test phase now shows the images of all the tier's classes (revision 3);
 
 and the rules behind them hold: each val/test phase is a seeded permutation of its images
 (not grouped by class, another one in every phase and for every seed, the same for the same
-seed), nothing else an agent sees in those phases depends on the labels, and the probe
-holds only training images the agent was already trained on, shuffled, the same for every
-agent.
+seed; on CIFAR, the images of all the tier's classes in every phase), nothing else an agent
+sees in those phases depends on the labels or the task, and the probe holds only training
+images the agent was already trained on, shuffled, the same for every agent.
 
-Known, not fixed (strict ``xfail``, so that a fix shows): a **cross-phase memorizer**
-that recognises val/test images shown in earlier phases beats chance on both streams,
-because the paper's protocol shows the same images again (see the marker's reason).
+Known, not fixed (strict ``xfail``, so that a fix shows): on Continual ImageNet a
+**cross-phase memorizer** beats chance, because the paper's protocol shows a class's test
+images again in every later task of the class (a known limitation, kept for fidelity: see
+``ContinualImageNetEnv``'s docstring and the marker's reason).
 
 **Tolerance.** "No better than chance" means: the number of correct predictions over all
 scored val/test rows of the runs (two seeds) is at most ``mu + Z * sigma`` with ``Z = 4``,
@@ -31,9 +37,13 @@ where ``mu = sum(n / k)`` over the phases (``n`` rows of ``k`` equally frequent 
 what predictions made without the labels get on average, and ``sigma`` their standard
 deviation (:func:`chance_bound`):
 
-- the position cheater's guess is fixed by the row's position, so against a phase in a
-  uniformly random order its count has exactly the binomial variance times ``n / (n - 1)``
-  (a permutation), phases independent;
+- the position cheater's guess is fixed by the row's position, one of the task's ``k``
+  classes. A phase shows ``N >= n`` rows in a uniformly random order (CIFAR: ``N`` rows of
+  all the tier's classes, of which the ``n`` of the active classes are scored; ImageNet:
+  ``N = n``); with ``a_c`` positions guessing class ``c``, the count is a permutation
+  statistic of variance ``(n / k) / (N - 1) * sum_c a_c (1 - a_c / N)`` (Hoeffding), at
+  most the binomial variance times ``N / (N - 1)`` (all ``a_c = N / k``); phases
+  independent;
 - the memorizer's guess depends on the image (a nearest neighbour), so all the rows of a
   class in a task may share it: each such cluster of ``m`` rows has a variance of at most
   ``m**2 p (1 - p)`` (Bhatia-Davis, for a count in ``0..m``), clusters independent.
@@ -41,10 +51,15 @@ deviation (:func:`chance_bound`):
 For a stream without a leak a seed pair fails with probability about 3e-5 (one-sided normal
 tail at 4 sigma). Measured over 15 seed pairs: the cheaters' standard deviations were
 1.0-1.1 times the position model's sigma and 0.5-0.7 times the clustered bound's, and the
-highest pair was 2.8 sigma above chance. The bounds are 55% (position) and 66% (memorizer)
-accuracy for Continual ImageNet (chance 50%, 1,600 rows), 11% and 19% for incremental
-CIFAR-100 (chance 8%, 1,100 rows). Before the fix (stream revision 1) the position cheater
-scored 100% on CIFAR and the memorizer 100% on both streams.
+highest pair was 2.8 sigma above chance. Measured again on CIFAR stream revision 3 (every
+phase shows all the tier's images), 15 seed pairs: the position cheater's standard deviation
+0.86 times its sigma (the bound takes equal ``a_c``; the cheater's guesses are skewed), the
+memorizer's 0.52 times the clustered bound's, the highest pair 1.5 sigma above chance; the
+first-sight cheater exactly at chance (it answers one class per phase). The bounds are 55%
+(position) and 66% (memorizer) accuracy for Continual ImageNet (chance 50%, 1,600 rows),
+11% and 19% for incremental CIFAR-100 (chance 8%, 1,100 rows). Before the fix (stream
+revision 1) the position cheater scored 100% on CIFAR and the memorizer 100% on both
+streams; the first-sight cheater scored 20% on CIFAR revision 2.
 """
 
 from __future__ import annotations
@@ -104,8 +119,13 @@ class Stream:
     """(env, context info) -> the dataset classes of the current task, in label order."""
     labels: Callable[[dict], np.ndarray]
     """Context info -> the actions naming those classes (what an agent knows of them)."""
+    shown_classes: Callable[[Any, dict], np.ndarray]
+    """(env, context info) -> the dataset classes whose images a val/test phase shows (the
+    task's, or more: those of the other classes are shown, never scored)."""
     num_classes: Callable[[Any, int], int]
-    """(config, task) -> how many classes the task's rows have (all equally frequent)."""
+    """(config, task) -> how many classes the task's scored rows have (equally frequent)."""
+    num_shown: Callable[[Any, int], int]
+    """(config, task) -> how many classes' images a val/test phase shows."""
     per_class: Callable[[Any, str], int]
     """(config, phase) -> rows of each class in a val/test phase."""
 
@@ -156,17 +176,20 @@ def _imagenet_catalogue(cfg: Any) -> dict[bytes, Row]:
 STREAMS = {
     "cifar": Stream(
         env_cls=IncrementalCIFAR100Env,
-        # 4 blocks of 5 classes, 2 epochs each: 8 val phases (15 to 60 rows) and 4 test
-        # phases (25 to 100 rows), 1,100 scored rows over the two seeds; batches of 10, so
-        # the phases of blocks 0 and 2 end with a padded batch. 118 steps.
-        overrides=dict(classes_per_block=5, num_blocks=4, epochs_per_block=2, train_per_class=6,
-                       val_per_class=3, held_out_per_class=3, test_per_class=5, batch_size=10,
+        # 4 blocks of 5 classes, 2 epochs each: 8 val phases of 60 rows (the tier's 20
+        # classes; 15 to 60 scored) and 4 test phases of 100 rows (25 to 100 scored), 1,100
+        # scored rows over the two seeds; batches of 7, so every val phase (9 steps) and
+        # test phase (15 steps) ends with a padded batch. 232 steps.
+        overrides=dict(classes_per_block=5, num_blocks=4, epochs_per_block=2, train_per_class=7,
+                       val_per_class=3, held_out_per_class=3, test_per_class=5, batch_size=7,
                        probe_size=40),
         write=lambda d: write_cifar(d, (CIFAR_XTR, CIFAR_YTR), (CIFAR_XTE, CIFAR_YTE)),
         catalogue=_cifar_catalogue,
         task_classes=lambda env, info: np.asarray(info["active_classes"]),
         labels=lambda info: np.asarray(info["active_classes"]),
+        shown_classes=lambda env, info: env.class_order[: env.config.tier_classes],
         num_classes=lambda cfg, task: (task + 1) * cfg.classes_per_block,
+        num_shown=lambda cfg, task: cfg.tier_classes,
         per_class=lambda cfg, phase: cfg.val_per_class if phase == "val" else cfg.test_per_class,
     ),
     "imagenet": Stream(
@@ -178,7 +201,9 @@ STREAMS = {
         catalogue=_imagenet_catalogue,
         task_classes=lambda env, info: np.asarray(env.pair),
         labels=lambda info: np.arange(2),
+        shown_classes=lambda env, info: np.asarray(env.pair),
         num_classes=lambda cfg, task: 2,
+        num_shown=lambda cfg, task: 2,
         per_class=lambda cfg, phase: cfg.test_per_class,
     ),
 }
@@ -290,9 +315,12 @@ def image_keys(images: Any, n: int | None = None) -> list[bytes]:
 
 
 class FirstSightCheater(ProbeRecorder):
-    """Incremental CIFAR-100: a val/test image first shown in block ``k`` is of one of the
-    classes introduced in block ``k`` (``active_classes[k * c:(k + 1) * c]``); it answers the
-    first of them. Learns nothing."""
+    """Incremental CIFAR-100: answers a val/test image with the first class introduced in
+    the block where the image was first shown (``active_classes[k * c]``). When a phase
+    showed only the active classes' images (stream revision 2), an image first shown in
+    block ``k`` was of one of block ``k``'s ``c`` classes: 20% right with ``c = 5``. Since
+    every phase shows all the tier's images, all are first shown in block 0. Learns
+    nothing."""
 
     def __init__(self, stream: Stream) -> None:
         super().__init__()
@@ -360,9 +388,10 @@ class Scored:
 
     run: int
     task: int
-    rows: int
-    classes: int  # equally frequent among the rows
+    rows: int  # scored
+    classes: int  # equally frequent among the scored rows
     correct: int
+    shown: int  # rows shown (scored or not), padding aside
 
 
 def scored_phases(stream: Stream, results: list[Any]) -> list[Scored]:
@@ -375,7 +404,8 @@ def scored_phases(stream: Stream, results: list[Any]) -> list[Scored]:
         for phase, task, acc in scores:
             k = stream.num_classes(cfg, task)
             n = stream.per_class(cfg, phase) * k
-            out.append(Scored(i, task, n, k, round(acc * n)))
+            shown = stream.per_class(cfg, phase) * stream.num_shown(cfg, task)
+            out.append(Scored(i, task, n, k, round(acc * n), shown))
     return out
 
 
@@ -383,9 +413,12 @@ def chance_bound(phases: list[Scored], *, clustered: bool) -> tuple[float, float
     """``(mu, mu + Z * sigma)`` of the number of correct predictions over ``phases`` made
     without the labels: each row right with probability ``p = 1 / classes``.
 
-    ``clustered=False``: a guess fixed by the row's position, against a phase in a uniformly
-    random order (``n / k`` rows per class): the count's variance is exactly
-    ``n p (1 - p) n / (n - 1)``, phases independent. ``clustered=True``: a guess that
+    ``clustered=False``: a guess fixed by the row's position (one of the ``k`` scored
+    classes), against a phase of ``N`` shown rows (``N = shown``) in a uniformly random
+    order, ``n / k`` scored rows per class: with ``a_c`` positions guessing ``c``, the
+    count's variance is ``(n / k) / (N - 1) * sum_c a_c (1 - a_c / N)`` (Hoeffding's
+    permutation statistic), at most ``n p (1 - p) N / (N - 1)`` (equal ``a_c``; exactly
+    that when ``N = n``); phases independent. ``clustered=True``: a guess that
     depends on the image (a nearest neighbour), so that all the rows of a class in a task,
     over its val and test phases, may get one guess: such a cluster of ``m`` rows counts
     0..m correct with mean ``m p``, so a variance of at most ``m**2 p (1 - p)``
@@ -399,7 +432,7 @@ def chance_bound(phases: list[Scored], *, clustered: bool) -> tuple[float, float
             classes[s.run, s.task] = s.classes
         var = sum(k * (rows[t] / k) ** 2 * (1 / k) * (1 - 1 / k) for t, k in classes.items())
     else:
-        var = sum(s.rows * (1 / s.classes) * (1 - 1 / s.classes) * s.rows / (s.rows - 1)
+        var = sum(s.rows * (1 / s.classes) * (1 - 1 / s.classes) * s.shown / (s.shown - 1)
                   for s in phases)
     return mu, mu + Z * math.sqrt(var)
 
@@ -418,16 +451,42 @@ def assert_no_better_than_chance(stream: Stream, results: list[Any], who: str, *
 
 
 def test_chance_bounds_by_hand():
-    phases = [Scored(0, 0, 100, 2, 0), Scored(0, 1, 300, 4, 0), Scored(0, 1, 100, 4, 0),
-              Scored(1, 1, 300, 4, 0)]
+    phases = [Scored(0, 0, 100, 2, 0, 100), Scored(0, 1, 300, 4, 0, 300),
+              Scored(0, 1, 100, 4, 0, 400), Scored(1, 1, 300, 4, 0, 300)]
     mu, bound = chance_bound(phases, clustered=False)
     assert mu == 50 + 75 + 25 + 75
-    var = 100 * 0.25 * 100 / 99 + 2 * 300 * 0.1875 * 300 / 299 + 100 * 0.1875 * 100 / 99
+    var = 100 * 0.25 * 100 / 99 + 2 * 300 * 0.1875 * 300 / 299 + 100 * 0.1875 * 400 / 399
     assert bound == pytest.approx(mu + 4 * math.sqrt(var))
     # clusters (rows of a class in a run's task): 2 of 50 rows, 4 of 100, 4 of 75
     mu, bound = chance_bound(phases, clustered=True)
     var = 2 * 50 ** 2 * 0.25 + 4 * 100 ** 2 * 0.1875 + 4 * 75 ** 2 * 0.1875
     assert mu == 225 and bound == pytest.approx(mu + 4 * math.sqrt(var))
+
+
+def test_the_position_variance_by_enumeration():
+    """The position model of :func:`chance_bound`, over every order of a small phase: ``N``
+    rows shown, ``m`` scored rows of each of ``k`` classes, a guess per position."""
+    import itertools
+
+    def exact(rows: list[int], guesses: list[int]) -> tuple[float, float]:
+        counts = [sum(r == g for r, g in zip(order, guesses))
+                  for order in itertools.permutations(rows)]
+        return float(np.mean(counts)), float(np.var(counts))
+
+    for rows, guesses in [([0, 0, 1, 1, -1, -1], [0, 0, 1, 1, 1, 1]),  # -1: shown, not scored
+                          ([0, 0, 1, 1, -1, -1], [0, 1, 0, 1, 0, 1]),
+                          ([0, 1, 2, -1, -1, -1, -1], [2, 2, 2, 2, 2, 1, 0]),
+                          ([0, 0, 1, 1], [0, 0, 1, 1])]:  # all scored (N = n)
+        N, k = len(rows), len({r for r in rows if r >= 0})
+        m, n = rows.count(0), N - rows.count(-1)
+        mean, var = exact(rows, guesses)
+        a = [guesses.count(c) for c in range(k)]
+        assert mean == pytest.approx(n / k)
+        assert var == pytest.approx(m / (N - 1) * sum(x * (1 - x / N) for x in a))
+        _, bound = chance_bound([Scored(0, 0, n, k, 0, N)], clustered=False)
+        assert var <= ((bound - n / k) / Z) ** 2 + 1e-12  # the variance the bound takes
+        if N == n and len(set(a)) == 1:
+            assert var == pytest.approx(((bound - n / k) / Z) ** 2)  # exact when N = n
 
 
 # -- the cheaters against the streams --------------------------------------------------------
@@ -449,15 +508,20 @@ def test_a_probe_memorizer_scores_no_better_than_chance(case):
     assert_no_better_than_chance(stream, results, "probe memorizer", clustered=True)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known leak of the paper's protocol, for the lead to decide (issue 13 follow-up): the "
-    "same val/test images come back in later phases, so where an image was shown before "
-    "narrows its class. CIFAR: an image first shown in block k is of block k's classes "
-    "(fix: every val/test phase shows all the tier's classes' images, scoring the active "
-    "ones). ImageNet: a test image shown with an earlier pair is of the class the pairs "
-    "share (fix: a disjoint share of each class's test images at each appearance)."))
-def test_a_cross_phase_memorizer_scores_no_better_than_chance(case):
+KNOWN_CROSS_PHASE_LEAKS = {ContinualImageNetEnv.ENV_ID: (
+    "known limitation of the paper's protocol, kept for fidelity (ContinualImageNetEnv's "
+    "docstring): each class's test images are shown again every time the class appears in "
+    "a later task, so an agent that memorizes test images across tasks infers the class a "
+    "task shares with the earlier one where it saw the image; lop-bench keeps the paper's "
+    "per-task test set, and such an agent is caught only by code review (agent.source)")}
+"""Streams whose cross-phase memorizer beats chance, and why: a strict ``xfail``."""
+
+
+def test_a_cross_phase_memorizer_scores_no_better_than_chance(case, request):
     stream, root = case
+    if stream.env_id in KNOWN_CROSS_PHASE_LEAKS:
+        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
+                                              reason=KNOWN_CROSS_PHASE_LEAKS[stream.env_id]))
     cheater = CROSS_PHASE_CHEATERS[stream.env_id]
     results = [run(stream, root, cheater(stream), s) for s in SEEDS]
     assert_no_better_than_chance(stream, results, "cross-phase memorizer", clustered=True)
@@ -491,6 +555,7 @@ class Phase:
     """One val/test phase of a hand-run stream."""
 
     classes: np.ndarray  # the task's dataset classes, in label order
+    shown: np.ndarray  # the dataset classes whose images the phase shows
     steps: list[tuple[dict, np.ndarray, float, dict]]  # (context info, obs, reward, info)
 
     @property
@@ -516,7 +581,8 @@ def walk(stream: Stream, env: Any, seed: int) -> Walk:
         nxt, reward, _, _, after = env.step(np.zeros(len(obs), np.int64))
         if info["phase"] in EVAL:
             key = (info["task"], info["epoch"], info["phase"])
-            phase = phases.setdefault(key, Phase(stream.task_classes(env, info), []))
+            phase = phases.setdefault(key, Phase(stream.task_classes(env, info),
+                                                 stream.shown_classes(env, info), []))
             phase.steps.append((info, np.array(obs, copy=True), reward, after))
         if after["stream_done"]:
             return Walk(phases, probes)
@@ -548,13 +614,22 @@ def test_each_eval_phase_is_a_seeded_permutation_not_grouped_by_class(case):
     orders: dict[tuple[int, int, str], tuple[int, ...]] = {}
     for key, phase in first.phases.items():
         rows = decode(cat, phase.images)
-        k = len(phase.classes)
-        # exactly the phase's images of the task's classes, each once: a permutation
-        assert all(r.role == key[2] and r.cls in phase.classes for r in rows)
+        k = len(phase.shown)
+        assert k == stream.num_shown(cfg, key[0]) and set(phase.classes) <= set(phase.shown)
+        # exactly the phase's images of the classes it shows, each once: a permutation
+        assert all(r.role == key[2] and r.cls in phase.shown for r in rows)
         distinct = {x.tobytes() for x in phase.images}
         assert len(distinct) == len(rows) == k * stream.per_class(cfg, key[2])
-        orders[key] = class_positions(rows, phase.classes)
+        orders[key] = class_positions(rows, phase.shown)
         assert changes(orders[key]) > k - 1, f"phase {key} is grouped by class"
+    # A stream that shows more than the task's classes (CIFAR: all the tier's) shows the same
+    # images in every phase of a split, so no image is new to a later phase: where an image
+    # was first shown says nothing of its class.
+    for split in EVAL:
+        keys = sorted(k for k in first.phases if k[2] == split)
+        if keys and len(first.phases[keys[0]].shown) > len(first.phases[keys[0]].classes):
+            seen = {x.tobytes() for x in first.phases[keys[0]].images}
+            assert all({x.tobytes() for x in first.phases[k].images} == seen for k in keys)
     # another order in every phase (phases of the same length compared)...
     keys = list(orders)
     for i, a in enumerate(keys):
@@ -566,7 +641,7 @@ def test_each_eval_phase_is_a_seeded_permutation_not_grouped_by_class(case):
         again_obs = [obs for _, obs, _, _ in again.phases[key].steps]
         assert all(np.array_equal(obs, o) for (_, obs, _, _), o in zip(phase.steps, again_obs))
         theirs = other.phases[key]
-        assert class_positions(decode(cat, theirs.images), theirs.classes) != orders[key]
+        assert class_positions(decode(cat, theirs.images), theirs.shown) != orders[key]
 
 
 def test_nothing_but_the_images_of_an_eval_phase_depends_on_the_seed(case):
@@ -592,6 +667,22 @@ def test_nothing_but_the_images_of_an_eval_phase_depends_on_the_seed(case):
             assert strip(ia) == strip(ib) and strip(aa) == strip(ab)
             assert not oa[ia["valid"]:].any() and not ob[ib["valid"]:].any()
             assert len(ia.get("active_classes", ())) == len(ib.get("active_classes", ()))
+
+
+def test_an_eval_phase_has_the_same_steps_and_padding_in_every_task(case):
+    """Within a run, every phase of a split has the same number of steps and the same
+    ``valid`` at each step (a padded last batch included), whatever the task: the length
+    of a phase tells nothing of how many (or which) of its rows are scored."""
+    stream, root = case
+    env = stream.make(root)
+    batch = env.observation_space.shape[0]
+    phases = walk(stream, env, 0).phases
+    for split in EVAL:
+        shapes = {tuple(info["valid"] for info, *_ in p.steps)
+                  for key, p in phases.items() if key[2] == split}
+        assert len(shapes) <= 1, f"{split} phases differ in length or padding: {shapes}"
+    padded = [s for key, p in phases.items() for s in p.steps if s[0]["valid"] < batch]
+    assert padded, "the fixture's tier should end its val/test phases with a padded batch"
 
 
 def test_the_probe_is_shuffled_training_data_the_agent_was_trained_on(case):

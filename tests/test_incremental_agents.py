@@ -536,7 +536,7 @@ def test_resume_on_the_real_stream_is_bit_identical(cifar_root):
     rest, _ = drive(agent2, env2, start=pending)
     assert len(ref) == len(first) + len(rest) == env.total_steps
     assert all(np.array_equal(a, b) for a, b in zip(ref, first + rest))
-    assert sum(agent2.gnt.num_replaced) > 0  # the smoke preset replaces units in 33 steps
+    assert sum(agent2.gnt.num_replaced) > 0  # the smoke preset replaces units in 36 steps
 
 
 # A child process that runs the smoke tier with a checkpoint after every block and SIGKILLs
@@ -564,7 +564,9 @@ lop_bench.run("lop/IncrementalCIFAR100-v0", agent, tier="smoke", seed=2, progres
               env_kwargs={"root": root}, out=out, checkpoint_every=1)
 raise SystemExit("not killed")
 """
-_BLOCK0_STEPS = 12  # smoke block 0: 2 epochs x (3 train + 2 val steps) + 2 test steps
+_BLOCK0_STEPS = 15
+"""Smoke block 0: 2 epochs x (3 train + 3 val steps) + 3 test steps (every val/test phase
+shows the 12 images of the tier's 4 classes)."""
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs POSIX signals")
@@ -585,7 +587,7 @@ def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path
     a, b = tmp_path / "a", tmp_path / "b"
     lop_bench.run(INCREMENTAL_CIFAR, agent, out=a, **kw)  # uninterrupted
 
-    # killed in block 1 (step 21 of 33), after block 0's checkpoint
+    # killed in block 1 (step 21 of 36), after block 0's checkpoint
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -597,6 +599,9 @@ def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path
     (ckpt,) = b.glob("*.ckpt.pt")
     raw = torch.load(ckpt, weights_only=True)  # tensors and plain values only
     assert raw["loop"]["steps"] == _BLOCK0_STEPS and raw["loop"]["info"]["task"] == 1
+    smoke = lop_bench.registration.env_class(INCREMENTAL_CIFAR).TIERS["smoke"]
+    train, val, test = smoke.block_steps(0)
+    assert _BLOCK0_STEPS == smoke.epochs_per_block * (train + val) + test
 
     result = lop_bench.run(INCREMENTAL_CIFAR, agent, out=b, checkpoint_every=1, resume=True, **kw)
     assert result.data["run_info"]["resumed_at_step"] == _BLOCK0_STEPS

@@ -32,7 +32,12 @@ from tests.cifar_fixtures import fake_splits, write_torchvision
 
 CIFAR = "lop/IncrementalCIFAR100-v0"
 (XTR, YTR), (XTE, YTE) = fake_splits(10, 5)
-SMOKE_STEPS = 33
+SMOKE_STEPS = 36
+PADDED = {"num_blocks": 3}
+"""A custom tier whose val/test phases end with a padded batch: 3 blocks of 2 classes, so
+every val and test phase shows the 18 images of the tier's 6 classes in 5 batches of 4, the
+last with 2 real rows (81 steps)."""
+PADDED_STEPS = 81
 ALLOWED_KEYS = {"target", "task_end", "task_metrics", "val_metrics",
                 "task", "phase", "epoch", "active_classes", "valid", "stream_done"}
 
@@ -64,15 +69,22 @@ _KEY = {XTR[i].tobytes(): int(YTR[i]) for i in range(len(YTR))}
 _KEY.update({XTE[i].tobytes(): int(YTE[i]) for i in range(len(YTE))})
 
 
+def pixels(obs, valid):
+    """The uint8 pixels of the first ``valid`` rows of un-augmented observations (the
+    normalization inverted by nearest table value)."""
+    lut = np.stack([(np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(m)) / np.float32(s)
+                    for m, s in zip(MEAN, STD)])
+    obs = np.asarray(obs)
+    return [np.stack([np.abs(lut[c][None, None, :] - obs[r, c][..., None]).argmin(-1)
+                      for c in range(3)]).astype(np.uint8) for r in range(valid)]
+
+
 def true_labels(obs, valid):
     """Labels of un-augmented observations, found by looking their pixels up (an oracle that
     never reads the env's internals)."""
-    lut = np.stack([(np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(m)) / np.float32(s)
-                    for m, s in zip(MEAN, STD)])
     out = np.zeros(len(obs), np.int64)
-    for r in range(valid):
-        pix = np.stack([np.abs(lut[c][None, None, :] - obs[r, c][..., None]).argmin(-1) for c in range(3)])
-        out[r] = _KEY[pix.astype(np.uint8).tobytes()]
+    for r, pix in enumerate(pixels(obs, valid)):
+        out[r] = _KEY[pix.tobytes()]
     return out
 
 
@@ -133,8 +145,14 @@ def test_spaces_tiers_and_paper_protocol(root):
     c = TIERS["cpu"]
     assert c.held_out_per_class == 50 and c.val_per_class <= 50
     assert p.augment and p.num_seeds == 15 and TIERS["cpu"].num_seeds == 5
-    # the paper's block: 25 training steps per 5 classes, validation padded to whole batches
-    assert p.block_steps(0) == (25, 3, 6) and p.block_steps(19) == (500, 56, 112)
+    # the paper's block: 25 training steps per 5 classes; every val/test phase shows the
+    # images of all 100 classes (5,000 / 10,000, padded to whole batches of 90)
+    assert p.tier_classes == 100 and TIERS["cpu"].tier_classes == 20
+    assert p.block_steps(0) == (25, 56, 112) and p.block_steps(19) == (500, 56, 112)
+    assert p.num_steps == 200 * (25 * 210 + 20 * 56) + 20 * 112 == 1_276_240
+    assert TIERS["cpu"].num_steps == 4 * (5 * 10 + 4 * 3) + 4 * 5 == 268
+    assert TIERS["smoke"].num_steps == SMOKE_STEPS
+    assert env.STREAM_REVISION == 3
     assert set(TIERS) == {"smoke", "cpu", "paper"}
     assert lop_bench.registration.REFERENCE_AGENTS[CIFAR] == (
         "backprop", "shrink_perturb", "continual_backprop", "head_reset", "from_scratch")
@@ -165,8 +183,9 @@ def test_phases_epochs_tasks_and_active_classes(root):
     assert len(trace) == SMOKE_STEPS == env.total_steps
     order = spawn_generators(4, ("class_order",))["class_order"].permutation(100)
     phases = "".join(p[0] for p, *_ in trace)
-    # block 0: 2 epochs of (3 train, 2 val), then 2 test; block 1: 2 x (6 train, 3 val), 3 test
-    assert phases == "tttvvtttvvtt" + "ttttttvvvttttttvvvttt"
+    # block 0: 2 epochs of (3 train, 3 val), then 3 test; block 1: 2 x (6 train, 3 val), 3
+    # test (every val/test phase shows the images of the tier's 4 classes: 12 rows)
+    assert phases == "tttvvvtttvvvttt" + "ttttttvvvttttttvvvttt"
     for phase, _obs, info, _reward, after in trace:
         task = info["task"]
         assert np.array_equal(info["active_classes"], order[: 2 * (task + 1)])
@@ -176,12 +195,12 @@ def test_phases_epochs_tasks_and_active_classes(root):
             assert info["valid"] == 4 and after["target"].dtype == np.int64
             assert set(after["target"]) <= set(info["active_classes"])
     epochs = [(info["task"], info["epoch"], phase) for phase, _, info, *_ in trace]
-    assert epochs[:12] == [(0, 0, "train")] * 3 + [(0, 0, "val")] * 2 + [(0, 1, "train")] * 3 + \
-        [(0, 1, "val")] * 2 + [(0, 1, "test")] * 2
+    assert epochs[:15] == [(0, 0, "train")] * 3 + [(0, 0, "val")] * 3 + [(0, 1, "train")] * 3 + \
+        [(0, 1, "val")] * 3 + [(0, 1, "test")] * 3
     # val_metrics once per epoch, task_metrics once per block, at the phases' last steps
     val_at = [i for i, t in enumerate(trace) if "val_metrics" in t[4]]
     end_at = [i for i, t in enumerate(trace) if t[4]["task_end"]]
-    assert val_at == [4, 9, 20, 29] and end_at == [11, 32]
+    assert val_at == [5, 11, 23, 32] and end_at == [14, 35]
     assert all("task_metrics" in trace[i][4] for i in end_at)
     assert trace[-1][4]["stream_done"] and not any(t[4]["stream_done"] for t in trace[:-1])
     with pytest.raises(StreamFinishedError, match="has ended"):
@@ -201,26 +220,33 @@ def test_the_split_is_the_first_images_of_each_class_in_file_order(root, val_per
     env = env_of(root, augment=False, val_per_class=val_per_class)  # 3 held out
     val_idx = first_per_class(YTR, 0, val_per_class)  # with 2, image 2 of a class is in neither
     trace = rollout(env, seed=1)
-    active = trace[-1][2]["active_classes"]
+    tier = trace[-1][2]["active_classes"]  # the last block's: all the tier's 4 classes
+    assert np.array_equal(tier, spawn_generators(1, ("class_order",))["class_order"].permutation(100)[:4])
     by_phase = {}
     for phase, obs, info, _reward, _after in trace:
-        if info["task"] == 1:
-            by_phase.setdefault((phase, info["epoch"]), []).append(obs[: info["valid"]])
-    val = np.concatenate(by_phase[("val", 0)])
-    test = np.concatenate(by_phase[("test", 1)])
-    # val and test: the active classes' images (class by class in order of introduction,
-    # then file order) in the order drawn for the phase: purpose 3 keyed (block, epoch,
-    # phase 1 = val / 2 = test), never grouped by class
-    want_val = np.concatenate([norm(XTR[val_idx[c]]) for c in active])
-    want_test = np.concatenate([norm(XTE[TEST[c]]) for c in active])
-    np.testing.assert_allclose(val, want_val[seeded_order(1, len(want_val), 3, 1, 0, 1)], atol=1e-5)
-    np.testing.assert_allclose(test, want_test[seeded_order(1, len(want_test), 3, 1, 1, 2)], atol=1e-5)
-    assert same_rows(val, want_val) and not np.allclose(val, want_val)
+        by_phase.setdefault((info["task"], phase, info["epoch"]), []).append(obs[: info["valid"]])
+    # val and test: the images of all the tier's classes, block 0's (2 of the 4 classes
+    # active) as block 1's (class by class in the seed's class order, then file order), in
+    # the order drawn for the phase: purpose 3 keyed (block, epoch, phase 1 = val / 2 = test),
+    # never grouped by class
+    want_val = np.concatenate([norm(XTR[val_idx[c]]) for c in tier])
+    want_test = np.concatenate([norm(XTE[TEST[c]]) for c in tier])
+    for block in (0, 1):
+        val = np.concatenate(by_phase[(block, "val", 0)])
+        test = np.concatenate(by_phase[(block, "test", 1)])
+        np.testing.assert_allclose(val, want_val[seeded_order(1, len(want_val), 3, block, 0, 1)],
+                                   atol=1e-5)
+        np.testing.assert_allclose(test, want_test[seeded_order(1, len(want_test), 3, block, 1, 2)],
+                                   atol=1e-5)
+        assert same_rows(val, want_val) and not np.allclose(val, want_val)
     # train: each epoch a fresh shuffle of exactly the active classes' training images
-    ep0, ep1 = (np.concatenate(by_phase[("train", e)]) for e in (0, 1))
+    active = trace[-1][2]["active_classes"]
+    ep0, ep1 = (np.concatenate(by_phase[(1, "train", e)]) for e in (0, 1))
     want = np.concatenate([norm(XTR[TRAIN[c]]) for c in active])
     assert same_rows(ep0, want) and same_rows(ep1, want)
     assert not np.allclose(ep0, ep1)  # another order
+    block0 = np.concatenate(by_phase[(0, "train", 0)])  # block 0: its 2 classes only
+    assert same_rows(block0, np.concatenate([norm(XTR[TRAIN[c]]) for c in active[:2]]))
 
 
 def test_val_and_test_are_never_augmented_reshuffled_every_pass_and_unlabelled(root):
@@ -236,47 +262,104 @@ def test_val_and_test_are_never_augmented_reshuffled_every_pass_and_unlabelled(r
                        if k not in ("task_metrics", "val_metrics"))
             if phase == "val":
                 val.setdefault((info["task"], info["epoch"]), []).append((obs, info["valid"]))
-    for task in (0, 1):  # the same images (un-augmented), in another order every pass
-        first, second = (np.concatenate([o[:v] for o, v in val[(task, e)]]) for e in (0, 1))
-        assert same_rows(first, second) and not np.array_equal(first, second)
+    # every pass (both blocks: all the tier's classes) shows the same images, un-augmented,
+    # in another order
+    passes = [np.concatenate([o[:v] for o, v in val[key]]) for key in sorted(val)]
+    assert len(passes) == 4
+    for i, first in enumerate(passes):
+        for second in passes[i + 1:]:
+            assert same_rows(first, second) and not np.array_equal(first, second)
     again = rollout(env_of(root), seed=2)
     for x, y in zip(trace, again):
         if x[0] != "train":
             assert np.array_equal(x[1], y[1])
 
 
-def test_scores_count_real_rows_only_and_inactive_classes_are_wrong(root):
-    env = env_of(root)
+def oracle(obs, info):
+    """The true labels on val/test steps (anything on padded rows), zeros on train steps."""
+    if info["phase"] == "train":
+        return np.zeros(len(obs), np.int64)
+    y = true_labels(obs, info["valid"])
+    y[info["valid"]:] = 99 - y[0]  # padded rows: anything
+    return y
 
-    def oracle(obs, info):
-        if info["phase"] == "train":
-            return np.zeros(4, np.int64)
-        y = true_labels(obs, info["valid"])
-        y[info["valid"]:] = 99 - y[0]  # padded rows: anything
-        return y
 
+def fixed_guess(pixels):
+    """A predictor that is a deterministic function of an image (uint8 pixels): its true
+    class when the pixel sum is not a multiple of 3, else the next class (active or not)."""
+    c = _KEY[pixels.tobytes()]
+    return c if int(pixels.astype(np.int64).sum()) % 3 else (c + 1) % 100
+
+
+def fixed_predictor(obs, info):
+    """:func:`fixed_guess` of each real row (its pixels recovered from the observation)."""
+    y = np.zeros(len(obs), np.int64)
+    if info["phase"] != "train":
+        y[: info["valid"]] = [fixed_guess(pix) for pix in pixels(obs, info["valid"])]
+    return y
+
+
+def expected_accuracy(active, phase, val_per_class=3):
+    """The accuracy of :func:`fixed_guess` over the active classes' validation or test images,
+    by hand from the files: the score of a phase that showed only those images."""
+    images = XTR if phase == "val" else XTE
+    idx = first_per_class(YTR, 0, val_per_class) if phase == "val" else TEST
+    hits = [fixed_guess(images[i]) == c for c in active for i in idx[c]]
+    return sum(hits) / len(hits)
+
+
+@pytest.mark.parametrize("overrides", [{}, PADDED], ids=["smoke", "padded"])
+def test_scores_are_the_active_classes_rows_only(root, overrides):
+    """Each phase shows every tier class's images; its score is what the same predictions
+    get on the active classes' images alone (the score of stream revision 2)."""
+    env = env_of(root, **overrides)
+    trace = rollout(env, 3, fixed_predictor)
+    phases = [(t[2], t[4]) for t in trace if "val_metrics" in t[4] or t[4]["task_end"]]
+    assert len(phases) == 3 * env.num_tasks
+    guessed = {"val": set(), "test": set()}
+    for info, after in phases:
+        phase = "val" if "val_metrics" in after else "test"
+        score = after["val_metrics" if phase == "val" else "task_metrics"]["accuracy"]
+        want = expected_accuracy(info["active_classes"], phase)
+        assert score == pytest.approx(want, abs=1e-12), (info["task"], phase)
+        guessed[phase].add(round(want, 9))
+    assert any(0 < w < 1 for w in guessed["val"] | guessed["test"])  # neither all nor none
+    # Scored rows only: right on every row scores 1 (the tier's other classes' rows, answered
+    # right as well, count neither way), and an inactive class on every row scores 0.
     trace = rollout(env, 3, oracle)
-    scores = [t[4]["val_metrics"]["accuracy"] for t in trace if "val_metrics" in t[4]]
-    assert scores == [1.0] * 4
-    assert [t[4]["task_metrics"]["accuracy"] for t in trace if t[4]["task_end"]] == [1.0, 1.0]
-    padded = [t for t in trace if t[0] != "train" and t[2]["valid"] < 4]
-    # block 0: 6 val and 6 test images in batches of 4: two padded val steps, one test step
-    assert len(padded) == 3 and all(not t[1][t[2]["valid"]:].any() for t in padded)  # zero rows
+    assert [t[4]["val_metrics"]["accuracy"] for t in trace if "val_metrics" in t[4]] == \
+        [1.0] * 2 * env.num_tasks
+    assert [t[4]["task_metrics"]["accuracy"] for t in trace if t[4]["task_end"]] == \
+        [1.0] * env.num_tasks
 
-    def wrong_on_inactive(obs, info):
-        """Right on the first row of each batch, an inactive class on the others."""
+    def inactive(obs, info):
+        others = np.setdiff1d(np.arange(100), info["active_classes"])
+        return np.resize(others, len(obs)).astype(np.int64)
+
+    trace = rollout(env, 3, inactive)
+    assert all(t[4]["val_metrics"]["accuracy"] == 0.0 for t in trace if "val_metrics" in t[4])
+    assert all(t[4]["task_metrics"]["accuracy"] == 0.0 for t in trace if t[4]["task_end"])
+
+
+def test_the_padded_rows_are_zeros_and_never_scored(root):
+    env = env_of(root, **PADDED)
+    assert env.total_steps == PADDED_STEPS
+
+    def wrong_on_padding(obs, info):  # right on the real rows, an active class on the padding
         y = oracle(obs, info)
-        inactive = np.setdiff1d(np.arange(100), info["active_classes"])
-        y[1:] = inactive[: len(y) - 1]
+        y[info["valid"]:] = info["active_classes"][0]
         return y
 
-    trace = rollout(env, 3, wrong_on_inactive)
-    # block 0: 6 val images in batches of 4 + 2 -> 2 right; 6 test images, 2 right
-    assert trace[4][4]["val_metrics"]["accuracy"] == pytest.approx(2 / 6)
-    assert trace[11][4]["task_metrics"]["accuracy"] == pytest.approx(2 / 6)
-    # block 1: 12 val images in 3 batches, 12 test images in 3 batches: 3 right each
-    assert trace[20][4]["val_metrics"]["accuracy"] == pytest.approx(3 / 12)
-    assert trace[32][4]["task_metrics"]["accuracy"] == pytest.approx(3 / 12)
+    trace = rollout(env, 3, wrong_on_padding)
+    assert len(trace) == PADDED_STEPS
+    padded = [t for t in trace if t[0] != "train" and t[2]["valid"] < 4]
+    # every val phase (3 blocks x 2 epochs) and test phase (3): 18 images in 5 batches, the
+    # last with 2 real rows and 2 rows of zeros
+    assert len(padded) == 9 and all(t[2]["valid"] == 2 for t in padded)
+    assert all(not t[1][2:].any() and t[1][:2].any() for t in padded)
+    assert all(t[2]["valid"] == 4 for t in trace if t[0] == "train")
+    assert {t[4]["val_metrics"]["accuracy"] for t in trace if "val_metrics" in t[4]} == {1.0}
+    assert {t[4]["task_metrics"]["accuracy"] for t in trace if t[4]["task_end"]} == {1.0}
 
 
 def test_train_reward_is_the_fraction_correct_and_targets_are_the_labels(root):
@@ -402,26 +485,30 @@ def test_normalization_is_the_papers_mean_and_std():
 
 
 # -- device, probe, checkpoints --------------------------------------------------------------
-def test_device_returns_tensors_equal_to_the_numpy_stream(root):
-    a = env_of(root, device="cpu")
-    b = env_of(root)
+@pytest.mark.parametrize("overrides", [{}, PADDED], ids=["smoke", "padded"])
+def test_device_returns_tensors_equal_to_the_numpy_stream(root, overrides):
+    a = env_of(root, device="cpu", **overrides)
+    b = env_of(root, **overrides)
     oa, ia = a.reset(seed=3)
     ob, ib = b.reset(seed=3)
     assert isinstance(oa, torch.Tensor) and oa.dtype == torch.float32 and isinstance(ob, np.ndarray)
-    for _ in range(SMOKE_STEPS):
+    scores = []
+    for _ in range(b.total_steps):
         assert np.array_equal(oa.numpy(), ob)
-        act = np.arange(4, dtype=np.int64)
+        act = fixed_predictor(ob, ib)  # right on about 2 rows in 3: scores between 0 and 1
         oa, ra, *_, ia = a.step(torch.from_numpy(act))
         ob, rb, *_, ib = b.step(act)
         assert ra == rb and ia.keys() == ib.keys()
         # the same scores of the (shuffled) val/test phases, the same probes
         assert ia.get("val_metrics") == ib.get("val_metrics")
         assert ia.get("task_metrics") == ib.get("task_metrics")
+        scores += [m["accuracy"] for m in (ib.get("val_metrics"), ib.get("task_metrics")) if m]
         assert np.array_equal(a.probe().numpy(), b.probe())
         if "target" in ia:
             assert isinstance(ia["target"], torch.Tensor) and np.array_equal(ia["target"].numpy(), ib["target"])
         if ib["stream_done"]:
             break
+    assert ib["stream_done"] and len(scores) == 3 * b.num_tasks and any(0 < v < 1 for v in scores)
     assert isinstance(a.probe(), torch.Tensor)
 
 
@@ -453,24 +540,30 @@ def test_probe_is_training_images_already_trained_on_shuffled_and_draws_nothing(
     assert all(np.array_equal(x[1], y[1]) and x[3] == y[3] for x, y in zip(quiet, probed))
 
 
-@pytest.mark.parametrize("cut", [2, 3, 4, 5, 10, 11, 12, 20, 30])
-def test_state_dict_resumes_bit_for_bit(root, cut):
-    """Cut inside a train, val (padded or not) and test phase, and at phase/task changes."""
-    rng = np.random.default_rng(cut)
-    actions = [rng.integers(0, 100, 4) for _ in range(SMOKE_STEPS)]
-    env = env_of(root)
-    env.reset(seed=11)
-    for a in actions[:cut]:
-        env.step(a)
+@pytest.mark.parametrize(("overrides", "cut"), [
+    *(({}, cut) for cut in (2, 3, 4, 6, 12, 13, 14, 15, 22, 34)),
+    # the padded tier: block 0 is 3 train, 5 val, 3 train, 5 val, 5 test steps
+    *((PADDED, cut) for cut in (7, 8, 15, 16, 20, 21, 78, 80)),
+], ids=lambda v: ("padded" if v else "smoke") if isinstance(v, dict) else str(v))
+def test_state_dict_resumes_bit_for_bit(root, overrides, cut):
+    """Cut inside a train, val and test phase (at a padded batch or not), and at phase and
+    task changes."""
+    env = env_of(root, **overrides)
+    obs, info = env.reset(seed=11)
+    for _ in range(cut):  # right on about 2 val/test rows in 3: the running count matters
+        obs, *_, info = env.step(fixed_predictor(obs, info))
     # what a checkpoint file holds: numpy arrays as tagged tensors, through torch.save
     state = decode(encode(env.state_dict()))
     probe = env.probe()
-    want = [env.step(a) for a in actions[cut:]]
-    fresh = env_of(root)
+    want = finish(env, obs, info)
+    fresh = env_of(root, **overrides)
     fresh.reset(seed=0)
     fresh.load_state_dict(state)
     assert np.array_equal(fresh.probe(), probe)
-    got = [fresh.step(a) for a in actions[cut:]]
+    got = finish(fresh, obs, info)
+    assert len(got) == len(want) == env.total_steps - cut
+    assert any(0 < i.get("val_metrics", i.get("task_metrics", {})).get("accuracy", 0) < 1
+               for *_, i in want)
     for (o1, r1, *_, i1), (o2, r2, *_, i2) in zip(want, got):
         assert np.array_equal(o1, o2) and r1 == r2 and i1.keys() == i2.keys()
         for k in i1:
@@ -478,6 +571,17 @@ def test_state_dict_resumes_bit_for_bit(root, cut):
                 assert i1[k] == i2[k]
             else:
                 assert np.array_equal(i1[k], i2[k])
+
+
+def finish(env, obs, info):
+    """Step to the stream's end with :func:`fixed_predictor` from ``(obs, info)``; the
+    transitions."""
+    out = []
+    while True:
+        out.append(env.step(fixed_predictor(obs, info)))
+        obs, *_, info = out[-1]
+        if info["stream_done"]:
+            return out
 
 
 def test_a_foreign_state_is_refused(root):
@@ -550,7 +654,7 @@ def test_run_end_to_end_on_the_smoke_tier():
     r = lop_bench.run(CIFAR, make_tiny, tier="smoke", seed=1, progress=False)
     again = lop_bench.run(CIFAR, make_tiny, tier="smoke", seed=1, progress=False)
     d = r.data
-    assert d["env_id"] == CIFAR and d["steps"] == SMOKE_STEPS and len(d["per_task"]) == 2
+    assert d["env_id"] == CIFAR and d["steps"] == SMOKE_STEPS == TIERS["smoke"].num_steps and len(d["per_task"]) == 2
     assert all(0.0 <= v <= 1.0 for v in d["per_task"])
     assert d["per_task"] == again.data["per_task"] and d["val_metrics"] == again.data["val_metrics"]
     assert len(d["val_metrics"]) == 4 and [v["task"] for v in d["val_metrics"]] == [0, 0, 1, 1]

@@ -184,6 +184,22 @@ class ContinualImageNetEnv(ContinualStream):
     only on ``test_per_class``, and its ``info`` holds only the context (and the score at
     its last step): nothing but the images tells an agent what a row's label is.
 
+    **Known limitation: test images come back (the paper's protocol).** A class's test
+    images are the same ``test_per_class`` images in every task the class is in, so each
+    class's test images are shown again every time the class appears in a later task. With
+    ``class_order="fresh"`` (the default) a class gets a new partner in each block of
+    ``num_classes // 2`` tasks: from the second block on (task 500 of the paper tier, whose
+    5,000 tasks show each class 10 times) every test image has been shown before, in a
+    task that shares exactly one class with the current one. An agent that memorizes test
+    images across tasks can infer that shared class (and its label now, by matching the two
+    tasks' labelled training images), so it answers those rows right with no learning
+    (``tests/test_adversarial.py``: a strict ``xfail``). Showing a disjoint share of each
+    class's test images at each appearance would close the leak, but lop-bench keeps the
+    paper's per-task test set (the pair's ``2 * test_per_class`` images: 200) for fidelity
+    to the paper's numbers. Such an agent is caught only by code review: the leaderboard
+    asks every submission for ``agent.source``. (The cpu tier's 20 tasks never show a
+    class twice; with ``class_order="repeat"`` a class always has the same partner.)
+
     **Padding.** When a phase's size is not a multiple of B (never at the paper's or cpu
     tier's sizes; the smoke tier does it on purpose), the phase's last batch is padded with
     zero images (target 0); ``info["valid"]`` says how many leading rows are real. Padded

@@ -153,16 +153,25 @@ class IncrementalCIFAR100Config:
                 f"({per_block}): every training epoch is whole batches."
             )
 
+    @property
+    def tier_classes(self) -> int:
+        """The tier's classes: ``classes_per_block * num_blocks``, the first of each seed's
+        class order. Every val/test phase shows all of their images (only the active
+        classes' are scored)."""
+        return self.classes_per_block * self.num_blocks
+
     def block_steps(self, block: int) -> tuple[int, int, int]:
         """Steps of one training epoch, one validation phase and the test phase of ``block``
-        (0-based)."""
+        (0-based). Training covers the active classes' images; a val/test phase shows the
+        images of all the tier's classes, so its length is the same in every block."""
         n = (block + 1) * self.classes_per_block
         B = self.batch_size
-        return (n * self.train_per_class // B, -(-n * self.val_per_class // B),
-                -(-n * self.test_per_class // B))
+        return (n * self.train_per_class // B, -(-self.tier_classes * self.val_per_class // B),
+                -(-self.tier_classes * self.test_per_class // B))
 
     @property
     def num_steps(self) -> int:
+        """Steps of the whole stream (what a run's ``steps`` must be)."""
         total = 0
         for k in range(self.num_blocks):
             train, val, test = self.block_steps(k)
@@ -174,8 +183,10 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
     # Seconds: for tests and CI, on a small fixture (at least 9 training and 3 test images
     # of every class; the test fixtures write 10 and 5). 2 blocks of 2 classes, 2 epochs,
     # 3 validation (the first 3), 6 training (the next 6) and 3 test images per class,
-    # batches of 4: 33 steps, with a padded last batch in the first block's val and test
-    # phases.
+    # batches of 4: 36 steps. Every val/test phase shows the 12 validation / 12 test images
+    # of the tier's 4 classes (3 steps each, no padded batch; the tests cover padding with
+    # custom tiers) and scores the active classes' rows: 3 more steps than showing only the
+    # active classes' images (33 steps).
     "smoke": IncrementalCIFAR100Config(
         classes_per_block=2, num_blocks=2, epochs_per_block=2, train_per_class=6,
         val_per_class=3, held_out_per_class=3, test_per_class=3, batch_size=4, num_seeds=2,
@@ -187,7 +198,12 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
     # paper's 50 held-out images), 10 of the 50 validation images (the first 10) and 20 of
     # the 100 test images per class, 4 epochs per block instead of 200, batch 90.
     # Training images seen per run: 4 epochs x 5 x 90 x (1 + 2 + 3 + 4) = 18,000 (200 steps
-    # of 90); validation 32 steps, test 14 steps (246 steps in all). Measured with
+    # of 90). Every val/test phase shows the images of all 20 classes (200 validation, 400
+    # test) and scores the active classes' rows: 3 steps per val phase, 5 per test phase,
+    # validation 48 steps, test 20 steps (268 steps in all; stream revision 2 showed only
+    # the active classes': 32 and 14, 246 steps). The timings below were measured on
+    # revision 2: the 22 extra steps are forward passes only, about 3% more compute (a
+    # training step costs about 3 forward passes). Measured with
     # `lop-bench reproduce lop/IncrementalCIFAR100-v0 --tier cpu --jobs 2` (the five
     # reference agents with their 1/8-width ResNet-18 cpu presets, 5 seeds each, one torch
     # thread per run, diagnostics on) on a synthetic full-size CIFAR-100 in the pickle
@@ -206,6 +222,14 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
     ),
     # PROTOCOLS.md: 5 classes more every 200 epochs up to 100 (20 blocks), 450 train / 50
     # validation / 100 test images per class, batch 90, the paper's augmentation; 15 runs.
+    # 1,050,000 training steps. Every val phase shows the 5,000 validation images of all 100
+    # classes (56 steps) and every test phase the 10,000 test images (112 steps), scoring
+    # the active classes' rows: 224,000 val and 2,240 test steps, 1,276,240 steps in all
+    # (showing only the active classes' images: 118,400 and 1,176, 1,169,576 steps). The
+    # extra 106,664 steps (+9.1%; 9.6 million more images) are forward passes only: +3.3%
+    # of a run's compute with a training step at 3 forward passes (forward + backward),
+    # +4.8% at 2, +2.5% at the 3.9 measured on one CPU thread for the full ResNet-18
+    # (IncrementalCIFAR100Env's docstring, "Cost of the full val/test phases").
     "paper": IncrementalCIFAR100Config(),
 }
 
@@ -344,19 +368,44 @@ class IncrementalCIFAR100Env(ContinualStream):
 
     **Phases of a block.** ``epochs_per_block`` epochs, each a ``train`` phase (a fresh
     shuffle of the active classes' training images, in batches of ``batch_size``, augmented)
-    followed by a ``val`` phase (the active classes' validation images); after the last
-    epoch's validation, a ``test`` phase (the active classes' test images). Validation and
-    test images are normalized, never augmented; their last batch is padded with zeros and
-    the context key ``valid`` says how many leading rows are real (padded rows are never
-    scored). The stream ends after the last block's test phase.
+    followed by a ``val`` phase; after the last epoch's validation, a ``test`` phase.
+    Validation and test images are normalized, never augmented; a val/test phase's last
+    batch is padded with zeros and the context key ``valid`` says how many leading rows are
+    real (padded rows are never scored). The stream ends after the last block's test phase.
+
+    **What a val/test phase shows, and what it scores.** Every val phase shows the
+    validation images, and every test phase the test images, of *all* the tier's classes
+    (the first ``classes_per_block * num_blocks`` of the seed's class order, the classes
+    not active yet included: :attr:`IncrementalCIFAR100Config.tier_classes`), and scores
+    only the rows of the active classes: ``val_metrics`` / ``task_metrics`` are the
+    accuracy over the active classes' validation / test images, exactly the paper's score
+    (a prediction outside ``active_classes`` is wrong); the other rows are shown and never
+    scored, and nothing tells the agent which rows are scored. Showing only the active
+    classes' images would leak: an image first shown in block ``k``'s phases would be of one
+    of the classes introduced in block ``k``, so an agent that remembered which images it
+    had seen before would score 20% (1 in 5) with no learning. Here every val/test image is
+    shown in the first phase of its split and in every phase after it.
 
     **Val/test order carries no label.** Every val and test phase shows its images in a
     fresh random order drawn from the seed (its own permutation for every phase, from the
     ``eval_order`` generator keyed by block, epoch and phase), never grouped by class. Its
-    number of steps, ``valid`` and padding depend only on the number of active classes,
-    and its ``info`` holds only the context and, at its last step, the phase's score: the
-    env keeps the labels and scores the predictions itself. So nothing but the images
-    tells an agent what a row's class is.
+    number of steps, ``valid`` and padding depend only on the split (the same for every
+    phase of a split, every block and every seed), and its ``info`` holds only the context
+    and, at its last step, the phase's score: the env keeps the labels and scores the
+    predictions itself. So nothing but the images tells an agent what a row's class is.
+
+    **Cost of the full val/test phases.** A val phase is ``tier_classes * val_per_class``
+    images instead of the active classes' share, a test phase ``tier_classes *
+    test_per_class``. On the paper tier: 56 steps per val phase and 112 per test phase in
+    every block (instead of 3 to 56 and 6 to 112), so 226,240 val/test steps instead of
+    119,576 (20.2 million images through a forward pass instead of 10.6 million) and
+    1,276,240 steps in all instead of 1,169,576 (+9.1% steps); the 1,050,000 training steps
+    are unchanged. A val/test step is a forward pass without gradients, a training step a
+    forward and a backward pass and an optimizer step: at 3 forward passes per training step
+    the full phases add 3.3% to a run's compute (val/test: 6.7% of it instead of 3.6%); at
+    2, 4.8%. Measured for the reference agents' full ResNet-18 on one CPU thread (batch 90,
+    env step included): a training step takes 3.9 times a val step, +2.5%; not measured on
+    a GPU. On the cpu tier: 268 steps instead of 246 (+22 val/test steps).
 
     **Augmentation** (training batches, PROTOCOLS.md): normalize with mean (0.5071, 0.4865,
     0.4409) and std (0.2673, 0.2564, 0.2762), then, per image, a horizontal flip with
@@ -389,7 +438,7 @@ class IncrementalCIFAR100Env(ContinualStream):
     batch), and ``stream_done``. ``reset(seed=s)`` restarts the stream; ``reset()`` keeps
     its position. The episode never terminates.
 
-    **Tiers.** ``smoke`` (2 blocks of 2 classes, 33 steps: seconds, on a small fixture),
+    **Tiers.** ``smoke`` (2 blocks of 2 classes, 36 steps: seconds, on a small fixture),
     ``cpu`` (4 blocks of 5 classes, 90 training images per class, 4 epochs per block, 5
     seeds: a functional check sized for `lop-bench reproduce` on 2 cores, far too short to
     show the loss of plasticity), ``paper`` (20 blocks of 5 classes, 200 epochs per block,
@@ -430,9 +479,11 @@ class IncrementalCIFAR100Env(ContinualStream):
     """
 
     ENV_ID = "lop/IncrementalCIFAR100-v0"
-    STREAM_REVISION = 2
-    """Revision 2: val/test phases in a seeded random order (revision 1 grouped them by
-    class) and a probe of seen training images (revision 1: validation images)."""
+    STREAM_REVISION = 3
+    """Revision 3: every val/test phase shows the images of all the tier's classes and
+    scores the active classes' rows (revision 2 showed only the active classes' images).
+    Revision 2: val/test phases in a seeded random order (revision 1 grouped them by class)
+    and a probe of seen training images (revision 1: validation images)."""
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
@@ -502,6 +553,8 @@ class IncrementalCIFAR100Env(ContinualStream):
         self._done = False
         self.class_order = _generator(seed, "class_order").permutation(NUM_CLASSES).astype(np.int64)
         self.class_order.flags.writeable = False
+        self._shown = self.class_order[: self.config.tier_classes].copy()  # every val/test phase
+        self._shown.flags.writeable = False
         self._block = -1  # no position yet: the next _goto rebuilds every index
         self._order_key = None
 
@@ -511,10 +564,16 @@ class IncrementalCIFAR100Env(ContinualStream):
         if block != self._block:
             self._active = self.class_order[: (block + 1) * cfg.classes_per_block].copy()
             self._active.flags.writeable = False
+            self._is_active = np.zeros(NUM_CLASSES, bool)
+            self._is_active[self._active] = True
         if self._order_key != (block, epoch, phase):
             self._phase_idx = self._phase_order(block, epoch, phase)
             self._order_key = (block, epoch, phase)
             self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
+            if phase != "train":  # the rows scored: those of the active classes
+                y = self._y_train if phase == "val" else self._y_test
+                self._phase_scored = self._is_active[y[self._phase_idx]]
+                self._phase_num_scored = int(np.count_nonzero(self._phase_scored))
         self._block, self._epoch, self._phase, self._step = block, epoch, phase, step
         self._correct = correct
         steps = cfg.block_steps(block)
@@ -522,15 +581,18 @@ class IncrementalCIFAR100Env(ContinualStream):
         self._obs = self._build_obs()
 
     def _phase_order(self, block: int, epoch: int, phase: str) -> np.ndarray:
-        """Dataset indices of a phase's images in the order shown: the active classes'
-        training, validation or test images in a random order drawn from the seed and the
-        position (a fresh one for every training epoch and every val/test phase)."""
+        """Dataset indices of a phase's images in the order shown, in a random order drawn
+        from the seed and the position (a fresh one for every training epoch and every
+        val/test phase): a training epoch's are the active classes' training images; a
+        val/test phase's are the validation or test images of all the tier's classes
+        (``class_order[:tier_classes]``, active or not: only the active ones are scored)."""
         if phase == "train":
-            table, rng = self._train_idx, _generator(self.stream_seed, "shuffle", block, epoch)
+            rows = self._train_idx[self._active].reshape(-1)
+            rng = _generator(self.stream_seed, "shuffle", block, epoch)
         else:
             table = self._val_idx if phase == "val" else self._test_idx
+            rows = table[self._shown].reshape(-1)
             rng = _generator(self.stream_seed, "eval_order", block, epoch, _PHASES.index(phase))
-        rows = table[self._active].reshape(-1)
         return rows[rng.permutation(len(rows))]
 
     def _build_obs(self) -> Any:
@@ -540,6 +602,7 @@ class IncrementalCIFAR100Env(ContinualStream):
         self._valid = len(idx)
         if self._phase == "train":
             self._labels = self._y_train[idx]
+            self._scored = None
             x = normalize_images(self._x_train_t[idx_t], self._lut)
             if self.config.augment:
                 ss = _seed_sequence(self.stream_seed, "augment", self._block, self._epoch, i)
@@ -553,6 +616,7 @@ class IncrementalCIFAR100Env(ContinualStream):
             else:
                 self._labels = self._y_test[idx]
                 x = normalize_images(self._x_test_t[idx_t], self._lut)
+            self._scored = self._phase_scored[i * B:(i + 1) * B]
             if len(idx) < B:
                 x = torch.cat([x, x.new_zeros((B - len(idx), *x.shape[1:]))])
             self._target = None
@@ -583,7 +647,10 @@ class IncrementalCIFAR100Env(ContinualStream):
             )
         pred = self._labels_of(action)
         n = self._valid
-        correct = int(np.count_nonzero(pred[:n] == self._labels))
+        hit = pred[:n] == self._labels
+        if self._scored is not None:  # val/test: only the active classes' rows count
+            hit &= self._scored
+        correct = int(np.count_nonzero(hit))
         info: dict[str, Any] = {"task_end": False}
         cfg = self.config
         block, epoch, phase, i = self._block, self._epoch, self._phase, self._step
@@ -598,14 +665,14 @@ class IncrementalCIFAR100Env(ContinualStream):
         elif phase == "train":
             self._goto(block, epoch, "val", 0, correct=0)
         elif phase == "val":
-            info["val_metrics"] = {self.METRIC: total / len(self._phase_idx)}
+            info["val_metrics"] = {self.METRIC: total / self._phase_num_scored}
             if epoch + 1 < cfg.epochs_per_block:
                 self._goto(block, epoch + 1, "train", 0, correct=0)
             else:
                 self._goto(block, epoch, "test", 0, correct=0)
         else:
             info["task_end"] = True
-            info["task_metrics"] = {self.METRIC: total / len(self._phase_idx)}
+            info["task_metrics"] = {self.METRIC: total / self._phase_num_scored}
             if block + 1 < cfg.num_blocks:
                 self._goto(block + 1, 0, "train", 0, correct=0)
             else:
