@@ -265,6 +265,42 @@ class VectorMLPAgent:
         """Generate-and-test's batched state (utilities, mean activations, ages), if any."""
         return self.gnt.buffers() if self.gnt is not None else []
 
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, momentum, every seed's generator, the pending noise and generate-and-test's
+        state (tensors, numpy arrays and plain values; live tensors, as torch's own)."""
+        state: dict[str, Any] = {
+            "W": list(self.W), "b": list(self.b), "momentum_buffers": self.momentum_buffers,
+            "generators": [g.get_state() for g in self.generators],
+        }
+        if self.noise_std > 0:
+            state["noise"], state["noise_row"] = self._noise, self._noise_row
+        if self.gnt is not None:
+            state["gnt"] = self.gnt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (of an agent of the same config and seeds)."""
+        if len(state["W"]) != len(self.W) or len(state["generators"]) != self.num_envs:
+            raise ValueError(
+                f"the state holds {len(state['W'])} layers of {len(state['generators'])} seeds; "
+                f"this agent has {len(self.W)} layers of {self.num_envs} seeds."
+            )
+        for dst, src in zip([*self.W, *self.b], [*state["W"], *state["b"]]):
+            dst.copy_(torch.as_tensor(src))  # in place: the views and self.params follow
+        buffers = state["momentum_buffers"]
+        self.momentum_buffers = (None if buffers is None else
+                                 [torch.as_tensor(m, device=self.device).clone() for m in buffers])
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(torch.as_tensor(s, device="cpu"))
+        if self.noise_std > 0:
+            noise = state["noise"]
+            self._noise = None if noise is None else torch.as_tensor(noise, device=self.device).clone()
+            self._noise_row = int(state["noise_row"])
+        if self.gnt is not None:
+            self.gnt.load_state_dict(state["gnt"])
+        self._cache = None
+
 
 class _VectorGnT:
     """Generate-and-test for N batched MLPs: :class:`~baselines.continual_backprop.GenerateAndTest`
@@ -297,6 +333,25 @@ class _VectorGnT:
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.utility, *self.mean_act, *self.bias_correction]
+
+    _STATE = ("utility", "mean_act", "bias_correction", "birth", "accumulated", "num_replaced",
+              "_due_rate")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count, per-layer utilities, mean activations, ages and replacement counts."""
+        return {"step_count": self.step_count, "next_recount": list(self._next_recount),
+                **{k: list(getattr(self, k)) for k in self._STATE}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.step_count = int(state["step_count"])
+        self._next_recount = [int(v) for v in state["next_recount"]]
+        for key in self._STATE:
+            for dst, src in zip(getattr(self, key), state[key], strict=True):
+                if isinstance(dst, torch.Tensor):
+                    dst.copy_(torch.as_tensor(src))
+                else:
+                    dst[...] = src
 
     def ages(self, layer: int) -> np.ndarray:
         return self.step_count - self.birth[layer]

@@ -219,10 +219,15 @@ _LOOP_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def check_run_state(path: str | os.PathLike[str], state: Any) -> None:
+def check_run_state(path: str | os.PathLike[str], state: Any, *,
+                    num_envs: int | None = None) -> None:
     """Raise :class:`CheckpointError` unless ``state`` (a loaded checkpoint) has the layout
     :func:`lop_bench.run` writes: ``run``, ``env``, ``agent`` and ``loop`` dicts, the loop's
-    fields with their types (a count of steps, the curve so far as numbers, ...)."""
+    fields with their types (a count of steps, the curve so far as numbers, ...).
+
+    With ``num_envs``, the layout :func:`lop_bench.run_vectorized` writes for that many
+    seeds: the curve so far is one array of ``num_envs`` scores per task, and the loop also
+    holds the vector env's ``infos``."""
 
     def refuse(problem: str) -> CheckpointError:
         return CheckpointError(
@@ -245,7 +250,14 @@ def check_run_state(path: str | os.PathLike[str], state: Any) -> None:
         raise refuse("loop has no 'obs'")
     if loop["steps"] < 0 or not isinstance(loop["info"].get("task"), int):
         raise refuse("loop['steps'] is negative or loop['info'] has no task")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in loop["per_task"]):
+    if num_envs is not None:
+        if not isinstance(loop.get("infos"), dict):
+            raise refuse("loop has no 'infos' of the vector env")
+        if not all(isinstance(v, np.ndarray) and v.shape == (num_envs,) and v.dtype.kind == "f"
+                   for v in loop["per_task"]):
+            raise refuse(f"loop['per_task'] holds something other than {num_envs} scores per task")
+    elif not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                 for v in loop["per_task"]):
         raise refuse("loop['per_task'] holds something other than numbers")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
 import math
 import os
 import platform
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_SEED",
     "run",
     "run_vectorized",
+    "vector_checkpoint_path",
     "check_run_seed",
     "check_device",
     "check_writable",
@@ -365,15 +367,7 @@ def run(
         result = lop_bench.run("lop/SlowlyChangingRegression-v0", "backprop", tier="smoke")
         print(result.summary)
     """
-    if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
-        raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
-    if checkpoint_every is not None and (
-        not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool)
-        or checkpoint_every < 1
-    ):
-        raise LopBenchError(
-            f"checkpoint_every must be a number of tasks >= 1, got {checkpoint_every!r}."
-        )
+    _check_cadences(diagnostics_every, checkpoint_every)
     seed = check_run_seed(seed)
     device = check_device(device)
     name, factory = resolve_factory(agent)
@@ -411,14 +405,7 @@ def run(
     resumed_at = None
     task = info["task"]
     if resume and ckpt_path is not None and ckpt_path.exists():
-        from lop_bench.checkpoint import check_run_state, load_checkpoint, map_location
-
-        state = load_checkpoint(ckpt_path, map_location=map_location(device))
-        check_run_state(ckpt_path, state)
-        check_identity(ckpt_path, state["run"], identity, what="checkpoint")
-        _restore(ckpt_path, "stream", env.load_state_dict, state["env"])
-        _restore(ckpt_path, "agent", agent_obj.load_state_dict, state["agent"])
-        loop = state["loop"]
+        loop = _load_checkpoint(ckpt_path, device, identity, env, agent_obj)
         obs, info, steps, elapsed = loop["obs"], loop["info"], loop["steps"], loop["elapsed"]
         per_task, val_metrics = list(loop["per_task"]), list(loop["val_metrics"])
         diag_tasks, diag_rows = list(loop["diag_tasks"]), list(loop["diag_rows"])
@@ -467,15 +454,12 @@ def run(
             obs = next_obs
             if (new_task and checkpoint_every is not None and snapshot is None
                     and len(per_task) % checkpoint_every == 0):
-                from lop_bench.checkpoint import save_checkpoint
-
-                save_checkpoint(ckpt_path, {
-                    "run": identity, "env": env.state_dict(), "agent": agent_obj.state_dict(),
-                    "loop": {"obs": obs, "info": info, "steps": steps,
-                             "elapsed": elapsed + time.perf_counter() - start,
-                             "per_task": per_task, "val_metrics": val_metrics,
-                             "diag_tasks": diag_tasks, "diag_rows": diag_rows,
-                             "checkpoint_every": checkpoint_every},
+                _save_checkpoint(ckpt_path, identity, env, agent_obj, {
+                    "obs": obs, "info": info, "steps": steps,
+                    "elapsed": elapsed + time.perf_counter() - start,
+                    "per_task": per_task, "val_metrics": val_metrics,
+                    "diag_tasks": diag_tasks, "diag_rows": diag_rows,
+                    "checkpoint_every": checkpoint_every,
                 })
             countdown -= 1
             if countdown == 0:
@@ -540,6 +524,45 @@ def _checkpoint_file(path: Path | None, checkpoint: str | Path | None, every: in
     from lop_bench.checkpoint import checkpoint_path
 
     return checkpoint_path(path)
+
+
+def _check_cadences(diagnostics_every: Any, checkpoint_every: Any) -> None:
+    """Refuse a ``diagnostics_every`` or ``checkpoint_every`` that is not a count of tasks."""
+    if isinstance(diagnostics_every, bool) or not isinstance(diagnostics_every, int) \
+            or diagnostics_every < 1:
+        raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    if checkpoint_every is not None and (
+        not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool)
+        or checkpoint_every < 1
+    ):
+        raise LopBenchError(
+            f"checkpoint_every must be a number of tasks >= 1, got {checkpoint_every!r}."
+        )
+
+
+def _save_checkpoint(path: Path, identity: Mapping[str, Any], env: Any, agent: Any,
+                     loop: dict[str, Any]) -> None:
+    """Write the checkpoint of the run ``identity``: the stream's and the agent's state and
+    the runner's ``loop`` state (:mod:`lop_bench.checkpoint`)."""
+    from lop_bench.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {"run": identity, "env": env.state_dict(),
+                           "agent": agent.state_dict(), "loop": loop})
+
+
+def _load_checkpoint(path: Path, device: str, identity: Mapping[str, Any], env: Any, agent: Any,
+                     num_envs: int | None = None) -> dict[str, Any]:
+    """Read the checkpoint at ``path``, check its layout (``num_envs``: of a vectorized run)
+    and that it is of the run ``identity``, restore the stream and the agent from it and
+    return the runner's loop state."""
+    from lop_bench.checkpoint import check_run_state, load_checkpoint, map_location
+
+    state = load_checkpoint(path, map_location=map_location(device))
+    check_run_state(path, state, num_envs=num_envs)
+    check_identity(path, state["run"], identity, what="checkpoint")
+    _restore(path, "stream", env.load_state_dict, state["env"])
+    _restore(path, "agent", agent.load_state_dict, state["agent"])
+    return state["loop"]
 
 
 def _restore(path: Path, what: str, load_state_dict: Callable[[Any], None], state: Any) -> None:
@@ -650,6 +673,9 @@ def run_vectorized(
     diagnostics_every: int = 1,
     progress: bool | Callable[[int], None] = True,
     out: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> list[Result]:
     """Run one agent on N seeds at once (``make_vec`` + the agent's vectorized version).
 
@@ -660,11 +686,17 @@ def run_vectorized(
     seed set. The factory receives the vector env's spec (its
     ``kwargs`` hold ``vectorization_mode``) and the tuple of seeds as ``seed``; it returns
     a vectorized agent or raises :class:`~lop_bench.errors.VectorizationNotSupported`.
+
+    Checkpoints work as in :func:`run`, for the group of seeds as a whole: the vector env
+    and the vectorized agent must implement ``state_dict`` / ``load_state_dict``, and the
+    checkpoint (default: :func:`vector_checkpoint_path` in ``out``) is of these seeds
+    only. With ``resume``, the results in ``out`` are returned when every seed's is there
+    (and of this run); else the group continues from its checkpoint (or starts over) and
+    writes every seed's result.
     """
     from lop_bench.registration import env_class, make_vec
 
-    if not isinstance(diagnostics_every, int) or diagnostics_every < 1:
-        raise LopBenchError(f"diagnostics_every must be an integer >= 1, got {diagnostics_every!r}.")
+    _check_cadences(diagnostics_every, checkpoint_every)
     device = check_device(device)
     name, factory = resolve_factory(agent)
     if seeds is None:
@@ -688,14 +720,23 @@ def run_vectorized(
             "return a vectorized agent (attribute vectorized = True) or raise "
             "VectorizationNotSupported. Run it without --vectorized."
         )
+    identities = [run_identity(venv, name, agent_obj, agent_kwargs, seed=seed,
+                               diagnostics=diagnostics, diagnostics_every=diagnostics_every)
+                  for seed in seeds]
+    # The group's identity: every seed's settings, and the seeds, in order.
+    identity = {**identities[0], "seed": list(seeds)}
     paths = []
     if out is not None:
-        for seed in seeds:
-            identity = run_identity(venv, name, agent_obj, agent_kwargs, seed=seed,
-                                    diagnostics=diagnostics, diagnostics_every=diagnostics_every)
-            paths.append(result_path(out, identity, venv.describe()["custom"]))
-            check_existing_result(paths[-1], identity, resume=False)
+        paths = [result_path(out, i, venv.describe()["custom"]) for i in identities]
+        finished = [check_existing_result(p, i, resume=resume) for p, i in zip(paths, identities)]
+        if all(r is not None for r in finished):
+            return finished  # type: ignore[return-value]
         check_writable(paths[0].parent)
+    if checkpoint is None and paths and (checkpoint_every is not None or resume):
+        checkpoint = vector_checkpoint_path(paths[0], seeds)
+    ckpt_path = _checkpoint_file(paths[0] if paths else None, checkpoint, checkpoint_every, resume)
+    if ckpt_path is not None:
+        _check_checkpointable(venv, agent_obj, name)
     n = len(seeds)
     metric = venv.METRIC
     per_task: list[np.ndarray] = []
@@ -711,11 +752,26 @@ def run_vectorized(
             for i, row in enumerate(rows):
                 diag_rows[i].append(row)
 
-    bar, report = _progress(progress, venv.total_steps * n, f"{name} x{n} seeds", "seed-step")
-
-    task = int(infos["task"][0])
-    diagnose(task)
     steps = 0
+    elapsed = 0.0
+    resumed_at = None
+    task = int(infos["task"][0])
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        loop = _load_checkpoint(ckpt_path, device, identity, venv, agent_obj, num_envs=n)
+        obs, infos = loop["obs"], _vector_infos(loop["infos"])
+        steps, elapsed, task = loop["steps"], loop["elapsed"], loop["info"]["task"]
+        per_task = list(loop["per_task"])
+        diag_tasks, diag_rows = list(loop["diag_tasks"]), [list(r) for r in loop["diag_rows"]]
+        resumed_at = steps
+        if checkpoint_every is None:  # keep the killed run's cadence
+            checkpoint_every = loop["checkpoint_every"]
+    else:
+        diagnose(task)
+
+    bar, report = _progress(progress, venv.total_steps * n, f"{name} x{n} seeds", "seed-step",
+                            initial=steps * n)
+    if report is not None and bar is None and steps:
+        report(steps * n)
     countdown = _PROGRESS_EVERY
     start = time.perf_counter()
     act, learn, step = agent_obj.act, agent_obj.learn, venv.step
@@ -729,10 +785,20 @@ def run_vectorized(
                 per_task.append(np.asarray(infos["task_metrics"][metric], dtype=np.float64))
             if infos["stream_done"][0]:
                 break
-            if infos["task"][0] != task:
+            new_task = infos["task"][0] != task
+            if new_task:
                 task = int(infos["task"][0])
                 diagnose(task)
             obs = next_obs
+            if (new_task and checkpoint_every is not None and ckpt_path is not None
+                    and len(per_task) % checkpoint_every == 0):
+                _save_checkpoint(ckpt_path, identity, venv, agent_obj, {
+                    "obs": obs, "info": {"task": task}, "infos": _plain_infos(infos),
+                    "steps": steps, "elapsed": elapsed + time.perf_counter() - start,
+                    "per_task": per_task, "val_metrics": [],
+                    "diag_tasks": diag_tasks, "diag_rows": diag_rows,
+                    "checkpoint_every": checkpoint_every,
+                })
             countdown -= 1
             if countdown == 0:
                 countdown = _PROGRESS_EVERY
@@ -741,14 +807,17 @@ def run_vectorized(
     finally:
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - start
+    run_wall = time.perf_counter() - start
     if report is not None and bar is None:
-        report((steps % _PROGRESS_EVERY) * n)
+        report(((steps - (resumed_at or 0)) % _PROGRESS_EVERY) * n)
 
     curves = np.stack(per_task, axis=1)  # (N, tasks)
-    run_info = _run_info(wall, steps * n / wall if wall > 0 else 0.0, num_envs=n,
-                         diagnostics_every=diagnostics_every if diagnostics else None,
-                         **_dataset_notes(venv))
+    extra: dict[str, Any] = {"num_envs": n,
+                             "diagnostics_every": diagnostics_every if diagnostics else None}
+    if resumed_at is not None:
+        extra["resumed_at_step"] = resumed_at
+    rate = (steps - (resumed_at or 0)) * n / run_wall if run_wall > 0 else 0.0
+    run_info = _run_info(elapsed + run_wall, rate, **extra, **_dataset_notes(venv))
     results = []
     for i, seed in enumerate(seeds):
         data = _result_data(
@@ -761,7 +830,45 @@ def run_vectorized(
         if paths:
             save(result, paths[i])
         results.append(result)
+    if ckpt_path is not None:
+        ckpt_path.unlink(missing_ok=True)  # every seed's result is written: the group is done
     return results
+
+
+def vector_checkpoint_path(first_result: str | os.PathLike[str], seeds: Sequence[int]) -> Path:
+    """Where the checkpoint of a vectorized run of ``seeds`` lives: beside the first seed's
+    result (``first_result``), named after the settings and the group of seeds, e.g.
+    ``<Stream>__cpu__backprop__<hash>__seeds0-9.ckpt.pt`` (seeds 0 to 9), so that another
+    group of the same settings, or a single-seed run, never reads it."""
+    path = Path(first_result)
+    stem = path.name.removesuffix(".json").rsplit("__seed", 1)[0]
+    ordered = sorted(seeds)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)) and len(ordered) > 1:
+        label = f"{ordered[0]}-{ordered[-1]}"
+    elif len(seeds) <= 4:
+        label = "_".join(map(str, seeds))
+    else:  # a long irregular list: its first seed, its size and a hash of it
+        digest = hashlib.sha256(",".join(map(str, seeds)).encode()).hexdigest()[:8]
+        label = f"{seeds[0]}+{len(seeds) - 1}_{digest}"
+    return path.with_name(f"{stem}__seeds{label}.ckpt.pt")
+
+
+def _plain_infos(infos: Mapping[str, Any]) -> dict[str, Any]:
+    """A vector env's ``infos`` as a checkpoint holds them: arrays of strings (``phase``)
+    as lists, tagged, since checkpoints hold only numeric arrays."""
+    return {k: {_STR_ARRAY: [str(x) for x in v]}
+            if isinstance(v, np.ndarray) and v.dtype.kind in "OUS" else v
+            for k, v in infos.items()}
+
+
+def _vector_infos(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """Invert :func:`_plain_infos`."""
+    return {k: np.array(v[_STR_ARRAY], dtype=object)
+            if isinstance(v, dict) and set(v) == {_STR_ARRAY} else v
+            for k, v in plain.items()}
+
+
+_STR_ARRAY = "__str_array__"
 
 
 def _measure_vector(agent: Any, venv: Any, n: int) -> list[dict[str, Any]] | None:

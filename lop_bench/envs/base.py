@@ -259,6 +259,52 @@ class ContinualVectorStream(VectorEnv):
         """The stream's identity as recorded in each sub-env's result file."""
         return self._template.describe()
 
+    # -- checkpoints ----------------------------------------------------------------
+    @property
+    def supports_checkpoints(self) -> bool:
+        """Whether this vector stream implements :meth:`state_dict` / :meth:`load_state_dict`."""
+        return type(self).state_dict is not ContinualVectorStream.state_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every sub-env's position and generator states, taken between two steps: a fresh
+        vector env of the same id, tier, overrides and number of seeds continues bit for bit
+        after :meth:`load_state_dict` (checkpoints of ``run_vectorized``)."""
+        from lop_bench.errors import CheckpointError
+
+        raise CheckpointError(f"{self.ENV_ID}'s vector env does not support checkpoints yet.")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (every sub-env restarts from its seed first)."""
+        from lop_bench.errors import CheckpointError
+
+        raise CheckpointError(f"{self.ENV_ID}'s vector env does not support checkpoints yet.")
+
+    def _identity_state(self) -> dict[str, Any]:
+        """The part of a state dict that :meth:`_check_identity_state` compares."""
+        if not self._started:
+            raise StreamFinishedError(f"{self.ENV_ID}: call reset() before state_dict().")
+        return {"env_id": self.ENV_ID, "protocol_hash": self.protocol_hash,
+                "seeds": [int(s) for s in self.seeds]}
+
+    def _check_identity_state(self, state: dict[str, Any]) -> None:
+        """Check that ``state`` is of this stream and as many seeds, and restart every
+        sub-env from its seed."""
+        from lop_bench.errors import CheckpointError
+
+        if not isinstance(state, dict) or state.get("env_id") != self.ENV_ID:
+            got = state.get("env_id") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"this state is not of {self.ENV_ID} (it is of {got!r}).")
+        if state.get("protocol_hash") != self.protocol_hash:
+            raise CheckpointError(
+                f"this {self.ENV_ID} state has another protocol (tier or overrides) than this env."
+            )
+        seeds = state.get("seeds")
+        if not isinstance(seeds, list) or len(seeds) != self.num_envs:
+            raise CheckpointError(
+                f"this {self.ENV_ID} state is not of {self.num_envs} seeds (it holds {seeds!r})."
+            )
+        self.reset(seed=seeds)
+
     def _advance(self, infos: dict[str, Any], task_score: Any) -> Any:
         """Move every sub-env past the step just scored; returns the next observations.
 

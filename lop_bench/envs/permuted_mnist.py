@@ -433,6 +433,31 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
             j = 0
         return self._Xc[j]
 
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Every seed's permutation, order and generator states, and the position in the
+        task (checkpoints of ``run_vectorized``)."""
+        return {
+            **self._identity_state(),
+            "task": self._task, "i": self._i, "correct": self._correct, "done": self._done,
+            "perm": [s.perm for s in self._streams], "order": [s.order for s in self._streams],
+            "rng": [generator_states(s.rng) for s in self._streams],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state, bit for bit."""
+        self._check_identity_state(state)
+        self._task = int(state["task"])
+        for st, perm, order, rng in zip(self._streams, state["perm"], state["order"],
+                                        state["rng"], strict=True):
+            set_generator_states(st.rng, rng)
+            st.perm = np.array(perm, dtype=np.int64)
+            st.order = np.array(order, dtype=np.int64)
+            st.task = self._task
+        self._start_task()
+        self._i, self._done = int(state["i"]), bool(state["done"])
+        self._correct = np.array(state["correct"], dtype=np.int64)
+
     def probe(self, n: int | None = None) -> np.ndarray:
         """Diagnostics probes of every sub-env: ``(N, n, 784)``, as each single env's."""
         if not self._started:

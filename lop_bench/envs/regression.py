@@ -438,12 +438,17 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
     def _start_task(self) -> None:
         """Draw the task's random bits and targets for every seed; inputs are built in
         chunks of steps (memory stays O(N * chunk), not O(N * T), for thousands of seeds)."""
-        cfg, n, T = self.config, self.num_envs, self._T
-        k = cfg.num_random_bits
-        bits = np.empty((T, n, k), dtype=np.int8)  # step-major: per-step slices are contiguous
+        n, T = self.num_envs, self._T
+        bits = np.empty((T, n, self.config.num_random_bits), dtype=np.int8)  # step-major
         Y = np.empty((T, n), dtype=np.float32)
         for i, stream in enumerate(self._streams):
             bits[:, i], Y[:, i] = stream.task_bits()
+        self._set_task(bits, Y)
+
+    def _set_task(self, bits: np.ndarray, Y: np.ndarray) -> None:
+        """Make the task of random bits ``bits`` (T, N, k) and targets ``Y`` (T, N) the
+        current one, at its first step."""
+        cfg, n, T = self.config, self.num_envs, self._T
         self._bits = bits
         self._Y = Y.reshape(T, n, 1, 1)
         self._Y64 = Y  # cast per step to float64 (the single env's Python floats)
@@ -470,6 +475,30 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
             self._Xc = X
             j = 0
         return self._Xc[j]
+
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Every seed's slow bits and generator states, the task's draws and the position
+        in it (checkpoints of ``run_vectorized``)."""
+        return {
+            **self._identity_state(),
+            "task": self._task, "i": self._i, "sse": self._sse, "done": self._done,
+            "slow": [s.slow for s in self._streams],
+            "rng": [generator_states(s.rng) for s in self._streams],
+            "bits": self._bits, "Y": self._Y64,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state, bit for bit."""
+        self._check_identity_state(state)
+        self._task = int(state["task"])
+        for stream, slow, rng in zip(self._streams, state["slow"], state["rng"], strict=True):
+            set_generator_states(stream.rng, rng)
+            stream.slow = np.array(slow, dtype=np.float32)
+            stream.task = self._task
+        self._set_task(np.array(state["bits"], dtype=np.int8), np.array(state["Y"], dtype=np.float32))
+        self._i, self._done = int(state["i"]), bool(state["done"])
+        self._sse = np.array(state["sse"], dtype=np.float64)
 
     def probe(self, n: int | None = None) -> np.ndarray:
         """Diagnostics probes of every sub-env: ``(N, n, 20)``, as each single env's."""
