@@ -24,6 +24,7 @@ __all__ = [
     "make_vec",
     "run",
     "run_vectorized",
+    "sweep",
     "__version__",
 ]
 
@@ -36,4 +37,8 @@ def __getattr__(name: str):
         from lop_bench import runner
 
         return getattr(runner, name)
+    if name == "sweep":  # lop_bench.sweeps holds the machinery; its import is cheap too
+        from lop_bench.sweeps import sweep
+
+        return sweep
     raise AttributeError(f"module 'lop_bench' has no attribute {name!r}")

@@ -1,9 +1,11 @@
-"""The ``lop-bench`` command: list, run, report, reproduce.
+"""The ``lop-bench`` command: list, run, report, reproduce, sweep.
 
-Every subcommand's ``--help`` shows an example. ``run`` and ``reproduce`` check their
-paths, device and seeds before any work starts, and never overwrite the result of another
-run (:mod:`lop_bench.identity`). Parallel seeds run in worker processes that exit within
-seconds when the ``lop-bench`` process dies (:func:`run_jobs`).
+Every subcommand's ``--help`` shows an example. ``run``, ``reproduce`` and ``sweep`` check
+their paths, device, seeds (and a sweep its whole spec) before any work starts, and never
+overwrite the result of another run (:mod:`lop_bench.identity`). Parallel seeds run in
+worker processes that exit within seconds when the ``lop-bench`` process dies
+(:class:`lop_bench.sweeps.pool.WorkerPool`); ``reproduce`` and ``sweep`` run on those or on
+a Ray cluster (:mod:`lop_bench.sweeps`).
 """
 
 from __future__ import annotations
@@ -11,29 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import textwrap
-import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lop_bench.errors import LopBenchError
-from lop_bench.runner import MAX_SEED
+from lop_bench.sweeps.engine import default_workers
+from lop_bench.sweeps.spec import MAX_SEEDS, parse_seed_list
 
-__all__ = ["main", "parse_seeds", "run_jobs"]
+__all__ = ["main", "parse_seeds", "run_jobs", "MAX_SEEDS"]
 
 _DEFAULT_OUT = "results"
-MAX_SEEDS = 10_000
-"""The most seeds one command runs (the paper tiers need at most 100)."""
-# Reference agents that take the longest per step (noise every step; generate-and-test).
-_SLOWEST_FIRST = ("shrink_perturb", "continual_backprop", "ppo_cbp")
-# How long a stopped run waits for its workers before killing them (seconds).
-_STOP_TIMEOUT_S = 5.0
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -41,24 +34,7 @@ def parse_seeds(text: str) -> list[int]:
 
     Seeds are distinct integers from 0 to ``MAX_SEED`` (2**32 - 1), at most ``MAX_SEEDS``
     of them."""
-    usage = f"use '0-4', '0,3,7' or '2' (distinct seeds from 0 to {MAX_SEED})"
-    ranges = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            ranges.append((int(lo), int(hi) if sep else int(lo)))
-    except ValueError:
-        raise LopBenchError(f"--seeds {text!r} is not a seed list: {usage}.") from None
-    if any(lo > hi for lo, hi in ranges):
-        raise LopBenchError(f"--seeds {text!r}: a range runs from low to high; {usage}.")
-    if any(lo < 0 or hi > MAX_SEED for lo, hi in ranges):
-        raise LopBenchError(f"--seeds {text!r}: a seed is out of range; {usage}.")
-    if sum(hi - lo + 1 for lo, hi in ranges) > MAX_SEEDS:
-        raise LopBenchError(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds in one command.")
-    seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
-    if len(set(seeds)) != len(seeds):
-        raise LopBenchError(f"--seeds {text!r}: a seed is listed twice; {usage}.")
-    return seeds
+    return parse_seed_list(text, "--seeds", "one command")
 
 
 def _parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -73,10 +49,6 @@ def _parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def _default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 # -- paths, checked before any work ---------------------------------------------------
@@ -139,130 +111,40 @@ def _check_plot(plot: str | Path | None) -> None:
 
 
 # -- jobs -------------------------------------------------------------------------------
-@dataclass
-class _Plan:
-    """What a ``run`` / ``reproduce`` command will do: ``jobs`` to run, the summaries of
-    the seeds already finished (``--resume``), and every result path, in order."""
+def _plan(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: dict,
+          agent_kwargs: dict, out: Path, args: argparse.Namespace, vectorized: str = "no",
+          num_workers: int = 1) -> Any:
+    """The jobs of ``run`` (:func:`lop_bench.sweeps.plan.plan_jobs`), after checking
+    everything that can fail before a run starts: the config, the agent and its
+    hyperparameters, and the result file of every seed (another run's, or not a result:
+    refused; this run's: skipped with ``--resume``).
 
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    finished: list[dict[str, Any]] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
-
-
-def _summary(agent: str, result: Any, finished: bool = False) -> dict[str, Any]:
-    """What ``run`` prints of a seed's result (``finished``: found done by ``--resume``)."""
-    return {"agent": agent, "seed": result.seed, "summary": result.summary,
-            "steps_per_s": result.data["run_info"].get("steps_per_s", 0.0),
-            "finished": finished}
-
-
-def _plan(env_id: str, agents: Sequence[str], tier: str, seeds: Sequence[int],
-          env_kwargs: dict, agent_kwargs: dict, out: Path, args: argparse.Namespace,
-          vectorized: str = "no", num_workers: int = 1) -> _Plan:
-    """Jobs for every (agent, seed), after checking everything that can fail before a run
-    starts: the config, the agent and its hyperparameters, and the result file of every
-    seed (another run's, or not a result: refused; this run's: skipped with ``--resume``).
-
-    ``vectorized``: "no", "yes" (error if an agent has no vectorized version) or "auto"
-    (vectorized where the agent has one). A vectorized agent's seeds are split into
-    ``num_workers`` groups, one process each."""
-    from lop_bench.agents import make_agent
-    from lop_bench.errors import VectorizationNotSupported
-    from lop_bench.identity import result_path, run_identity
+    ``vectorized``: "no" or "yes" (an error if the agent has no vectorized version); a
+    vectorized agent's seeds are split into ``num_workers`` groups, one process each."""
     from lop_bench.registration import make
-    from lop_bench.runner import check_existing_result
+    from lop_bench.sweeps.plan import configure, plan_jobs
 
     env = make(env_id, tier=tier, **env_kwargs).unwrapped
     checkpointing = args.checkpoint_every is not None or args.resume
     if checkpointing and vectorized == "yes":
         raise LopBenchError("--checkpoint-every / --resume work with one process per seed; "
                             "drop --vectorized.")
-    if checkpointing:
-        vectorized = "no"
-    base = {"env_id": env_id, "tier": tier, "env_kwargs": env_kwargs,
-            "agent_kwargs": agent_kwargs, "diagnostics": not args.no_diagnostics,
-            "diagnostics_every": args.diagnostics_every, "device": args.device,
-            "checkpoint_every": args.checkpoint_every, "resume": args.resume}
-    plan = _Plan()
-    for a in agents:
-        agent = make_agent(a, env, seed=seeds[0], device=args.device, **agent_kwargs)
-        todo = []
-        for s in seeds:
-            identity = run_identity(env, a, agent, agent_kwargs, seed=s,
-                                    diagnostics=not args.no_diagnostics,
-                                    diagnostics_every=args.diagnostics_every)
-            path = result_path(out, identity, env.custom)
-            plan.paths.append(path)
-            done = check_existing_result(path, identity, resume=args.resume)
-            if done is not None:
-                plan.finished.append(_summary(a, done, finished=True))
-            else:
-                todo.append((s, path))
-        vec = (vectorized != "no" and bool(todo)
-               and _supports_vectorized(env_id, a, tier, env_kwargs, agent_kwargs))
-        if vectorized == "yes" and not vec and todo:
-            raise VectorizationNotSupported(
-                f"agent {a!r} has no vectorized version for {env_id}; run it without --vectorized."
-            )
-        if vec:
-            groups = max(1, min(num_workers, len(todo)))
-            for g in range(groups):
-                chunk = todo[g::groups]
-                plan.jobs.append({**base, "agent": a, "seeds": [s for s, _ in chunk],
-                                  "out": str(out), "vectorized": True})
-        else:
-            plan.jobs.extend({**base, "agent": a, "seeds": [s], "out": str(path),
-                              "vectorized": False} for s, path in todo)
-    return plan
+    config = configure(env, agent, env_kwargs, agent_kwargs, seeds,
+                       diagnostics=not args.no_diagnostics,
+                       diagnostics_every=args.diagnostics_every)
+    return plan_jobs([config], out, resume=args.resume, vectorized=vectorized,
+                     num_workers=num_workers, device=args.device,
+                     checkpoint_every=args.checkpoint_every)
 
 
-def _supports_vectorized(env_id: str, agent: str, tier: str, env_kwargs: dict,
-                         agent_kwargs: dict) -> bool:
-    """Whether ``agent`` has a vectorized version for ``env_id`` (builds one for 1 seed)."""
-    from lop_bench.agents import make_agent
-    from lop_bench.errors import VectorizationNotSupported
-    from lop_bench.registration import VECTOR_STREAMS, make_vec
-
-    if env_id not in VECTOR_STREAMS:
-        return False
-    envs = make_vec(env_id, num_envs=1, tier=tier, seeds=(0,), **env_kwargs)
-    try:
-        agent_obj = make_agent(agent, envs, seed=(0,), **agent_kwargs)
-    except VectorizationNotSupported:
-        return False
-    return bool(getattr(agent_obj, "vectorized", False))
-
-
-def _run_job(job: dict[str, Any], progress: Callable[[int], None]) -> list[dict[str, Any]]:
-    """One job: one seed (``job["seeds"]`` of length 1) or, vectorized, several at once."""
-    from lop_bench.runner import run, run_vectorized
-
-    common = dict(
-        env_kwargs=job["env_kwargs"], agent_kwargs=job["agent_kwargs"],
-        diagnostics=job["diagnostics"], diagnostics_every=job["diagnostics_every"],
-        progress=progress, out=job["out"], device=job["device"],
-    )
-    if job["vectorized"]:
-        results = run_vectorized(job["env_id"], job["agent"], tier=job["tier"],
-                                 seeds=job["seeds"], **common)
-    else:
-        results = [run(job["env_id"], job["agent"], tier=job["tier"], seed=job["seeds"][0],
-                       checkpoint_every=job["checkpoint_every"], resume=job["resume"], **common)]
-    return [_summary(job["agent"], r) for r in results]
-
-
-# -- worker processes -------------------------------------------------------------------
 def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> list[dict[str, Any]]:
     """Run jobs (one seed of one agent each, or a vectorized group of seeds) in
-    ``num_workers`` processes with one progress bar; returns their summaries.
-
-    Each worker is a spawned process that runs one job at a time, sent over its own pipe.
-    Workers ignore Ctrl-C and watch a *lifeline*, a pipe whose only writing end is held by
-    this process: when it closes (this process stopped or died, even by ``kill -9``), a
-    worker exits at once. So Ctrl-C or an error stops every worker within seconds, and
-    nothing lingers; finished results and checkpoints stay (they are written atomically).
-    """
+    ``num_workers`` worker processes (:class:`~lop_bench.sweeps.pool.WorkerPool`) with one
+    progress bar; returns their summaries. The first error stops every job: finished
+    results and checkpoints stay, and ``--resume`` continues."""
     from tqdm.auto import tqdm
+
+    from lop_bench.sweeps.pool import run_job
 
     if not jobs:
         return []
@@ -273,152 +155,39 @@ def run_jobs(jobs: list[dict[str, Any]], num_workers: int, total_steps: int) -> 
             import torch
 
             torch.set_num_threads(1)
-            return [d for job in jobs for d in _run_job(job, bar.update)]
+            return [d for job in jobs for d in run_job(job, bar.update)]
         return _run_parallel(jobs, num_workers, bar.update)
 
 
 def _run_parallel(jobs: list[dict[str, Any]], num_workers: int,
                   progress: Callable[[int], None]) -> list[dict[str, Any]]:
-    import multiprocessing as mp
-    from multiprocessing.connection import wait
+    from lop_bench.sweeps.pool import RemoteTraceback, WorkerPool, describe
 
-    ctx = mp.get_context("spawn")
-    lifeline, keep_alive = ctx.Pipe(duplex=False)
-    workers: dict[Any, Any] = {}  # the pipe to a worker -> its process
     pending = list(reversed(jobs))
-    running: dict[Any, dict[str, Any]] = {}  # the pipe to a busy worker -> its job
+    running = 0
     results: list[dict[str, Any]] = []
-    try:
-        _start_workers(ctx, num_workers, lifeline, workers)
-        lifeline.close()
+    with WorkerPool(num_workers) as pool:
         while pending or running:
-            for conn in workers:
-                if conn not in running and pending:
-                    running[conn] = pending.pop()
-                    try:
-                        conn.send(running[conn])
-                    except OSError:
-                        raise _lost(workers[conn], running[conn]) from None
-            for conn in wait(list(running)):
-                try:
-                    kind, payload = conn.recv()
-                except (EOFError, OSError):
-                    raise _lost(workers[conn], running[conn]) from None
+            while pending and pool.idle():
+                job = pending.pop()
+                pool.submit(job, job)
+                running += 1
+            for kind, job, payload in pool.wait():
                 if kind == "progress":
                     progress(payload)
                     continue
-                del running[conn]
-                if kind == "error":
+                running -= 1
+                if kind == "done":
+                    results.extend(payload)
+                elif kind == "error":
                     exc, remote_traceback = payload
-                    raise exc from (_RemoteTraceback(remote_traceback) if remote_traceback else None)
-                results.extend(payload)
-    finally:
-        for conn in workers:
-            if conn not in running:
-                try:
-                    conn.send(None)  # an idle worker exits cleanly
-                except OSError:
-                    pass
-        if running:  # after an error or Ctrl-C: the lifeline stops the busy workers now
-            keep_alive.close()
-        _reap(list(workers.values()))
-        keep_alive.close()
+                    raise exc from (RemoteTraceback(remote_traceback) if remote_traceback else None)
+                else:
+                    raise LopBenchError(
+                        f"{payload} while running {describe(job)}; the results already written "
+                        "are kept: run the same command with --resume to finish."
+                    )
     return results
-
-
-def _start_workers(ctx: Any, n: int, lifeline: Any, workers: dict[Any, Any]) -> None:
-    """Start ``n`` worker processes into ``workers`` (their pipe -> the process). They
-    inherit "ignore SIGINT" before Python starts in them: Ctrl-C in a terminal reaches
-    every process of the group, and only this one acts on it."""
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-    try:
-        for i in range(n):
-            conn, child_conn = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child_conn, lifeline),
-                               name=f"lop-bench-worker-{i}")
-            proc.start()
-            child_conn.close()
-            workers[conn] = proc
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _lost(proc: Any, job: dict[str, Any]) -> LopBenchError:
-    """The error for a worker that died while running ``job``."""
-    proc.join(_STOP_TIMEOUT_S)
-    return LopBenchError(
-        f"a worker process died (exit code {proc.exitcode}) while running {_describe(job)}; "
-        "the results already written are kept: run the same command with --resume to finish."
-    )
-
-
-def _reap(procs: list[Any]) -> None:
-    """Wait for the workers to exit; kill those that have not within the timeout."""
-    deadline = time.monotonic() + _STOP_TIMEOUT_S
-    for proc in procs:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-
-
-def _describe(job: dict[str, Any]) -> str:
-    seeds = ",".join(map(str, job["seeds"]))
-    return f"{job['agent']} on {job['env_id']} [{job['tier']}] seed {seeds}"
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an unexpected error in a worker, shown as the cause of the error
-    re-raised in the parent (as :mod:`concurrent.futures` does)."""
-
-    def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.args[0]}\"\"\""
-
-
-def _worker_main(conn: Any, lifeline: Any) -> None:
-    """A worker process: runs the jobs it receives until told to stop or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also where SIG_IGN is not inherited
-    threading.Thread(target=_exit_with, args=(lifeline,), daemon=True).start()
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        while (job := conn.recv()) is not None:
-            try:
-                reply: tuple[str, Any] = ("done", _run_job(job, lambda n: conn.send(("progress", n))))
-            except Exception as exc:
-                reply = ("error", _sendable(exc))
-            conn.send(reply)
-    except (EOFError, OSError):  # the parent is gone
-        pass
-
-
-def _exit_with(lifeline: Any) -> None:
-    """Block until the parent's end of the lifeline closes, then end this process."""
-    try:
-        lifeline.recv()  # nothing is ever sent: this returns at EOF only
-    except (EOFError, OSError):
-        pass
-    os._exit(1)
-
-
-def _sendable(exc: Exception) -> tuple[Exception, str | None]:
-    """``(exc, traceback)`` as they can travel to the parent: a :class:`LopBenchError`
-    alone (its message says everything); anything else with its formatted traceback."""
-    import pickle
-
-    if isinstance(exc, LopBenchError):
-        remote = None
-    else:
-        remote = "".join(traceback.format_exception(exc))
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # an exception class that does not pickle: keep its text
-        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc, remote
 
 
 # -- subcommands ----------------------------------------------------------------------
@@ -452,11 +221,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = seeds if seeds is not None else list(env.seeds)
     out = Path(args.out)
     directory = _check_out(out, len(seeds))
-    plan = _plan(args.env, [args.agent], args.tier, seeds, env_kwargs, agent_kwargs, out, args,
+    plan = _plan(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs, out, args,
                  vectorized="yes" if args.vectorized else "no", num_workers=args.jobs)
     check_writable(directory, option="--out")
     start = time.perf_counter()
-    done = plan.finished + _run_plan(plan, args.jobs, env.total_steps)
+    done = plan.finished + run_jobs(plan.jobs, min(args.jobs, len(plan.jobs)), plan.seed_steps)
     for d in sorted(done, key=lambda d: d["seed"]):
         s = d["summary"]
         how = "finished before" if d["finished"] else f"{d['steps_per_s']:,.0f} steps/s"
@@ -466,12 +235,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(done)} result files in {where} ({time.perf_counter() - start:.0f} s). "
           f"Next: lop-bench report {out}")
     return 0
-
-
-def _run_plan(plan: _Plan, jobs: int, steps_per_seed: int) -> list[dict[str, Any]]:
-    """Run a plan's jobs on at most ``jobs`` processes."""
-    total = steps_per_seed * sum(len(j["seeds"]) for j in plan.jobs)
-    return run_jobs(plan.jobs, min(jobs, len(plan.jobs)), total)
 
 
 def _report(paths: Sequence[str | Path], plot_path: str | Path | None,
@@ -497,9 +260,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from lop_bench.registration import REFERENCE_AGENTS, make
-    from lop_bench.runner import check_device, check_writable
+    from lop_bench.runner import check_device
+    from lop_bench.sweeps import Grid, RunSettings, SweepSpec, sweep
 
-    check_device(args.device)
     agents = args.agents.split(",") if args.agents else list(REFERENCE_AGENTS.get(args.env, ()))
     if not agents:
         raise LopBenchError(f"{args.env} has no reference agents yet; pass --agents a,b.")
@@ -510,24 +273,71 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if _names_a_file(out):
         raise LopBenchError(f"--out {out}: reproduce writes a directory of results and a plot; "
                             f"pass a directory, e.g. --out {out.with_suffix('')}.")
-    directory = _check_out(out, len(agents) * len(seeds))
+    _check_out(out, len(agents) * len(seeds))
     _check_plot(args.plot)
-    mode = "no" if args.no_vectorized else "auto"
-    plan = _plan(args.env, agents, args.tier, seeds, {}, {}, out, args, vectorized=mode,
-                 num_workers=1)
-    check_writable(directory, option="--out")
-    nvec = sum(1 for j in plan.jobs if j["vectorized"])
-    how = f"{nvec} vectorized jobs" if nvec else "one process per seed"
+    # The sweep of the reference agents with their presets, on the tier's seeds.
+    spec = SweepSpec(
+        grids=(Grid(streams=(args.env,), agents={a: {} for a in agents}, tiers=(args.tier,),
+                    seeds=tuple(seeds)),),
+        run=RunSettings(out=str(out), device=args.device, vectorized=not args.no_vectorized,
+                        diagnostics=not args.no_diagnostics,
+                        diagnostics_every=args.diagnostics_every),
+        source=f"reproduce {args.env}",
+    )
+    if args.backend == "local":
+        check_device(args.device)
     print(f"Reproducing {args.env} [{args.tier}]: {len(agents)} agents x {len(seeds)} seeds "
-          f"({env.total_steps:,} steps each; {how}) on {min(args.jobs, len(plan.jobs))} "
-          f"processes -> {out}/")
-    start = time.perf_counter()
-    # Longest jobs first keeps the processes busy until the end (a stable sort).
-    plan.jobs.sort(key=lambda j: _SLOWEST_FIRST.index(j["agent"]) if j["agent"] in _SLOWEST_FIRST
-                   else len(_SLOWEST_FIRST))
-    _run_plan(plan, args.jobs, env.total_steps)
-    print(f"done in {time.perf_counter() - start:.0f} s\n")
-    return _report(plan.paths, args.plot or out / "plot.png", order=agents)
+          f"({env.total_steps:,} steps each) -> {out}/")
+    result = sweep(spec, backend=args.backend, address=args.address, jobs=args.jobs,
+                   retries=args.retries, checkpoint_every=args.checkpoint_every,
+                   progress=sys.stderr, plot=args.plot, order=agents)
+    return _print_sweep(result)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lop_bench.sweeps import sweep
+
+    _check_plot(args.plot)
+    result = sweep(args.spec, backend=args.backend, address=args.address, jobs=args.jobs,
+                   out=args.out, device=args.device, retries=args.retries,
+                   checkpoint_every=args.checkpoint_every, dry_run=args.dry_run,
+                   progress=not args.quiet, plot=args.plot)
+    if args.dry_run:
+        print(result.describe_plan())
+        print(f"Dry run: nothing ran. Run it: lop-bench sweep {args.spec} "
+              f"--backend {args.backend}")
+        return 0
+    return _print_sweep(result)
+
+
+def _print_sweep(result: Any) -> int:
+    """Print what a sweep (or ``reproduce``) did and its report; 1 if a job failed."""
+    plan = result.plan
+    if not plan.jobs:
+        print(f"Nothing to run: all {len(plan.paths)} results are in {result.out}/ "
+              "(their identity checked).")
+    else:
+        retried = f", {len(result.retried)} retried" if result.retried else ""
+        print(f"{len(plan.jobs) - len(result.failures)} of {len(plan.jobs)} jobs finished "
+              f"({result.started} attempts{retried}) in {result.wall_s:.0f} s; "
+              f"{len(plan.finished)} results were already there.")
+    if result.table:
+        print()
+        print(result.table)
+    if result.findings:
+        print(result.findings)
+    if result.summary is not None:
+        print(f"summary: {result.summary}")
+    if result.plot is not None:
+        print(f"plot: {result.plot}")
+    if result.failures:
+        print(f"\n{len(result.failures)} jobs failed:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure}", file=sys.stderr)
+        print("The other results are written. Fix what the errors name, then run the same "
+              "command again: finished results are kept, the rest resume.", file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -546,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
               lop-bench reproduce lop/SlowlyChangingRegression-v0 --tier cpu
               lop-bench run lop/SlowlyChangingRegression-v0 --agent backprop --tier cpu --seeds 0-4
               lop-bench report results/ --plot curves.png
+              lop-bench sweep sweep.toml --dry-run
               lop-bench submit results/SlowlyChangingRegression-v0-cpu/*.json
               lop-bench leaderboard build
         """),
@@ -556,11 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example:\n  lop-bench list")
     sp.set_defaults(func=cmd_list)
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def common(sp: argparse.ArgumentParser, resume_help: str = (
+            "skip seeds whose result of the same settings exists; continue the others from "
+            "their checkpoint where there is one")) -> None:
         sp.add_argument("--tier", default="cpu", help="smoke | cpu | paper (default: cpu)")
         sp.add_argument("--seeds", help="e.g. 0-4 or 0,3,7, each from 0 to 2**32-1 "
                                          "(default: the tier's seed set)")
-        sp.add_argument("--jobs", type=int, default=_default_jobs(),
+        sp.add_argument("--jobs", type=int, default=default_workers(),
                         help="parallel processes, one seed each (default: one per core)")
         sp.add_argument("--no-diagnostics", action="store_true",
                         help="skip dormant-unit / rank diagnostics (the curve is the same)")
@@ -572,9 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--checkpoint-every", type=int, metavar="K",
                         help="write a checkpoint every K tasks beside each result "
                              "(<result>.ckpt.pt), so that --resume can continue a killed run")
-        sp.add_argument("--resume", action="store_true",
-                        help="skip seeds whose result of the same settings exists; continue "
-                             "the others from their checkpoint where there is one")
+        sp.add_argument("--resume", action="store_true", help=resume_help)
+
+    def cluster(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: worker processes here (default); ray: a Ray cluster")
+        sp.add_argument("--address", metavar="ADDR",
+                        help="the Ray cluster: auto (this machine's, after ray start), "
+                             "ray://HOST:10001 or HOST:6379 (default: a local Ray started "
+                             "for the sweep)")
+        sp.add_argument("--retries", type=int, metavar="N",
+                        help="runs of a job again after its worker died or it raised an "
+                             "unexpected error, from its last checkpoint (default: 2)")
 
     sp = sub.add_parser(
         "run", help="run one agent on a stream for several seeds", formatter_class=_formatter,
@@ -616,18 +438,74 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="every reference agent with its preset: results, table, plot",
         formatter_class=_formatter,
         epilog=textwrap.dedent("""\
+            reproduce is the sweep of the reference agents with their presets on the tier's
+            seeds: it skips the results already there, resumes from checkpoints (about 50
+            per run unless --checkpoint-every) and retries jobs whose worker died.
+
             examples:
               lop-bench reproduce lop/SlowlyChangingRegression-v0 --tier cpu
               lop-bench reproduce lop/SlowlyChangingRegression-v0 --tier smoke --out /tmp/smoke
+              lop-bench reproduce lop/ContinualImageNet-v0 --tier paper --device cuda --backend ray --address auto
         """))
     sp.add_argument("env", metavar="ENV", help="stream id (lop-bench list)")
-    common(sp)
+    common(sp, resume_help="(always on: reproduce skips finished results and resumes the "
+                           "others from their checkpoints; kept for scripts)")
+    cluster(sp)
     sp.add_argument("--out", help="result directory (default: results/<stream>-<tier>)")
     sp.add_argument("--agents", help="comma-separated subset of agents (default: all reference agents)")
     sp.add_argument("--plot", metavar="FILE", help="plot path (default: <out>/plot.png)")
     sp.add_argument("--no-vectorized", action="store_true",
                     help="one process per seed even where an agent has a vectorized version")
     sp.set_defaults(func=cmd_reproduce)
+
+    sp = sub.add_parser(
+        "sweep", help="a grid of streams x tiers x agents x hyperparameters x seeds, "
+                      "here or on a Ray cluster", formatter_class=_formatter,
+        epilog=textwrap.dedent("""\
+            A spec (TOML) names the grid; lists expand to their product:
+
+              # sweep.toml
+              streams = ["lop/SlowlyChangingRegression-v0"]
+              tiers = ["cpu"]
+              seeds = "0-4"                     # default: each tier's seed set
+
+              [agents.backprop]                 # the preset, with these grids
+              lr = [0.01, 0.003]
+
+              [agents.continual_backprop]
+              replacement_rate = [1e-4, 1e-3]
+
+              [run]                             # optional
+              out = "results/my-sweep"          # default: results/<spec name>
+              checkpoint_every = 5              # tasks; default: about 50 per run
+              retries = 2
+
+            The whole spec is checked before any job starts; each problem is named with its
+            line. Finished results (same identity) are skipped, unfinished jobs resume from
+            their checkpoints, failed jobs are retried. At the end: a table per stream with
+            the best setting of each agent marked (*), <out>/summary.csv (one row per
+            configuration: mean and 95% CI of the ranked statistic) and <out>/plot.png.
+
+            examples:
+              lop-bench sweep sweep.toml --dry-run               # the jobs and their cost
+              lop-bench sweep sweep.toml --jobs 2
+              lop-bench sweep sweep.toml --backend ray           # a local Ray, started for it
+              lop-bench sweep sweep.toml --backend ray --address auto --device cuda
+        """))
+    sp.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (see above)")
+    cluster(sp)
+    sp.add_argument("--jobs", type=int, help="local worker processes (default: one per core; "
+                                             "1 on a GPU), or the CPUs of a local Ray")
+    sp.add_argument("--out", help="result directory (overrides the spec's [run] out)")
+    sp.add_argument("--device", help="torch device of every job (overrides the spec's; "
+                                     "cuda: each Ray job asks for a GPU)")
+    sp.add_argument("--checkpoint-every", type=int, metavar="K",
+                    help="a checkpoint every K tasks; 0: none (overrides the spec's)")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="check the spec and print the jobs and their estimated cost; run nothing")
+    sp.add_argument("--plot", metavar="FILE", help="plot path (default: <out>/plot.png)")
+    sp.add_argument("--quiet", action="store_true", help="no live progress on stderr")
+    sp.set_defaults(func=cmd_sweep)
 
     from lop_bench.data.cli import add_cli as add_data_cli
     from lop_bench.leaderboard import add_cli
@@ -648,8 +526,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "jobs", 1) < 1:
+    if getattr(args, "jobs", None) is not None and args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if getattr(args, "retries", None) is not None and args.retries < 0:
+        parser.error("--retries must be >= 0")
+    if getattr(args, "checkpoint_every", None) is not None and args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be >= 0")
     if getattr(args, "diagnostics_every", 1) < 1:
         parser.error("--diagnostics-every must be >= 1")
     try:

@@ -30,6 +30,7 @@ __all__ = [
     "IdentityMismatchError",
     "DependencyNotInstalled",
     "VectorizationNotSupported",
+    "SweepSpecError",
     "did_you_mean",
 ]
 
@@ -125,3 +126,12 @@ class VectorizationNotSupported(LopBenchError, ValueError):
 class CheckpointError(LopBenchError, ValueError):
     """A checkpoint that cannot be written or resumed: unreadable, forged, from another run,
     or of a stream or agent that does not support checkpoints."""
+
+
+class SweepSpecError(InvalidConfigError):
+    """A sweep spec that cannot run: every problem found, each named with the spec file and
+    the line of the key at fault (``problems``: ``(line or None, message)``)."""
+
+    def __init__(self, message: str, problems: Iterable[tuple[int | None, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)

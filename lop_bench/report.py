@@ -1,12 +1,19 @@
-"""Tables, paper-style plots and the paper's qualitative findings, from result files.
+"""Tables, paper-style plots, summary files and the paper's qualitative findings, from
+result files.
 
-Used by ``lop-bench report`` and ``lop-bench reproduce``. Statistics over seeds are
-Student-t 95% intervals (:mod:`lop_bench.metrics`); comparisons between agents are paired
-by seed (the same seed gives both agents the same stream).
+Used by ``lop-bench report``, ``reproduce`` and ``sweep``. Results are grouped by
+*configuration*: the stream, tier, agent and the settings of its results' identity
+(:func:`lop_bench.identity.settings_hash`), so several settings of one agent (a sweep's
+grid) are reported side by side, each labelled by the hyperparameters in which they
+differ, the best setting of each agent marked. Statistics over seeds are Student-t 95%
+intervals (:mod:`lop_bench.metrics`); comparisons between agents are paired by seed (the
+same seed gives both agents the same stream).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,19 +25,44 @@ import numpy as np
 from lop_bench.errors import LopBenchError
 from lop_bench.results import Result
 
-__all__ = ["Group", "group_results", "format_table", "plot", "Finding", "FINDINGS", "check_findings"]
+__all__ = [
+    "Group",
+    "group_results",
+    "format_table",
+    "plot",
+    "summary_rows",
+    "write_summary",
+    "Finding",
+    "FINDINGS",
+    "check_findings",
+]
 
 _STATS = ("initial", "final", "drop", "mean")
 
 
 @dataclass
 class Group:
-    """Results of one agent on one stream and tier, one per seed (sorted by seed)."""
+    """Results of one configuration (an agent with one setting on one stream and tier), one
+    per seed (sorted by seed).
+
+    ``settings``: the settings hash of its results (:func:`lop_bench.identity.settings_hash`);
+    ``label``: how tables and plots name it (the agent, with the hyperparameters in which it
+    differs from the agent's other settings); ``best``: the best of its agent's settings
+    by the stream's ranked statistic (set only when the agent has several).
+    """
 
     env_id: str
     tier: str
     agent: str
     results: list[Result]
+    settings: str = ""
+    label: str = ""
+    best: bool = False
+
+    @property
+    def name(self) -> str:
+        """The label, or the agent when the group has none."""
+        return self.label or self.agent
 
     @property
     def seeds(self) -> list[int]:
@@ -54,23 +86,87 @@ class Group:
 
 
 def group_results(results: Sequence[Result]) -> list[Group]:
-    """Group by (env, tier or 'custom:<hash>', agent); a seed present twice is an error."""
-    groups: dict[tuple[str, str, str], list[Result]] = defaultdict(list)
+    """Group by configuration: (env, tier or 'custom:<hash>', agent, settings hash); a seed
+    present twice in one configuration is an error. Labels and the best setting of each
+    agent with several are set (:class:`Group`)."""
+    from lop_bench.identity import result_identity, settings_hash
+
+    groups: dict[tuple[str, str, str, str], list[Result]] = defaultdict(list)
     for r in results:
         tier = r.tier if not r.custom else f"{r.tier} (custom {r.data['protocol_hash'][7:15]})"
-        groups[(r.env_id, tier, r.agent_name)].append(r)
+        groups[(r.env_id, tier, r.agent_name, settings_hash(result_identity(r.data)))].append(r)
     out = []
-    for (env_id, tier, agent), rs in groups.items():
+    for (env_id, tier, agent, settings), rs in groups.items():
         rs = sorted(rs, key=lambda r: r.seed)
         seeds = [r.seed for r in rs]
         if len(set(seeds)) != len(seeds):
             dup = sorted({s for s in seeds if seeds.count(s) > 1})
-            raise LopBenchError(f"{agent} on {env_id} ({tier}): seed(s) {dup} appear twice.")
+            raise LopBenchError(
+                f"{agent} on {env_id} ({tier}): seed(s) {dup} appear twice with the same "
+                "settings (copies of one result?): report each result file once."
+            )
         hashes = {r.data["protocol_hash"] for r in rs}
         if len(hashes) > 1:
             raise LopBenchError(f"{agent} on {env_id} ({tier}): results of different protocols.")
-        out.append(Group(env_id, tier, agent, rs))
+        out.append(Group(env_id, tier, agent, rs, settings))
+    _label(out)
     return out
+
+
+def _label(groups: Sequence[Group]) -> None:
+    """Label the groups of an agent with several settings on one stream and tier by the
+    hyperparameters in which they differ, and mark the best of them."""
+    by_agent: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        by_agent[(g.env_id, g.tier, g.agent)].append(g)
+    for gs in by_agent.values():
+        if len(gs) == 1:
+            gs[0].label = gs[0].agent
+            continue
+        records = [_settings_record(g) for g in gs]
+        keys = sorted({k for r in records for k in r}, key=str)
+        differ = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1]
+        for g, record in zip(gs, records):
+            shown = ", ".join(f"{k}={json.dumps(record.get(k))}" for k in differ)
+            g.label = f"{g.agent} ({shown or 'settings ' + g.settings})"
+        best = _best_of(gs)
+        if best is not None:
+            best.best = True
+
+
+def _settings_record(g: Group) -> dict[str, Any]:
+    """The settings of a group beside its hyperparameters: preset and diagnostics cadence."""
+    from lop_bench.identity import result_identity
+
+    ident = result_identity(g.results[0].data)
+    hparams = ident["hparams"] if isinstance(ident["hparams"], dict) else {"hparams": ident["hparams"]}
+    return {**hparams, "preset": ident["preset"], "diagnostics_every": ident["diagnostics_every"]}
+
+
+def rank_statistic(env_id: str) -> str:
+    """The statistic ``env_id`` is ranked by: ``"last"`` (streams ranked by their last
+    task) or ``"final"`` (as the leaderboard)."""
+    from lop_bench.leaderboard import rank_stat
+
+    return rank_stat(env_id)
+
+
+def _best_of(groups: Sequence[Group]) -> Group | None:
+    """The group with the best seed mean of the stream's ranked statistic (None if none has
+    a finite one)."""
+    from lop_bench.metrics import stream_metric
+
+    sign = 1.0 if stream_metric(groups[0].env_id).higher_is_better else -1.0
+    stat = rank_statistic(groups[0].env_id)
+    scored = [(sign * float(np.mean(list(g.stat(stat).values()))), g) for g in groups]
+    scored = [(v, g) for v, g in scored if np.isfinite(v)]
+    return max(scored, key=lambda vg: vg[0])[1] if scored else None
+
+
+def _sorted(gs: Sequence[Group], order: Sequence[str] | None) -> list[Group]:
+    """Groups in ``order`` of agents (others after, by name), each agent's by label."""
+    rank = {a: i for i, a in enumerate(order or ())}
+    return sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent, g.name))
 
 
 def _fmt(stats: dict[str, Any]) -> str:
@@ -114,9 +210,7 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
     for g in groups:
         by_stream[(g.env_id, g.tier)].append(g)
     for (env_id, tier), gs in by_stream.items():
-        if order:
-            rank = {a: i for i, a in enumerate(order)}
-            gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
+        gs = _sorted(gs, order)
         m = stream_metric(env_id)
         better = "higher" if m.higher_is_better else "lower"
         lines.append(f"{env_id}  tier={tier}  metric={m.metric} ({better} is better; "
@@ -126,14 +220,15 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
             header = ["agent", "seeds", *_STATS]
             rows = [header]
             for g in gs:
-                rows.append([g.agent, str(len(g.results))]
+                rows.append([_marked(g), str(len(g.results))]
                             + [_fmt(seed_stats(list(g.stat(k).values()))) for k in _STATS])
         else:
-            ref = next((g for g in gs if g.agent == reference), None)
+            refs = [g for g in gs if g.agent == reference]
+            ref = next((g for g in refs if g.best), refs[0]) if refs else None
             header = ["agent", "seeds", "last (all classes)", f"gap to {reference}", "mean"]
             rows = [header]
             for g in gs:
-                rows.append([g.agent, str(len(g.results)),
+                rows.append([_marked(g), str(len(g.results)),
                              _fmt(seed_stats(list(g.stat("last").values()))),
                              _paired_gap(g, ref),
                              _fmt(seed_stats(list(g.stat("mean").values())))])
@@ -142,8 +237,15 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        if any(g.best for g in gs):
+            lines.append(f"* the best setting of its agent by the seed mean of "
+                         f"{rank_statistic(env_id)!r}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _marked(g: Group) -> str:
+    return f"{g.name} *" if g.best else g.name
 
 
 def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
@@ -167,9 +269,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     fig, axes = plt.subplots(n, cols, figsize=(5.6 * cols, 4.0 * n), squeeze=False)
     for row, ((env_id, tier), gs) in zip(axes, by_stream.items()):
         m = stream_metric(env_id)
-        if order:
-            rank = {a: i for i, a in enumerate(order)}
-            gs = sorted(gs, key=lambda g: (rank.get(g.agent, len(rank)), g.agent))
+        gs = _sorted(gs, order)
         for col, (ax, (key, label)) in enumerate(zip(row, panels)):
             for i, g in enumerate(gs):
                 if key == "score":
@@ -179,11 +279,13 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
                     if found is None:
                         continue
                     tasks, curves = found
-                color = f"C{i}"
+                color = f"C{i % 10}"
                 size = bin_size or plot_bin_size(m.bin_size, curves.shape[1])
                 mean, half = bin_curves(curves, size)
                 x = bin_curve(tasks.astype(float), size)  # each bin at its mean task index
-                ax.plot(x, mean, label=f"{g.agent} (n={len(g.results)})", lw=1.6, color=color)
+                best = " (best)" if g.best else ""
+                ax.plot(x, mean, label=f"{g.name}{best} (n={len(g.results)})",
+                        lw=2.6 if g.best else 1.6, color=color, ls=_STYLES[i // 10 % 4])
                 if curves.shape[0] > 1:
                     ax.fill_between(x, mean - half, mean + half, alpha=0.2, lw=0, color=color)
             ax.set_title(f"{env_id} [{tier}]" if col == 0 else label, fontsize=10)
@@ -211,6 +313,9 @@ _NO_TIMESTAMPS: dict[str, dict[str, None]] = {
 }
 
 
+_STYLES = ("-", "--", ":", "-.")  # past 10 curves in a panel, colours repeat in a new style
+
+
 _DIAG_PANELS = (
     ("dormant_fraction", "dormant units (fraction, at task start)"),
     ("effective_rank", "effective rank of the last hidden layer"),
@@ -236,6 +341,61 @@ def _diag_curves(g: Group, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     if not rows:
         return None
     return np.asarray(tasks), np.array(rows, dtype=float)
+
+
+def summary_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """One row per configuration: its stream, tier, agent, settings and label, whether it
+    is its agent's best, and the mean and 95% CI over seeds of the stream's ranked
+    statistic; then a column ``hp.<name>`` per hyperparameter that differs between
+    settings of an agent (empty where it does not apply), and every hyperparameter as JSON."""
+    from lop_bench.metrics import seed_stats, stream_metric
+
+    varying: list[str] = []
+    by_agent: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        by_agent[(g.env_id, g.tier, g.agent)].append(g)
+    for gs in by_agent.values():
+        records = [_settings_record(g) for g in gs]
+        for k in sorted({k for r in records for k in r}, key=str):
+            if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1 and k not in varying:
+                varying.append(k)
+    rows = []
+    for g in _sorted(groups, None):
+        stat = rank_statistic(g.env_id)
+        m = stream_metric(g.env_id)
+        stats = seed_stats(list(g.stat(stat).values()))
+        record = _settings_record(g)
+        row: dict[str, Any] = {
+            "env_id": g.env_id, "tier": g.tier, "agent": g.agent, "settings": g.settings,
+            "label": g.name, "best": g.best, "statistic": stat, "metric": m.metric,
+            "higher_is_better": m.higher_is_better, "seeds": len(g.results),
+            "mean": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+        }
+        for k in varying:
+            value = record.get(k)
+            row[f"hp.{k}"] = "" if value is None else (
+                json.dumps(value) if isinstance(value, (list, dict)) else value)
+        row["hparams"] = json.dumps(g.results[0].data["agent"]["hparams"], sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def write_summary(groups: Sequence[Group], path: str | os.PathLike[str]) -> Path:
+    """Write :func:`summary_rows` as CSV (a header row, then one row per configuration;
+    an interval of a single seed is left empty), atomically. Returns the path."""
+    import csv
+    import io
+
+    from lop_bench.results import atomic_write_text
+
+    rows = summary_rows(groups)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["env_id"],
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return atomic_write_text(path, buf.getvalue())
 
 
 @dataclass(frozen=True)
@@ -297,7 +457,11 @@ def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, st
     from lop_bench.metrics import paired_difference
 
     lines, verdicts = [], []
-    by_key = {(g.env_id, g.tier, g.agent): g for g in groups}
+    # One setting per agent: an agent with several (a sweep's grid) is left out, by name.
+    settings: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
+    for g in groups:
+        settings[(g.env_id, g.tier, g.agent)].append(g)
+    by_key = {k: gs[0] for k, gs in settings.items() if len(gs) == 1}
     streams = sorted({(g.env_id, g.tier) for g in groups})
     for env_id, tier in streams:
         findings = FINDINGS.get(env_id, [])
@@ -315,7 +479,10 @@ def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, st
             gr = by_key.get((env_id, tier, f.right[0]))
             if gl is None or gr is None:
                 missing = f.left[0] if gl is None else f.right[0]
-                lines.append(f"  [skip] {f.text} (no results for {missing})")
+                several = len(settings.get((env_id, tier, missing), ()))
+                why = (f"{several} settings of {missing}: the findings compare one per agent"
+                       if several > 1 else f"no results for {missing}")
+                lines.append(f"  [skip] {f.text} ({why})")
                 verdicts.append((f, "skip"))
                 continue
             a, b = gl.stat(f.left[1]), gr.stat(f.right[1])
