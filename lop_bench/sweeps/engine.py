@@ -26,7 +26,7 @@ from typing import IO, Any
 from lop_bench.errors import LopBenchError
 from lop_bench.sweeps.plan import Plan, expand, format_plan, plan_jobs
 from lop_bench.sweeps.pool import Event, describe
-from lop_bench.sweeps.spec import RunSettings, SweepSpec, load_spec
+from lop_bench.sweeps.spec import RunSettings, SweepSpec, read_spec
 
 __all__ = ["sweep", "SweepResult", "JobFailure", "Progress", "DEFAULT_OUT", "default_workers"]
 
@@ -133,7 +133,7 @@ def sweep(
         print(result.table)
     """
     start = time.perf_counter()
-    spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    spec, problems = (spec, spec.problems()) if isinstance(spec, SweepSpec) else read_spec(spec)
     settings = _settings(spec.run, out=out, device=device, retries=retries,
                          checkpoint_every=checkpoint_every)
     spec = replace(spec, run=settings)
@@ -141,7 +141,7 @@ def sweep(
         from lop_bench.runner import check_device
 
         check_device(settings.device)
-    configs = expand(spec)
+    configs = expand(spec, problems)
     out_dir = Path(settings.out) if settings.out else Path(DEFAULT_OUT) / spec.name
     if out_dir.suffix == ".json":
         raise LopBenchError(f"out {out_dir}: a sweep writes a directory of results; "

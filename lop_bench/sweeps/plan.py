@@ -143,14 +143,15 @@ def configure(env: Any, agent: str, env_kwargs: Mapping[str, Any],
 
 
 # -- a spec's configurations, every name and value checked ------------------------------
-def expand(spec: SweepSpec) -> list[Configuration]:
+def expand(spec: SweepSpec, problems: Problems | None = None) -> list[Configuration]:
     """Every configuration of ``spec``, after checking each name and value against the
     streams, tiers and agents that exist: unknown streams, tiers, agents, hyperparameters
     and config fields, values an agent's or a stream's config refuses, agents without a
     preset for a stream, missing datasets. Every problem is collected and raised together
     (:class:`~lop_bench.errors.SweepSpecError`, with the spec line of each), before any
-    job starts. Configurations that two grids share are merged (their seeds united)."""
-    problems = spec.problems()
+    job starts, with those already in ``problems`` (:func:`~lop_bench.sweeps.spec.read_spec`).
+    Configurations that two grids share are merged (their seeds united)."""
+    problems = problems if problems is not None else spec.problems()
     configs: dict[str, Configuration] = {}
     for grid in spec.grids:
         for config in _grid_configurations(grid, spec, problems):
@@ -194,11 +195,12 @@ def _grid_configurations(grid: Grid, spec: SweepSpec, problems: Problems) -> Ite
                 problems.add(grid.path("tiers"), f"{tier!r} is not a tier of {env_id}."
                              f"{did_you_mean(tier, cls.TIERS)} Its tiers: {', '.join(cls.TIERS)}.")
                 continue
-            if not _overrides_ok(grid, cls, tier, problems):
-                continue
+            # With a refused override, the agents are still checked, on the tier as it is.
+            settings = list(grid.override_settings()) if _overrides_ok(grid, cls, tier, problems) \
+                else [{}]
             seeds = grid.seeds or tuple(range(cls.TIERS[tier].num_seeds))
             first = True
-            for overrides in grid.override_settings():
+            for overrides in settings:
                 env = _make_env(grid, env_id, tier, overrides, problems)
                 if env is None:
                     continue
@@ -356,7 +358,9 @@ def plan_jobs(configs: Sequence[Configuration], out: str | Path, *, resume: bool
             "env_id": config.env_id, "tier": config.tier, "env_kwargs": dict(config.env_kwargs),
             "agent": config.agent, "agent_kwargs": dict(config.agent_kwargs),
             "diagnostics": config.diagnostics, "diagnostics_every": config.diagnostics_every,
-            "device": device, "checkpoint_every": every, "resume": resume,
+            # resume: a finished result is returned, a checkpoint continued; without
+            # checkpoints the planning above already skipped the finished seeds.
+            "device": device, "checkpoint_every": every, "resume": resume and checkpoints,
             "steps": config.total_steps, "label": config.label,
             "settings": _settings_hash(config),
         }

@@ -57,6 +57,7 @@ __all__ = [
     "KeyLines",
     "Problems",
     "load_spec",
+    "read_spec",
     "parse_seed_list",
 ]
 
@@ -420,6 +421,16 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> SweepSpec:
     and line. Whether the streams, tiers, agents and values exist is checked when the
     sweep is planned (:func:`lop_bench.sweeps.plan.expand`), still before any job starts.
     """
+    read, problems = read_spec(spec)
+    problems.raise_if_any()
+    return read
+
+
+def read_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[SweepSpec, Problems]:
+    """:func:`load_spec` that returns the problems of form found instead of raising them,
+    with what could be read (a grid with a bad key keeps its other keys), so that
+    :func:`lop_bench.sweeps.plan.expand` can add the problems it finds to them and all are
+    reported at once. A file that cannot be read, or is not TOML, raises at once."""
     tomllib = _tomllib()
 
     if isinstance(spec, Mapping):
@@ -446,8 +457,7 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> SweepSpec:
         source, lines, name = str(path), KeyLines(text), path.stem
     problems = Problems(source, lines)
     grids, run = _read(data, problems)
-    problems.raise_if_any()
-    return SweepSpec(tuple(grids), run, source, lines, name)
+    return SweepSpec(tuple(grids), run, source, lines, name), problems
 
 
 def _read(data: dict[str, Any], problems: Problems) -> tuple[list[Grid], RunSettings]:
@@ -515,8 +525,8 @@ def _values(value: Any, path: tuple[Any, ...], problems: Problems) -> tuple[Any,
 
 def _read_grid(keys: Mapping[str, tuple[Any, tuple[Any, ...]]], where: tuple[Any, ...],
                problems: Problems) -> Grid | None:
-    """A grid from its keys (value, key path); None when it is unusable."""
-    before = len(problems)
+    """A grid from its keys (value, key path), its bad keys left out (their problems
+    recorded); None without streams or agents."""
     if "streams" not in keys:
         problems.add(where or ("streams",), "no streams: add streams = [\"lop/...\"] "
                                             "(lop-bench list names them).")
@@ -550,7 +560,7 @@ def _read_grid(keys: Mapping[str, tuple[Any, tuple[Any, ...]]], where: tuple[Any
         else:
             agents = {name: {k: _values(v, (*path, name, k), problems) for k, v in hps.items()}
                       for name, hps in table.items()}
-    if len(problems) > before:
+    if not streams or not agents:
         return None
     paths = {k: path for k, (_, path) in keys.items()}
     return Grid(streams, agents, tiers, seeds, overrides, where, paths)
