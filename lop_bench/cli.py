@@ -319,7 +319,7 @@ def _print_sweep(result: Any) -> int:
     else:
         retried = f", {len(result.retried)} retried" if result.retried else ""
         print(f"{len(plan.jobs) - len(result.failures)} of {len(plan.jobs)} jobs finished "
-              f"({result.started} attempts{retried}) in {result.wall_s:.0f} s; "
+              f"({result.started} attempts{retried}) in {result.timings['run']:.0f} s; "
               f"{len(plan.finished)} results were already there.")
     if result.table:
         print()

@@ -57,7 +57,9 @@ class SweepResult:
     job attempts started (0 when everything was finished); ``retried``: attempts run again;
     ``failures``: jobs that failed for good; ``results``: the result files there at the
     end; ``table`` / ``findings``: the report's text; ``summary`` / ``plot``: the files
-    written (None for a dry run or when no result is there).
+    written (None for a dry run or when no result is there); ``wall_s``: the whole sweep's
+    seconds, ``timings``: those of its phases (``plan``: checks and planning; ``run``: the
+    jobs, workers' start included; ``report``).
     """
 
     out: Path
@@ -73,6 +75,7 @@ class SweepResult:
     plot: Path | None = None
     workers: int = 1
     wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -151,6 +154,7 @@ def sweep(
                      vectorized="auto" if settings.vectorized else "no", num_workers=workers,
                      device=settings.device, checkpoint_every=settings.checkpoint_every)
     result = SweepResult(out=out_dir, plan=plan, dry_run=dry_run, workers=workers)
+    result.timings["plan"] = time.perf_counter() - start
     if dry_run:
         return result
     if plan.jobs:
@@ -164,8 +168,10 @@ def sweep(
         stream = sys.stderr if progress is True else (progress or None)
         view = Progress(plan, runner.workers, stream)
         _execute(plan, runner, settings.retries, view, result)
-    result.wall_s = time.perf_counter() - start
+    result.timings["run"] = time.perf_counter() - start - result.timings["plan"]
     _report(result, plot, order)
+    result.wall_s = time.perf_counter() - start
+    result.timings["report"] = result.wall_s - result.timings["plan"] - result.timings["run"]
     return result
 
 

@@ -149,10 +149,13 @@ class WorkerPool:
         self._busy.clear()
 
     def _start(self, n: int) -> None:
-        """Start ``n`` workers. They inherit "ignore SIGINT" before Python starts in them:
-        Ctrl-C in a terminal reaches every process of the group, and only this one acts on it."""
+        """Start ``n`` workers and wait until each is ready (has imported torch). They
+        inherit "ignore SIGINT" before Python starts in them: Ctrl-C in a terminal reaches
+        every process of the group, and only this one acts on it. A worker that exits
+        before it is ready cannot run any job: that stops the pool, with the reason."""
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        started = {}
         try:
             for _ in range(n):
                 conn, child_conn = self._ctx.Pipe()
@@ -161,10 +164,24 @@ class WorkerPool:
                 self._count += 1
                 proc.start()
                 child_conn.close()
-                self._workers[conn] = proc
+                started[conn] = proc
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
+        for conn, proc in started.items():
+            try:
+                conn.recv()  # ("ready", None)
+            except (EOFError, OSError):
+                proc.join(STOP_TIMEOUT_S)
+                self._workers.update(started)
+                self.close(abort=True)
+                raise LopBenchError(
+                    f"a worker process exited (code {proc.exitcode}) before it could run a job; "
+                    "its error is above. Workers are spawned: they import the main module "
+                    "again, so call lop_bench from a script file or the command line (not "
+                    "python - or an interactive session), and keep agents in importable modules."
+                ) from None
+        self._workers.update(started)
 
     def _replace(self, conn: Any) -> str:
         """Reap the dead worker behind ``conn``, start a fresh one; returns how it died."""
@@ -199,6 +216,7 @@ def _worker_main(conn: Any, lifeline: Any) -> None:
 
     torch.set_num_threads(1)
     try:
+        conn.send(("ready", None))
         while (job := conn.recv()) is not None:
             try:
                 reply: tuple[str, Any] = ("done", run_job(job, lambda n: conn.send(("progress", n))))
