@@ -271,3 +271,63 @@ def test_the_live_view_counts_jobs_and_gives_an_eta(tmp_path):
     assert lines[0] == "3 jobs (6,000 seed-steps) on 1 worker; 0 results already finished."
     assert lines[-1].startswith("jobs: 3 done, 0 running, 0 failed, 0 left | 100% of 6.0k")
     assert "ETA 0s" in lines[-1]
+
+
+# -- the driver stopped -------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_sweep_stopped_by_ctrl_c_keeps_its_checkpoints_and_resumes(tmp_path, monkeypatch):
+    import subprocess
+
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv(_PID_FILE, str(tmp_path / "pid_of_the_resumed_run"))
+    spec = _spec(tmp_path, f"""\
+        streams = ["{REG}"]
+        tiers = ["smoke"]
+        seeds = [2]
+        [agents."tests.test_sweep:make_sleepy_agent"]
+        [run]
+        checkpoint_every = 1
+        """)
+    out = tmp_path / "out"
+    env = {**os.environ, _PID_FILE: str(pid_file), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lop_bench.cli", "sweep", str(spec), "--out", str(out),
+           "--jobs", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and list(out.glob("*.ckpt.pt"))):
+            assert time.monotonic() < deadline, "the job never checkpointed"
+            time.sleep(0.05)
+        time.sleep(0.3)  # in task 3 by now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "lop-bench: interrupted" in err, err
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists(), "the worker outlived the sweep"
+    assert list(out.glob("*.ckpt.pt")) and not list(out.glob("*.json"))
+    result = sweep(spec, out=out, jobs=1, progress=False)
+    assert result.ok, result.failures
+    (path,) = out.glob("*__seed2.json")
+    assert json.loads(path.read_text())["run_info"]["resumed_at_step"] >= 200
+
+
+def test_workers_that_cannot_start_stop_the_sweep_with_the_reason(tmp_path):
+    import subprocess
+
+    script = (f"from lop_bench.sweeps import sweep\n"
+              f"sweep({{'streams': ['{REG}'], 'tiers': ['smoke'], 'seeds': [0, 1],"
+              f" 'agents': {{'linear': {{}}}}, 'run': {{'vectorized': False}}}},"
+              f" out={str(tmp_path / 'out')!r}, jobs=2, progress=False)\n")
+    done = subprocess.run([sys.executable, "-"], input=script, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "before it could run a job" in done.stderr and "script file" in done.stderr
+    assert not list((tmp_path / "out").glob("*.json"))
