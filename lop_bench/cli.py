@@ -18,11 +18,14 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lop_bench.errors import LopBenchError
 from lop_bench.sweeps.engine import default_workers
 from lop_bench.sweeps.spec import MAX_SEEDS, parse_seed_list
+
+if TYPE_CHECKING:
+    from lop_bench.sweeps.plan import Plan
 
 __all__ = ["main", "parse_seeds", "run_jobs", "MAX_SEEDS"]
 
@@ -113,7 +116,7 @@ def _check_plot(plot: str | Path | None) -> None:
 # -- jobs -------------------------------------------------------------------------------
 def _plan(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: dict,
           agent_kwargs: dict, out: Path, args: argparse.Namespace, vectorized: str = "no",
-          num_workers: int = 1) -> Any:
+          num_workers: int = 1) -> Plan:
     """The jobs of ``run`` (:func:`lop_bench.sweeps.plan.plan_jobs`), after checking
     everything that can fail before a run starts: the config, the agent and its
     hyperparameters, and the result file of every seed (another run's, or not a result:

@@ -3,9 +3,11 @@ its result files equal the local backend's apart from ``run_info``; a job's erro
 back as on the local pool; the cluster leaves no process behind."""
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lop_bench.sweeps import sweep
@@ -115,3 +117,45 @@ def test_reproduce_is_a_sweep_on_the_cluster(cluster, tmp_path, capsys):
     assert main(["reproduce", REG, "--tier", "smoke", "--seeds", "0-1", "--agents",
                  "backprop,linear", "--backend", "ray", "--out", str(out)]) == 0
     assert "Nothing to run: all 4 results are in" in capsys.readouterr().out
+
+
+class CrashingAgent:
+    """Kills its own process in task 1 the first time (a node lost, a preemption); learns
+    nothing, predicts 0."""
+
+    def __init__(self, action_space, marker):
+        self.shape, self.marker = action_space.shape, Path(marker)
+
+    def act(self, obs, info):
+        if info["task"] == 1 and not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)
+        return np.zeros(self.shape, np.float32)
+
+    def learn(self, *args):
+        pass
+
+
+def make_crashing_agent(env_spec, observation_space, action_space, seed, device, marker):
+    return CrashingAgent(action_space, marker)
+
+
+def test_a_job_whose_ray_worker_dies_is_run_again(cluster, tmp_path):
+    # The marker travels as a hyperparameter: Ray's workers do not see this process's env.
+    result = sweep({"streams": [REG], "tiers": ["smoke"], "seeds": [0], "agents": {
+                        "tests.test_sweep_ray:make_crashing_agent": {"marker": str(tmp_path / "crashed")}}},
+                   out=tmp_path / "out", backend="ray", progress=False)
+    assert (tmp_path / "crashed").exists() and result.ok and result.started == 2
+    [(job, error)] = result.retried
+    assert "Ray lost it" in error and job["seeds"] == [0]
+    assert len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
+def test_a_job_asking_for_a_gpu_the_cluster_lacks_is_refused_before_it_starts(cluster, tmp_path):
+    from lop_bench.errors import LopBenchError
+
+    with pytest.raises(LopBenchError, match="the Ray cluster has no GPU for a job that needs "
+                                            "1 CPU, 1 GPU"):
+        sweep({"streams": [REG], "tiers": ["smoke"], "seeds": [0], "agents": {"linear": {}}},
+              out=tmp_path / "out", backend="ray", device="cuda", progress=False)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -229,3 +229,23 @@ def test_sweep_help_shows_a_spec_and_examples(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "[agents.backprop]" in text and "lop-bench sweep sweep.toml --dry-run" in text
+
+
+def make_agent_needing_width(env_spec, observation_space, action_space, seed, device, width):
+    if width > 8:
+        raise RuntimeError(f"a bug for width {width}")
+    from tests.helpers import MeanAgent
+
+    return MeanAgent(action_space)
+
+
+def test_a_user_factory_s_own_exception_is_named_with_its_setting(tmp_path):
+    text = f"""\
+    streams = ["{REG}"]
+    tiers = ["smoke"]
+    [agents."tests.test_sweep_spec:make_agent_needing_width"]
+    width = [4, 16]
+    """
+    found = _problems(tmp_path, text)
+    assert list(found) == [3]  # the agent's table: the value alone is not at fault
+    assert "width=16: the agent cannot be built: RuntimeError: a bug for width 16" in found[3]

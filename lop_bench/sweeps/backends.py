@@ -118,21 +118,24 @@ class RayBackend:
         self._running: dict[Any, int] = {}  # object ref -> job key
         self._capacity = 0
         self._checked = 0.0
-        self.workers = self._slots()
+        self.workers = self._slots(strict=True)
 
-    def _slots(self) -> int:
-        """How many jobs the cluster can run at once (at least 1)."""
+    def _slots(self, strict: bool = False) -> int:
+        """How many jobs the cluster can run at once. ``strict``: a cluster where none fits
+        is an error (at the start); later (nodes lost, an autoscaler scaling down) it
+        means no new job until one fits again."""
         total = self._ray.cluster_resources()
         fits = [int(total.get(r, 0) // n) for r, n in self._need.items() if n > 0]
-        if any(f == 0 for f in fits):
+        if strict and any(f == 0 for f in fits):
             missing = [r for r, n in self._need.items() if n > 0 and total.get(r, 0) < n]
+            need = ", ".join(f"{n:g} {r}" for r, n in self._need.items() if n > 0)
             raise LopBenchError(
-                f"the Ray cluster has no {' or '.join(missing)} for a job that needs "
-                f"{self._need}: add nodes with them, or lower cpus_per_job / gpus_per_job."
+                f"the Ray cluster has no {' or '.join(missing)} for a job that needs {need}: "
+                "add nodes with them, or lower cpus_per_job / gpus_per_job in the spec's [run]."
             )
         self._checked = time.monotonic()
-        self._capacity = max(1, min(fits)) if fits else 1
-        return self._capacity
+        self._capacity = min(fits) if fits else 1
+        return max(1, self._capacity)
 
     def free_slots(self) -> int:
         if time.monotonic() - self._checked > self._REFRESH_S:
@@ -147,7 +150,10 @@ class RayBackend:
         if not self._running:
             time.sleep(min(timeout, 0.1))
             return []
-        ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=timeout)
+        refs = list(self._running)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:  # and any other that is done by now
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         return [self._event(ref) for ref in ready]
 
     def _event(self, ref: Any) -> Event:

@@ -244,7 +244,11 @@ def _agent_configurations(grid: Grid, spec: SweepSpec, env: Any, name: str,
                           overrides: Mapping[str, Any], seeds: tuple[int, ...],
                           problems: Problems, check_values: bool) -> Iterable[Configuration]:
     """Every hyperparameter setting of agent ``name`` on ``env``; with ``check_values``,
-    each value is first tried alone, so that a refused one is named at its own line."""
+    each value is first tried alone, so that a refused one is named at its own line.
+
+    lop-bench's own errors (no preset, an unknown or refused hyperparameter) are reported
+    where they arise; any other exception of a factory (a user's agent that needs one of
+    the grid's hyperparameters, or has a bug) only for a whole setting, with its type."""
     from lop_bench.agents import make_agent
 
     run = spec.run
@@ -254,6 +258,8 @@ def _agent_configurations(grid: Grid, spec: SweepSpec, env: Any, name: str,
     except LopBenchError as exc:
         problems.add(where, str(exc))
         return
+    except Exception:  # a factory that needs a value of the grid: its settings tell below
+        pass
     if check_values:
         bad = False
         for key, values in grid.agents[name].items():
@@ -263,15 +269,19 @@ def _agent_configurations(grid: Grid, spec: SweepSpec, env: Any, name: str,
                 except LopBenchError as exc:
                     problems.add((*where, key), _with_list_hint(str(exc), key, value))
                     bad = True
+                except Exception:  # needs another value of the grid with it
+                    pass
         if bad:
             return
     for hps in grid.agent_settings(name):
         try:
             yield configure(env, name, overrides, hps, seeds, diagnostics=run.diagnostics,
                             diagnostics_every=run.diagnostics_every, where=where)
-        except LopBenchError as exc:
-            shown = ", ".join(f"{k}={_show(v)}" for k, v in hps.items())
-            problems.add(where, f"the setting {shown}: {exc}")
+        except Exception as exc:
+            shown = ", ".join(f"{k}={_show(v)}" for k, v in hps.items()) or "the preset"
+            text = str(exc) if isinstance(exc, LopBenchError) else f"{type(exc).__name__}: {exc}"
+            problems.add(where, f"{env.ENV_ID} [{env.tier}], {shown}: the agent cannot be "
+                                f"built: {text}")
 
 
 def _with_list_hint(message: str, key: str, value: Any) -> str:
