@@ -32,6 +32,7 @@ __all__ = [
     "STEPS_PER_SECOND",
     "AGENT_COST",
     "VECTOR_SPEEDUP",
+    "VECTOR_HALF_SPEED_SEEDS",
     "AUTO_CHECKPOINTS",
     "Configuration",
     "Plan",
@@ -63,9 +64,13 @@ AGENT_COST: dict[str, float] = {"shrink_perturb": 2.0, "continual_backprop": 1.5
 """How much slower than backprop a reference agent steps (noise at every step,
 generate-and-test): benchmarks/vectorized_speed.py, continual backprop 7,219 against
 backprop's 10,684 steps/s; shrink and perturb draws noise for every weight at every step."""
-VECTOR_SPEEDUP = 3.0
-"""How much faster one seed runs inside a vectorized job (at least; 30x at 10 seeds on
-slowly-changing regression)."""
+VECTOR_SPEEDUP = 3.4
+"""How much faster each seed of a small vectorized job steps than a single-seed run, all
+seeds at once (benchmarks/vectorized_speed.py, backprop: 36,786 seed-steps/s at 1 seed,
+333,726 at 10, 1,740,840 at 100, against 10,684 steps/s single)."""
+VECTOR_HALF_SPEED_SEEDS = 100
+"""Seeds at which each seed of a vectorized job steps at half that speed (the batched
+operations grow with the seeds: 1.6x at 100 seeds)."""
 AUTO_CHECKPOINTS = 50
 """Checkpoints per run when a sweep's ``checkpoint_every`` is ``"auto"``: a preempted job
 loses at most about 2% of its work."""
@@ -432,13 +437,15 @@ def _checkpoint_every(config: Configuration, every: int | str | None,
 
 # -- cost -------------------------------------------------------------------------------
 def _cost_s(job: Mapping[str, Any]) -> float:
-    """Rough seconds of one core (or GPU) that ``job`` takes (:data:`STEPS_PER_SECOND`)."""
+    """Rough seconds of one core (or GPU) that ``job`` takes (:data:`STEPS_PER_SECOND`):
+    its seeds one after another, or, vectorized, all at once (:data:`VECTOR_SPEEDUP`)."""
     rates = STEPS_PER_SECOND.get(job["env_id"], {"cpu": 1_000.0})
     kind = str(job["device"]).split(":")[0]
-    rate = rates.get(kind, rates["cpu"])
+    seconds = job["steps"] * AGENT_COST.get(job["agent"], 1.0) / rates.get(kind, rates["cpu"])
+    n = len(job["seeds"])
     if job["vectorized"]:
-        rate *= VECTOR_SPEEDUP
-    return job["steps"] * len(job["seeds"]) * AGENT_COST.get(job["agent"], 1.0) / rate
+        return seconds * (1 + n / VECTOR_HALF_SPEED_SEEDS) / VECTOR_SPEEDUP
+    return seconds * n
 
 
 def format_seeds(seeds: Sequence[int]) -> str:
