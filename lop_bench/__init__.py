@@ -4,6 +4,7 @@
 >>> env = lop_bench.make("lop/SlowlyChangingRegression-v0", tier="smoke")
 >>> agent = lop_bench.make_agent("continual_backprop", env, seed=0)
 >>> result = lop_bench.run("lop/SlowlyChangingRegression-v0", "backprop", tier="smoke", seed=0)
+>>> sweep = lop_bench.sweep("sweep.toml", jobs=2)   # a grid, on worker processes or Ray
 """
 
 from __future__ import annotations
