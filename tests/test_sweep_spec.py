@@ -249,3 +249,13 @@ def test_a_user_factory_s_own_exception_is_named_with_its_setting(tmp_path):
     found = _problems(tmp_path, text)
     assert list(found) == [3]  # the agent's table: the value alone is not at fault
     assert "width=16: the agent cannot be built: RuntimeError: a bug for width 16" in found[3]
+
+
+def test_a_device_this_machine_lacks_is_named_at_its_spec_line(tmp_path):
+    text = GOOD + '\n[run]\ndevice = "bogus"\n'
+    path = _write(tmp_path, text)
+    with pytest.raises(SweepSpecError) as e:
+        sweep(path, out=tmp_path / "out")  # not a dry run: the local backend checks devices
+    [(line, message)] = e.value.problems
+    assert line == _line_of(text, "device") and "unknown device 'bogus'" in message
+    assert not (tmp_path / "out").exists()

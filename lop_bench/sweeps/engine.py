@@ -135,15 +135,26 @@ def sweep(
         result = lop_bench.sweep("sweep.toml", jobs=2)
         print(result.table)
     """
+    from lop_bench.sweeps.backends import BACKENDS
+
     start = time.perf_counter()
+    if backend not in BACKENDS:
+        raise LopBenchError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}.")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise LopBenchError(f"jobs must be an integer >= 1, got {jobs!r}.")
     spec, problems = (spec, spec.problems()) if isinstance(spec, SweepSpec) else read_spec(spec)
     settings = _settings(spec.run, out=out, device=device, retries=retries,
                          checkpoint_every=checkpoint_every)
     spec = replace(spec, run=settings)
-    if backend == "local" and not dry_run:
+    if backend == "local" and not dry_run:  # Ray's nodes check their own devices
         from lop_bench.runner import check_device
 
-        check_device(settings.device)
+        try:
+            check_device(settings.device)
+        except LopBenchError as exc:
+            if device is not None:  # the caller's, not the spec's
+                raise
+            problems.add(("run", "device"), str(exc))
     configs = expand(spec, problems)
     out_dir = Path(settings.out) if settings.out else Path(DEFAULT_OUT) / spec.name
     if out_dir.suffix == ".json":
