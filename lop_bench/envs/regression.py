@@ -105,7 +105,8 @@ TIERS: dict[str, RegressionConfig] = {
     # 100 tasks and [+0.31, +0.89] at 150; at 30 tasks (the 300,000 steps that suffice on
     # the public code) it is [-0.35, +0.65]: no reliable rise. At 150 tasks backprop's
     # initial error is below the linear learner's (CI of the gap [+0.12, +0.43]) and
-    # continual backprop ends below backprop (CI [+0.73, +1.29]). 10 seeds, not the 5 of
+    # continual backprop ends below backprop (CI [+0.71, +1.29], with the preset's coin-flip
+    # count; [+0.73, +1.29] with the accumulated count). 10 seeds, not the 5 of
     # other cpu tiers: the vectorized agents learn all seeds in the same operations, so
     # extra seeds cost little and the paired statistics gain a lot.
     "cpu": RegressionConfig(num_tasks=150, num_seeds=10),
