@@ -112,7 +112,7 @@ def main() -> None:
           f"{'report s':>9s}")
     for name, w, wall, result in rows:
         overhead = (w * wall - work) / n
-        fixed = (f"{result.timings['plan']:7.1f} {result.timings['report']:9.1f}"
+        fixed = (f"{result.timings['plan']:7.2f} {result.timings['report']:9.2f}"
                  if result else f"{'-':>7s} {'-':>9s}")
         print(f"{name:38s} {wall:6.1f} {n / wall:7.2f} {overhead * 1000:10.0f} ms {fixed}")
     print("Ray cluster start (not counted): "
