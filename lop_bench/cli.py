@@ -128,10 +128,6 @@ def _plan(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: 
     from lop_bench.sweeps.plan import configure, plan_jobs
 
     env = make(env_id, tier=tier, **env_kwargs).unwrapped
-    checkpointing = args.checkpoint_every is not None or args.resume
-    if checkpointing and vectorized == "yes":
-        raise LopBenchError("--checkpoint-every / --resume work with one process per seed; "
-                            "drop --vectorized.")
     config = configure(env, agent, env_kwargs, agent_kwargs, seeds,
                        diagnostics=not args.no_diagnostics,
                        diagnostics_every=args.diagnostics_every)
