@@ -42,6 +42,8 @@ class Agent(Protocol):
     """What the runner needs of an agent. Optional methods:
 
     - ``features(x) -> list[torch.Tensor]``: hidden activations per layer (diagnostics);
+      an agent with several networks returns a list of
+      :class:`lop_bench.diagnostics.Network` instead, the headline network first;
     - ``parameters() -> Iterable[torch.Tensor]``: weights (diagnostics);
     - ``buffers() -> Iterable[torch.Tensor]``: non-parameter tensors (batch-norm statistics);
     - ``state_dict()`` / ``load_state_dict(state)``: resume (tensors, numpy arrays and plain
