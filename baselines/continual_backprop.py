@@ -7,12 +7,12 @@ After every optimizer step, in two passes over the hidden layers (as the public 
 1. *Test*, every layer. Each unit's age grows by one; its running mean activation ``f``
    and its utility ``u`` are exponential averages with decay ``eta`` (0.99), both
    bias-corrected like Adam's moments by ``1 - eta ** age``. The default utility is the
-   paper's "adaptable contribution"::
+   "adaptable contribution" of the public regression and Continual ImageNet configs::
 
        mean |outgoing weights| * mean over the batch |h - f_hat| / mean |incoming weights|
 
-   (``"contribution"``, ``mean |outgoing weights| * mean |h|``, is the option the image
-   experiments use). Units older than ``maturity_threshold`` are eligible; the layer's
+   (``"contribution"``, ``mean |outgoing weights| * mean |h|``, the paper's eq. 1, is the
+   option the permuted-MNIST and CIFAR-100 presets use). Units older than ``maturity_threshold`` are eligible; the layer's
    count due is drawn (below) and that many eligible units of lowest bias-corrected
    utility are chosen.
 2. *Generate*, every layer with units chosen. A replaced unit gets fresh incoming weights
@@ -117,8 +117,9 @@ class ContinualBackpropConfig(BackpropConfig):
     """Units are eligible for replacement once older than this many steps (PROTOCOLS.md:
     100; the public code ignored the key and used 10, a bug not copied)."""
     utility: str = "adaptable_contribution"
-    """``"adaptable_contribution"`` (the regression and MNIST-width experiments) or
-    ``"contribution"`` (the image experiments)."""
+    """``"adaptable_contribution"`` (the public regression config and Continual ImageNet's
+    ``cbp.json``) or ``"contribution"`` (the paper's text; the public permuted-MNIST and
+    CIFAR-100 configs)."""
     accumulate: bool = True
     """The count of units due per layer and step, ``replacement_rate * eligible`` in
     expectation either way. True: the fraction carries over, deterministic (``gnt.py``'s

@@ -268,7 +268,7 @@ class ResidualGenerateAndTest(UnitStatistics):
     1. *Test*, every layer. Ages grow by one; the running mean activation ``f`` (averaged
        over batch and positions) and the utility ``u`` are exponential averages with decay
        ``eta``, bias-corrected by ``1 - eta ** age`` as in :mod:`baselines.continual_backprop`.
-       ``"contribution"`` (the image experiments) is ``mean |outgoing weights| * mean |h|``;
+       ``"contribution"`` (the CIFAR-100 config) is ``mean |outgoing weights| * mean |h|``;
        ``"adaptable_contribution"`` also takes ``|h - f|`` and divides by the mean
        ``|incoming weights|``. Units older than ``maturity_threshold`` are eligible; the
        count due (``replacement_rate * eligible`` in expectation, ``accumulate`` as in
