@@ -13,14 +13,35 @@ generate-and-test as :class:`baselines.continual_backprop.GenerateAndTest`). Bat
 products add in another order than autograd's, so the weights differ by rounding; the
 per-task curves agree within the tolerance the equivalence tests state.
 
-Supported: regression streams (``Box`` actions, MSE), SGD, the activations of
-:mod:`baselines.nets`. The factories raise ``VectorizationNotSupported`` otherwise.
+Supported: SGD (``momentum``, coupled ``weight_decay``), the activations of
+:mod:`baselines.nets`, and two heads: regression (``Box`` actions of shape (batch,
+outputs), the mean squared error) and classification (``MultiDiscrete([n] * batch)``
+actions, the argmax; cross-entropy against the integer labels, as
+:class:`~baselines.backprop.BackpropAgent`). So the reference agents run many seeds of
+slowly-changing regression and of online permuted MNIST. The factories raise
+``VectorizationNotSupported`` otherwise.
+
+The SGD step of a layer with at least :data:`FUSED_MIN_WEIGHTS` weights per seed,
+``W <- (1 - lr * weight_decay) * W - lr * delta h^T``, is done in place without writing
+the gradient to memory: at batch size 1 as elementwise passes over ``W`` (``mul_`` for the
+decay, ``addcmul_`` for the rank-one term), for larger batches as one batched product
+(``baddbmm_``). That halves the memory traffic of the update, which bounds a batch-1 step
+of the 784-2000-2000-2000-10 net (38 MB a seed) and of many seeds of narrower nets.
+Smaller layers (every regression net's) and runs with momentum (which keeps the gradient)
+take ``torch.optim.SGD``'s two steps, gradient then update: at that size the two cost the
+same, and the committed regression results were computed that way. Both equal the
+single-seed update up to float32 rounding.
+
+On a CUDA device the whole step stays there: observations that are tensors on the
+device (the streams' ``device=`` mode) give predictions that stay there too (no host
+sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,9 +52,17 @@ from baselines.nets import kaiming_uniform_bound
 from lop_bench.errors import VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
-__all__ = ["VectorMLPAgent", "build_vectorized", "noise_chunk_size", "coin_flip"]
+__all__ = [
+    "FUSED_MIN_WEIGHTS",
+    "VectorMLPAgent",
+    "build_vectorized",
+    "noise_chunk_size",
+    "coin_flip",
+]
 
 _NOISE_CHUNK_ELEMENTS = 1 << 20
+FUSED_MIN_WEIGHTS = 256
+"""Layers with at least this many weights per seed take the fused SGD step (module docstring)."""
 
 
 def noise_chunk_size(num_params: int) -> int:
@@ -92,9 +121,29 @@ _ACTIVATIONS = {
 }
 
 
+def _head(observation_space: Any, action_space: Any) -> tuple[int, bool]:
+    """``(outputs, classify)`` of a vector env's single spaces: a regression head for
+    ``Box`` actions (batch, outputs), a classification head for ``MultiDiscrete([n] *
+    batch)`` (labels from 0)."""
+    batch = observation_space.shape[0] if len(observation_space.shape) >= 2 else None
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 2 \
+            and action_space.shape[0] == batch:
+        return int(action_space.shape[1]), False
+    if isinstance(action_space, spaces.MultiDiscrete):
+        nvec, start = np.asarray(action_space.nvec), np.asarray(action_space.start)
+        if nvec.shape == (batch,) and (nvec == nvec[0]).all() and not start.any():
+            return int(nvec[0]), True
+    raise VectorizationNotSupported(
+        "vectorized agents support regression streams (Box actions of shape (batch, outputs)) "
+        "and classification streams (MultiDiscrete([n] * batch) actions), got "
+        f"{action_space!r} for observations {observation_space!r}."
+    )
+
+
 class VectorMLPAgent:
-    """N MLPs (one per seed) trained online by SGD; optionally shrink-and-perturb noise
-    and generate-and-test. Built by the reference agents' factories for a vector env.
+    """N MLPs (one per seed) trained online by SGD, with a regression or a classification
+    head; optionally shrink-and-perturb noise and generate-and-test. Built by the
+    reference agents' factories for a vector env.
 
     ``parameters()`` returns batched tensors with a leading seed axis; ``features(x)``
     takes ``(N, batch, in)`` and returns ``(N, batch, units)`` per hidden layer.
@@ -118,11 +167,7 @@ class VectorMLPAgent:
             raise VectorizationNotSupported(
                 "vectorized agents support optimizer='sgd' only; run Adam seeds one by one."
             )
-        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 2:
-            raise VectorizationNotSupported(
-                "vectorized agents support regression streams (Box actions of shape (batch, "
-                f"outputs)) only, got {action_space!r}."
-            )
+        out_features, self.classify = _head(observation_space, action_space)
         if cfg.activation not in _ACTIVATIONS:
             raise VectorizationNotSupported(f"activation {cfg.activation!r} is not vectorized.")
         self.cfg = cfg
@@ -134,7 +179,7 @@ class VectorMLPAgent:
         self.seeds = tuple(check_seed(s) for s in seeds)
         n = self.num_envs = len(self.seeds)
         in_features = math.prod(observation_space.shape[1:])
-        out_features = action_space.shape[1]
+        batch = observation_space.shape[0]
         hidden = tuple(cfg.hidden)
         sizes = (in_features, *hidden, out_features)
         self.activation = cfg.activation
@@ -159,6 +204,12 @@ class VectorMLPAgent:
         self.weight_decay = float(cfg.weight_decay)
         self.momentum = float(cfg.momentum)
         self.momentum_buffers: list[torch.Tensor] | None = None
+        # Which layers take the fused step (see the module docstring), and its constants.
+        self._fused = [not self.momentum and W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W]
+        self._decay = 1.0 - self.lr * self.weight_decay
+        self._ones = torch.ones(n, 1, batch, device=self.device)  # sums the batch (bias)
+        if self.classify:  # d cross-entropy / d logits = softmax - one-hot: the -1 of the one-hot
+            self._minus_one = torch.full((n, batch, 1), -1.0, device=self.device)
         self.noise_std = float(noise_std)
         if self.noise_std > 0:
             self._num_params = sum(p[0].numel() for p in self.params)
@@ -167,6 +218,17 @@ class VectorMLPAgent:
             self._noise_row = 0
         self.gnt = _VectorGnT(self, **gnt) if gnt else None
         self._cache: tuple | None = None
+        # On CUDA the step is replayed from CUDA graphs; ``agent.use_cuda_graphs = False``
+        # before the first step runs it eagerly (the benchmark's comparison).
+        self.use_cuda_graphs = self.device.type == "cuda"
+        self._graph_steps: _CudaGraphStep | None = None
+
+    @property
+    def _graphs(self) -> _CudaGraphStep | None:
+        """The CUDA-graph replay of the step, made on first use (None: eager)."""
+        if self._graph_steps is None and self.use_cuda_graphs:
+            self._graph_steps = _CudaGraphStep(self)
+        return self._graph_steps if self.use_cuda_graphs else None
 
     # -- the online protocol ---------------------------------------------------------------
     def _input(self, obs: Any) -> torch.Tensor:
@@ -187,10 +249,25 @@ class VectorMLPAgent:
             hs.append(h)
         return torch.baddbmm(self._b3[-1], h, self._Wt[-1]), zs, hs
 
-    def act(self, obs: Any, infos: dict) -> np.ndarray:
-        """Predictions ``(N, batch, outputs)`` for observations ``(N, batch, in)``."""
-        out, zs, hs = self._cache = self._forward(self._input(obs))
-        return out.numpy() if out.device.type == "cpu" else out.cpu().numpy()
+    def _predict(self, x: torch.Tensor) -> tuple:
+        """``(out, zs, hs, prediction)``: the forward pass and what :meth:`act` returns."""
+        out, zs, hs = self._forward(x)
+        return out, zs, hs, out.argmax(2) if self.classify else out
+
+    def act(self, obs: Any, infos: dict) -> Any:
+        """Predictions for observations ``(N, batch, in)``: ``(N, batch, outputs)`` floats
+        (regression) or ``(N, batch)`` int64 labels (classification). A numpy array for
+        numpy observations; for tensor observations a tensor on the agent's device (no
+        host sync), never overwritten later."""
+        x = self._input(obs)
+        cache = self._graphs.forward(x) if self._graphs is not None else None
+        if cache is None:
+            cache = self._predict(x)
+        elif self._graphs is not None:  # a graph's output, which its next replay rewrites
+            cache = (*cache[:3], cache[3].clone())
+        self._cache = cache
+        pred = cache[3]
+        return pred if torch.is_tensor(obs) else pred.cpu().numpy()
 
     def learn(self, obs, action, reward, next_obs, terminated, truncated, infos: dict) -> None:
         """One SGD step per seed on the kept predictions against ``infos["target"]``."""
@@ -199,34 +276,73 @@ class VectorMLPAgent:
         if target is None:
             return
         if cache is None:
-            cache = self._forward(self._input(obs))
-        out, zs, hs = cache
-        y = torch.as_tensor(target, device=self.device)
-        if y.shape != out.shape:
-            y = y.reshape(out.shape)
-        # MSE, mean over batch and outputs (as F.mse_loss): d loss / d out.
-        delta = torch.sub(out, y).mul_(2.0 / (out.shape[1] * out.shape[2]))
-        grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
-        relu = self.activation == "relu"
-        for k in range(len(self.W) - 1, -1, -1):
-            grads[2 * k] = torch.bmm(delta.transpose(1, 2), hs[k])
-            grads[2 * k + 1] = delta.sum(1)
-            if k > 0:
-                delta = torch.bmm(delta, self.W[k])
-                if relu:  # autograd's own ReLU backward: one op
-                    delta = torch.ops.aten.threshold_backward(delta, hs[k], 0)
-                else:
-                    delta.mul_(_derivative(self.activation, zs[k - 1], hs[k]))
-        self._sgd(grads)
+            cache = self._predict(self._input(obs))
+        out, zs, hs, _ = cache
+        y = self._target(target, out)
+        if self._graphs is None or not self._graphs.step(out, y):
+            self._backward_and_step(out, zs, hs, y)
         if self.noise_std > 0:
             self._perturb()
         if self.gnt is not None:
             self.gnt.step(hs[1:])
 
-    def _sgd(self, grads: list[torch.Tensor]) -> None:
-        """``torch.optim.SGD``'s update (coupled weight decay, momentum, no dampening)."""
+    def _target(self, target: Any, out: torch.Tensor) -> torch.Tensor:
+        """``infos["target"]`` as a tensor on the device: ``out``'s shape (regression) or
+        ``(N, batch, 1)`` int64 labels (classification)."""
+        y = torch.as_tensor(target, device=self.device)
+        if self.classify:
+            return y.reshape(out.shape[0], out.shape[1], 1).long()
+        return y if y.shape == out.shape else y.reshape(out.shape)
+
+    def _backward_and_step(self, out: torch.Tensor, zs: list[torch.Tensor],
+                           hs: list[torch.Tensor], y: torch.Tensor) -> None:
+        """Backpropagate the loss of the predictions ``out`` against ``y`` and take one SGD
+        step per seed (fused per layer where :data:`FUSED_MIN_WEIGHTS` says so)."""
+        batch = out.shape[1]
+        if self.classify:
+            # Cross-entropy, mean over the batch (as F.cross_entropy): softmax - one-hot.
+            delta = torch.softmax(out, 2).scatter_add_(2, y, self._minus_one)
+            if batch > 1:
+                delta.div_(batch)
+        else:
+            # MSE, mean over batch and outputs (as F.mse_loss): d loss / d out.
+            delta = torch.sub(out, y).mul_(2.0 / (batch * out.shape[2]))
+        grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
+        relu = self.activation == "relu"
+        decay = self._decay
+        for k in range(len(self.W) - 1, -1, -1):
+            # The error of the layer below, from W[k] before this step changes it.
+            below = torch.bmm(delta, self.W[k]) if k > 0 else None
+            if self._fused[k]:
+                W, b = self.W[k], self._b3[k]
+                if batch == 1:  # a rank-1 update: elementwise passes are the fastest here
+                    if decay != 1.0:
+                        W.mul_(decay)
+                        b.mul_(decay)
+                    W.addcmul_(delta.transpose(1, 2), hs[k], value=-self.lr)
+                    b.add_(delta, alpha=-self.lr)
+                else:
+                    W.baddbmm_(delta.transpose(1, 2), hs[k], beta=decay, alpha=-self.lr)
+                    b.baddbmm_(self._ones, delta, beta=decay, alpha=-self.lr)
+            else:
+                grads[2 * k] = torch.bmm(delta.transpose(1, 2), hs[k])
+                grads[2 * k + 1] = delta.sum(1)
+            if below is not None:
+                if relu:  # autograd's own ReLU backward: one op
+                    delta = torch.ops.aten.threshold_backward(below, hs[k], 0)
+                else:
+                    delta = below.mul_(_derivative(self.activation, zs[k - 1], hs[k]))
+        if not any(self._fused):
+            self._sgd(self.params, grads)
+        elif not all(self._fused):
+            self._sgd(*zip(*[(p, g) for p, g in zip(self.params, grads) if g is not None]))
+
+    def _sgd(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+        """``torch.optim.SGD``'s update of ``params`` (coupled weight decay, momentum (of
+        every parameter: no layer is fused then), no dampening)."""
+        params, grads = list(params), list(grads)
         if self.weight_decay:
-            torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
+            torch._foreach_add_(grads, params, alpha=self.weight_decay)
         if self.momentum:
             if self.momentum_buffers is None:
                 self.momentum_buffers = [g.clone() for g in grads]
@@ -234,7 +350,7 @@ class VectorMLPAgent:
                 torch._foreach_mul_(self.momentum_buffers, self.momentum)
                 torch._foreach_add_(self.momentum_buffers, grads)
             grads = self.momentum_buffers
-        torch._foreach_add_(self.params, grads, alpha=-self.lr)
+        torch._foreach_add_(params, grads, alpha=-self.lr)
 
     def _perturb(self) -> None:
         """Shrink-and-perturb noise, drawn per seed in chunks of steps (the single agent's rule)."""
@@ -300,6 +416,92 @@ class VectorMLPAgent:
         if self.gnt is not None:
             self.gnt.load_state_dict(state["gnt"])
         self._cache = None
+        self._graph_steps = None  # its graphs hold the replaced momentum buffers: capture anew
+
+
+class _CudaGraph:
+    """One CUDA graph: ``fn``'s kernels recorded (not run) at construction, on static
+    tensors; :meth:`replay` runs them and returns ``fn``'s outputs, rewritten in place."""
+
+    def __init__(self, fn: Callable[[], Any], pool: Any = None) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.outputs = fn()
+        self.pool = self.graph.pool()
+
+    def replay(self) -> Any:
+        self.graph.replay()
+        return self.outputs
+
+
+class _CudaGraphStep:
+    """The vectorized agent's forward pass and SGD step, replayed from two CUDA graphs.
+
+    At batch size 1 a step is a few dozen small kernels, each launched from Python for a
+    few microseconds: the GPU would mostly wait. A CUDA graph launches them all at once.
+    The forward pass (observations -> outputs, activations, predictions) and the step
+    (targets -> backpropagation and the SGD update) are two graphs, since the stream
+    reveals the targets between them. Observations and targets are copied into static
+    tensors; the outputs are the graph's own tensors, rewritten by every replay.
+    Shrink-and-perturb's noise (drawn in chunks from each seed's generator) and
+    generate-and-test (whose replacement counts live on the host) run eagerly after the
+    replayed step, on the same tensors.
+
+    The graphs are captured after ``warmup`` eager steps (which initialize cuBLAS and the
+    momentum buffers) and replay the eager step's kernels, so the results equal the eager
+    path's (up to float rounding, should cuBLAS pick another algorithm under capture). A
+    capture that fails warns once and leaves the agent eager. ``graph`` makes a graph from
+    a function (:class:`_CudaGraph`; the tests pass one that runs on the CPU).
+    """
+
+    def __init__(self, agent: VectorMLPAgent, warmup: int = 2,
+                 graph: Callable[..., Any] = _CudaGraph) -> None:
+        self.agent = agent
+        self.warmup = warmup
+        self.graph = graph
+        self.eager_steps = 0
+        self.failed = False
+        self._forward: Any = None
+        self._step: Any = None
+
+    def forward(self, x: torch.Tensor) -> tuple | None:
+        """``(out, zs, hs, prediction)`` replayed for ``x``, or None: run it eagerly."""
+        if self._forward is None:
+            if self.failed or self.eager_steps < self.warmup:
+                return None
+            self._x = x.clone()
+            self._forward = self._capture(lambda: self.agent._predict(self._x))
+            if self._forward is None:
+                return None
+        self._x.copy_(x)
+        return self._forward.replay()
+
+    def step(self, out: torch.Tensor, y: torch.Tensor) -> bool:
+        """Replay the step for targets ``y`` when ``out`` is the forward graph's output;
+        False when the caller must take the step eagerly."""
+        if self._forward is None or out is not self._forward.outputs[0]:
+            self.eager_steps += 1
+            return False
+        if self._step is None:
+            self._y = y.clone()
+            out, zs, hs, _ = self._forward.outputs
+            self._step = self._capture(lambda: self.agent._backward_and_step(out, zs, hs, self._y),
+                                       pool=self._forward.pool)
+            if self._step is None:
+                return False
+        self._y.copy_(y)
+        self._step.replay()
+        return True
+
+    def _capture(self, fn: Callable[[], Any], pool: Any = None) -> Any:
+        try:
+            return self.graph(fn, pool)
+        except Exception as exc:  # an op that cannot be captured: the step stays eager
+            warnings.warn(f"CUDA graph capture of the vectorized step failed ({exc}); "
+                          "running it eagerly.", RuntimeWarning, stacklevel=3)
+            self.failed = True
+            self._forward = None
+            return None
 
 
 class _VectorGnT:
