@@ -48,8 +48,6 @@ def write_fixture(root: Path, n: int = 60_000) -> Path:
 
 
 def ensure_registered() -> None:
-    if ENV not in registration.STREAMS:  # before the id is registered in the package
-        registration.STREAMS[ENV] = "lop_bench.envs.permuted_mnist:PermutedMNISTEnv"
     registration.register_envs()
 
 

@@ -5,13 +5,15 @@
 >>> agent = lop_bench.make_agent("continual_backprop", env, seed=0)
 >>> result = lop_bench.run("lop/SlowlyChangingRegression-v0", "backprop", tier="smoke", seed=0)
 >>> sweep = lop_bench.sweep("sweep.toml", jobs=2)   # a grid, on worker processes or Ray
+>>> lop_bench.register(my_stream.SPEC)              # a stream of your own (lop_bench.streams)
 """
 
 from __future__ import annotations
 
 from lop_bench.agents import Agent, list_agents, make_agent
 from lop_bench.errors import LopBenchError
-from lop_bench.registration import list_envs, make, make_vec, register_envs
+from lop_bench.registration import list_envs, make, make_vec, register, register_envs
+from lop_bench.streams import StreamSpec
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,8 @@ __all__ = [
     "make",
     "make_agent",
     "make_vec",
+    "register",
+    "StreamSpec",
     "run",
     "run_vectorized",
     "sweep",

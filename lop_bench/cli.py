@@ -1,4 +1,4 @@
-"""The ``lop-bench`` command: list, run, report, reproduce, sweep.
+"""The ``lop-bench`` command: list, run, report, reproduce, sweep, submit, leaderboard build.
 
 Every subcommand's ``--help`` shows an example. ``run``, ``reproduce`` and ``sweep`` check
 their paths, device, seeds (and a sweep its whole spec) before any work starts, and never
@@ -192,15 +192,15 @@ def _run_parallel(jobs: list[dict[str, Any]], num_workers: int,
 # -- subcommands ----------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from lop_bench.agents import list_agents
-    from lop_bench.registration import REFERENCE_AGENTS, VECTOR_STREAMS, env_class, list_envs
+    from lop_bench.registration import list_envs, stream_spec
 
     print("Streams (lop_bench.make(ID, tier=...)):")
     for env_id in list_envs():
-        cls = env_class(env_id)
-        tiers = ", ".join(f"{t} ({c.num_seeds} seeds)" for t, c in cls.TIERS.items())
+        spec = stream_spec(env_id)
+        tiers = ", ".join(f"{t} ({c.num_seeds} seeds)" for t, c in spec.tiers.items())
         print(f"  {env_id}\n    tiers: {tiers}")
-        print(f"    reference agents: {', '.join(REFERENCE_AGENTS.get(env_id, ()))}")
-        if env_id in VECTOR_STREAMS:
+        print(f"    reference agents: {', '.join(spec.reference_agents)}")
+        if spec.vector_env is not None:
             print("    vectorized: yes (lop_bench.make_vec; lop-bench run ... --vectorized)")
     print("Agents (entry-point group lop_bench.agents):")
     for name in list_agents():
@@ -258,11 +258,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from lop_bench.registration import REFERENCE_AGENTS, make
+    from lop_bench.registration import make, stream_spec
     from lop_bench.runner import check_device
     from lop_bench.sweeps import Grid, RunSettings, SweepSpec, sweep
 
-    agents = args.agents.split(",") if args.agents else list(REFERENCE_AGENTS.get(args.env, ()))
+    agents = args.agents.split(",") if args.agents else list(stream_spec(args.env).reference_agents)
     if not agents:
         raise LopBenchError(f"{args.env} has no reference agents yet; pass --agents a,b.")
     seeds = parse_seeds(args.seeds) if args.seeds else None
@@ -336,6 +336,39 @@ def _print_sweep(result: Any) -> int:
         print("The other results are written. Fix what the errors name, then run the same "
               "command again: finished results are kept, the rest resume.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``lop-bench submit``: check result files and copy them to the leaderboard."""
+    from lop_bench.leaderboard.submission import check_submission, submit_files
+
+    if args.dry_run:
+        entries = check_submission(args.results, args.dir, source=args.source)
+        n = sum(len(e.results) for e in entries)
+        print(f"{n} result file(s) in {len(entries)} new entr{'y' if len(entries) == 1 else 'ies'} "
+              "pass every check (dry run: nothing copied).")
+        return 0
+    done = submit_files(args.results, args.dir, source=args.source)
+    written = done.written
+    entries = sorted({p.parent for p in written})
+    print(f"accepted {len(written)} result file(s) in {len(entries)} "
+          f"entr{'y' if len(entries) == 1 else 'ies'}:")
+    for d in entries:
+        print(f"  {d}/")
+    for d in done.unchanged:
+        print(f"already on the leaderboard with the same results, left as it is: {d}/")
+    if written:
+        print(f"Next: lop-bench leaderboard build --dir {args.dir}")
+    return 0
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    """``lop-bench leaderboard build``: regenerate README.md and index.html."""
+    from lop_bench.leaderboard import build
+
+    readme, index = build(args.dir)
+    print(f"built {readme} and {index} (a file whose content is unchanged is not rewritten)")
     return 0
 
 
@@ -507,11 +540,62 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sweep)
 
     from lop_bench.data.cli import add_cli as add_data_cli
-    from lop_bench.leaderboard import add_cli
 
-    add_cli(sub)
+    _add_leaderboard_commands(sub)
     add_data_cli(sub)
     return p
+
+
+def _add_leaderboard_commands(subparsers: Any) -> None:
+    """``submit`` and ``leaderboard build`` (:mod:`lop_bench.leaderboard`)."""
+    from lop_bench.leaderboard import DEFAULT_DIR
+
+    sp = subparsers.add_parser(
+        "submit", help="check result files and add them to the leaderboard",
+        formatter_class=_formatter,
+        description="Check result files (schema, summary vs curve, tier hash, steps, "
+                    "diagnostics, full seed set, no custom settings, no smoke tier, no copied "
+                    "curves) and copy them all, or none, under DIR/submissions/. Files "
+                    "already there with the same results are left as they are.",
+        epilog=textwrap.dedent("""\
+            examples:
+              lop-bench run lop/SlowlyChangingRegression-v0 --agent my_pkg.agents:make_agent --tier cpu --out mine
+              lop-bench submit mine/ --dry-run
+              lop-bench submit mine/ --source https://github.com/me/my-agent/tree/<commit sha>
+              lop-bench submit mine/*.json --source my-agent==1.2.0
+              lop-bench leaderboard build
+        """))
+    sp.add_argument("results", nargs="+", metavar="RESULTS",
+                    help="result files, or directories searched for *.json")
+    sp.add_argument("--dir", default=str(DEFAULT_DIR),
+                    help=f"leaderboard directory (default: {DEFAULT_DIR})")
+    sp.add_argument("--dry-run", action="store_true", help="check only; copy nothing")
+    sp.add_argument("--source", metavar="WHERE",
+                    help="where the agent's code is, recorded as agent.source in every file "
+                         "copied: a URL with a commit (https://github.com/me/my-agent/tree/"
+                         "<sha>) or a package with its version (my-agent==1.2.0); the pages "
+                         "link it")
+    sp.set_defaults(func=cmd_submit)
+
+    lp = subparsers.add_parser(
+        "leaderboard", help="regenerate the leaderboard pages", formatter_class=_formatter,
+        epilog="examples:\n  lop-bench leaderboard build\n"
+               "  lop-bench leaderboard build --dir leaderboard")
+    lsub = lp.add_subparsers(dest="leaderboard_command", metavar="ACTION")
+    bp = lsub.add_parser(
+        "build", help="regenerate DIR/README.md and DIR/index.html from DIR/submissions/",
+        formatter_class=_formatter,
+        epilog="examples:\n  lop-bench leaderboard build\n"
+               "  lop-bench leaderboard build --dir /tmp/board")
+    bp.add_argument("--dir", default=str(DEFAULT_DIR),
+                    help=f"leaderboard directory (default: {DEFAULT_DIR})")
+    bp.set_defaults(func=cmd_leaderboard_build)
+
+    def _help(args: argparse.Namespace) -> int:
+        lp.print_help()
+        return 2
+
+    lp.set_defaults(func=_help)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Metrics on per-task curves: summaries, statistics over seeds, binning and the IQM.
 
 Everything here is a pure function of its arguments (numpy in, Python floats or numpy
-arrays out). A *curve* is one value per task: the stream's per-task score (see
-:data:`STREAMS` for which score each stream reports and in which direction it improves).
+arrays out). A *curve* is one value per task: the stream's per-task score (its
+declaration, :class:`~lop_bench.streams.StreamSpec`, names the score and the direction in
+which it improves).
 
 - :func:`summarize`: ``initial`` / ``final`` (mean of the first / last 10% of tasks, at least
   one task), ``drop`` (signed so that a loss of plasticity is positive whatever the
@@ -20,21 +21,14 @@ cheap.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from lop_bench.errors import UnknownEnvError, did_you_mean
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 __all__ = [
-    "StreamMetric",
-    "STREAMS",
-    "stream_metric",
-    "higher_is_better",
     "edge_count",
     "summarize",
     "seed_stats",
@@ -45,73 +39,6 @@ __all__ = [
     "iqm",
     "iqm_bootstrap_ci",
 ]
-
-
-@dataclass(frozen=True)
-class StreamMetric:
-    """The per-task score a stream reports.
-
-    Attributes:
-        env_id: the stream's id, e.g. ``"lop/PermutedMNIST-v0"``.
-        metric: short name of the score (``"mse"``, ``"accuracy"``, ``"return"``).
-        higher_is_better: ``True`` when a larger score is better (accuracy, return),
-            ``False`` for errors.
-        label: axis label for plots (``"mean squared error"``, ...).
-        bin_size: number of consecutive tasks averaged into one point when plotting, as the
-            paper plots the stream (regression: bins of 20,000 steps = 2 tasks of 10,000;
-            Continual ImageNet: bins of 50 tasks).
-    """
-
-    env_id: str
-    metric: str
-    higher_is_better: bool
-    label: str
-    bin_size: int
-
-
-STREAMS: dict[str, StreamMetric] = {
-    m.env_id: m
-    for m in (
-        StreamMetric("lop/SlowlyChangingRegression-v0", "mse", False, "mean squared error", 2),
-        StreamMetric("lop/PermutedMNIST-v0", "accuracy", True, "online accuracy", 1),
-        StreamMetric("lop/ContinualImageNet-v0", "accuracy", True, "test accuracy", 50),
-        StreamMetric("lop/IncrementalCIFAR100-v0", "accuracy", True, "test accuracy", 1),
-        StreamMetric("lop/ChangingFrictionAnt-v0", "return", True, "mean episode return", 1),
-    )
-}
-"""The per-task score of every lop-bench stream, by env id."""
-
-_ENV_PREFIX = "lop_bench:"
-
-
-def stream_metric(env_id: str) -> StreamMetric:
-    """Return the :class:`StreamMetric` of ``env_id``.
-
-    A ``"lop_bench:"`` module prefix (as accepted by ``gymnasium.make``) is ignored.
-
-    Raises:
-        UnknownEnvError: ``env_id`` is not a lop-bench stream (the message lists close
-            matches).
-    """
-    key = str(env_id)
-    if key.startswith(_ENV_PREFIX):
-        key = key[len(_ENV_PREFIX) :]
-    try:
-        return STREAMS[key]
-    except KeyError:
-        raise UnknownEnvError(
-            f"No per-task metric is defined for env id {env_id!r}: it is not a lop-bench "
-            f"stream.{did_you_mean(key, STREAMS)} Known streams: {', '.join(sorted(STREAMS))}."
-        ) from None
-
-
-def higher_is_better(env_id: str) -> bool:
-    """Whether a larger per-task score of ``env_id`` is better (``False`` for errors).
-
-    Raises:
-        UnknownEnvError: ``env_id`` is not a lop-bench stream.
-    """
-    return stream_metric(env_id).higher_is_better
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +106,7 @@ def summarize(curve: ArrayLike, higher_is_better: bool) -> dict[str, Any]:
 
     Args:
         curve: one finite score per task, in task order.
-        higher_is_better: direction of the score (see :func:`higher_is_better`).
+        higher_is_better: direction of the score (the stream's ``higher_is_better``).
 
     Returns:
         ``{"initial", "final", "drop", "mean", "num_tasks"}``: ``initial`` / ``final`` are the

@@ -1,12 +1,16 @@
-"""Registers every lop-bench stream with gymnasium and makes envs by id.
+"""The registry of streams: registers each with gymnasium, finds its declaration, makes envs.
 
-Streams are registered under the ``lop`` namespace. Modules are imported lazily (the
-``entry_point`` strings), so ``import lop_bench`` stays cheap and never imports mujoco,
-datasets or ray.
+A stream declares itself once, with the :class:`~lop_bench.streams.StreamSpec` at the end
+of its module. :func:`register` adds the spec to :data:`registry` and registers its id
+(namespace ``lop``) with gymnasium, so ``lop_bench.make`` and ``gymnasium.make`` both make
+it. The built-in streams (:data:`BUILTIN_STREAMS`) are registered when ``lop_bench`` is
+imported. Their modules import nothing heavy at import time (torch, mujoco and the
+dataset libraries are imported when an env is made), so ``import lop_bench`` stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,80 +22,107 @@ from lop_bench.errors import (
     VectorizationNotSupported,
     did_you_mean,
 )
+from lop_bench.streams import StreamSpec
 
-__all__ = ["STREAMS", "VECTOR_STREAMS", "register_envs", "make", "make_vec", "list_envs", "env_class"]
+__all__ = [
+    "BUILTIN_STREAMS",
+    "DEFAULT_TIER",
+    "registry",
+    "register",
+    "register_envs",
+    "stream_spec",
+    "list_envs",
+    "env_class",
+    "make",
+    "make_vec",
+]
 
 DEFAULT_TIER = "cpu"
 
-# id -> entry point. Only streams that exist are listed; see README for the roadmap.
-STREAMS: dict[str, str] = {
-    "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionEnv",
-    "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTEnv",
-    "lop/ChangingFrictionAnt-v0": "lop_bench.envs.ant:ChangingFrictionAntEnv",
-    "lop/ContinualImageNet-v0": "lop_bench.envs.continual_imagenet:ContinualImageNetEnv",
-    "lop/IncrementalCIFAR100-v0": "lop_bench.envs.incremental_cifar:IncrementalCIFAR100Env",
-}
+BUILTIN_STREAMS: tuple[str, ...] = (
+    "lop_bench.envs.regression",
+    "lop_bench.envs.permuted_mnist",
+    "lop_bench.envs.ant",
+    "lop_bench.envs.continual_imagenet",
+    "lop_bench.envs.incremental_cifar",
+)
+"""The modules of the built-in streams; each ends with its declaration, ``SPEC``."""
 
-# id -> vector entry point: N seeds generated together (``make_vec``).
-VECTOR_STREAMS: dict[str, str] = {
-    "lop/SlowlyChangingRegression-v0": "lop_bench.envs.regression:SlowlyChangingRegressionVectorEnv",
-    "lop/PermutedMNIST-v0": "lop_bench.envs.permuted_mnist:PermutedMNISTVectorEnv",
-}
+registry: dict[str, StreamSpec] = {}
+"""Stream id -> its declaration, for every registered stream (as ``gymnasium.registry``)."""
 
-# The paper's reference agents for each stream (names in the ``lop_bench.agents``
-# entry-point group), in the order ``reproduce`` runs and reports them.
-REFERENCE_AGENTS: dict[str, tuple[str, ...]] = {
-    "lop/SlowlyChangingRegression-v0": (
-        "linear",
-        "backprop",
-        "l2",
-        "shrink_perturb",
-        "continual_backprop",
-    ),
-    "lop/PermutedMNIST-v0": ("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
-    # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
-    # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
-    "lop/ChangingFrictionAnt-v0": ("ppo", "ppo_l2", "ppo_cbp"),
-    "lop/ContinualImageNet-v0": ("backprop", "l2", "shrink_perturb", "continual_backprop"),
-    "lop/IncrementalCIFAR100-v0": (
-        "backprop", "shrink_perturb", "continual_backprop", "head_reset", "from_scratch",
-    ),
-}
+_ENV_PREFIX = "lop_bench:"
+
+
+def register(spec: StreamSpec) -> StreamSpec:
+    """Register a stream: its declaration under its id, and the id with gymnasium.
+
+    A stream outside lop-bench is added this way, from its own module::
+
+        SPEC = lop_bench.register(StreamSpec(env=MyStreamEnv, label="accuracy", ...))
+
+    Registering the same spec again does nothing; another spec under a registered id is
+    an :class:`~lop_bench.errors.InvalidConfigError` (a new version of a stream gets a
+    new id, ``-v1``). Returns ``spec``.
+    """
+    if not isinstance(spec, StreamSpec):
+        raise InvalidConfigError(f"register() takes a StreamSpec, got {type(spec).__name__}.")
+    known = registry.get(spec.id)
+    if known is not None and known is not spec and known != spec:
+        raise InvalidConfigError(
+            f"{spec.id} is already registered, as {known.entry_point}: a changed stream gets a "
+            f"new version in its id (STYLE.md rule 1), not the id of another."
+        )
+    registry[spec.id] = spec
+    _register_with_gymnasium(spec)
+    return spec
+
+
+def _register_with_gymnasium(spec: StreamSpec) -> None:
+    if spec.id not in gymnasium.registry:
+        gymnasium.register(
+            id=spec.id,
+            entry_point=spec.entry_point,
+            vector_entry_point=spec.vector_entry_point,
+            kwargs={"tier": DEFAULT_TIER},
+            max_episode_steps=None,
+        )
 
 
 def register_envs() -> None:
-    """Register every stream with gymnasium (idempotent)."""
-    for env_id, entry_point in STREAMS.items():
-        if env_id not in gymnasium.registry:
-            gymnasium.register(
-                id=env_id,
-                entry_point=entry_point,
-                vector_entry_point=VECTOR_STREAMS.get(env_id),
-                kwargs={"tier": DEFAULT_TIER},
-                max_episode_steps=None,
-            )
+    """Register every built-in stream (idempotent)."""
+    for module in BUILTIN_STREAMS:
+        register(importlib.import_module(module).SPEC)
+
+
+def stream_spec(env_id: str) -> StreamSpec:
+    """The declaration of the stream ``env_id``.
+
+    A ``"lop_bench:"`` module prefix (as ``gymnasium.make`` accepts) is ignored.
+
+    Raises:
+        UnknownEnvError: ``env_id`` is not a registered stream (the message lists close
+            matches).
+    """
+    key = str(env_id)
+    key = key[len(_ENV_PREFIX):] if key.startswith(_ENV_PREFIX) else key
+    try:
+        return registry[key]
+    except KeyError:
+        raise UnknownEnvError(
+            f"unknown env id {env_id!r}.{did_you_mean(key, registry)} "
+            f"lop-bench streams: {', '.join(sorted(registry))} (lop-bench list)."
+        ) from None
 
 
 def list_envs() -> list[str]:
     """Ids of every registered lop-bench stream."""
-    return sorted(STREAMS)
-
-
-def _check_id(env_id: str) -> None:
-    if env_id not in STREAMS:
-        raise UnknownEnvError(
-            f"unknown env id {env_id!r}.{did_you_mean(env_id, STREAMS)} "
-            f"lop-bench streams: {', '.join(sorted(STREAMS))} (lop-bench list)."
-        )
+    return sorted(registry)
 
 
 def env_class(env_id: str) -> type:
-    """The env class of a stream id (imports its module)."""
-    _check_id(env_id)
-    module_name, _, attr = STREAMS[env_id].partition(":")
-    import importlib
-
-    return getattr(importlib.import_module(module_name), attr)
+    """The env class of a stream id."""
+    return stream_spec(env_id).env
 
 
 def make(env_id: str, tier: str = DEFAULT_TIER, **kwargs: Any) -> gymnasium.Env:
@@ -102,9 +133,9 @@ def make(env_id: str, tier: str = DEFAULT_TIER, **kwargs: Any) -> gymnasium.Env:
     to ``gymnasium.make(env_id, tier=tier, **kwargs)``, with a clear error for an unknown
     id (listing close matches).
     """
-    _check_id(env_id)
-    register_envs()
-    return gymnasium.make(env_id, tier=tier, **kwargs)
+    spec = stream_spec(env_id)
+    _register_with_gymnasium(spec)
+    return gymnasium.make(spec.id, tier=tier, **kwargs)
 
 
 def make_vec(
@@ -122,19 +153,20 @@ def make_vec(
 
     >>> envs = lop_bench.make_vec("lop/SlowlyChangingRegression-v0", num_envs=100, tier="cpu")
     """
-    _check_id(env_id)
-    if env_id not in VECTOR_STREAMS:
+    spec = stream_spec(env_id)
+    if spec.vector_env is None:
+        vectorized = sorted(s.id for s in registry.values() if s.vector_env is not None)
         raise VectorizationNotSupported(
-            f"{env_id} has no vectorized version yet; streams with one: "
-            f"{', '.join(sorted(VECTOR_STREAMS))}. Run its seeds as separate processes instead."
+            f"{spec.id} has no vectorized version yet; streams with one: "
+            f"{', '.join(vectorized)}. Run its seeds as separate processes instead."
         )
     if num_envs is None:
         if seeds is None:
             raise InvalidConfigError("make_vec needs num_envs or seeds.")
         num_envs = len(seeds)
-    register_envs()
+    _register_with_gymnasium(spec)
     extra = {} if seeds is None else {"seeds": tuple(seeds)}
     return gymnasium.make_vec(
-        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tier=tier,
+        spec.id, num_envs=num_envs, vectorization_mode="vector_entry_point", tier=tier,
         **extra, **kwargs,
     )

@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from lop_bench.errors import LopBenchError
+from lop_bench.registration import stream_spec
 from lop_bench.results import Result
+from lop_bench.streams import Finding
 
 __all__ = [
     "Group",
@@ -33,7 +35,7 @@ __all__ = [
     "summary_rows",
     "write_summary",
     "Finding",
-    "FINDINGS",
+    "rank_statistic",
     "check_findings",
 ]
 
@@ -144,19 +146,15 @@ def _settings_record(g: Group) -> dict[str, Any]:
 
 
 def rank_statistic(env_id: str) -> str:
-    """The statistic ``env_id`` is ranked by: ``"last"`` (streams ranked by their last
-    task) or ``"final"`` (as the leaderboard)."""
-    from lop_bench.leaderboard import rank_stat
-
-    return rank_stat(env_id)
+    """The statistic ``env_id`` is ranked by, as on the leaderboard: ``"final"``, or
+    ``"last"`` for streams ranked by their last task (its ``rank_by``)."""
+    return stream_spec(env_id).rank_by
 
 
 def _best_of(groups: Sequence[Group]) -> Group | None:
     """The group with the best seed mean of the stream's ranked statistic (None if none has
     a finite one)."""
-    from lop_bench.metrics import stream_metric
-
-    sign = 1.0 if stream_metric(groups[0].env_id).higher_is_better else -1.0
+    sign = 1.0 if stream_spec(groups[0].env_id).higher_is_better else -1.0
     stat = rank_statistic(groups[0].env_id)
     scored = [(sign * float(np.mean(list(g.stat(stat).values()))), g) for g in groups]
     scored = [(v, g) for v, g in scored if np.isfinite(v)]
@@ -200,10 +198,9 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
 
     Streams ranked by their last task (class-incremental CIFAR-100, whose tasks grow) show
     instead the last task's score (on all classes) and its paired gap to the reference
-    agent (retrained from scratch), as the leaderboard does.
+    agent (retrained from scratch: the stream's ``gap_to``), as the leaderboard does.
     """
-    from lop_bench.leaderboard import LAST_TASK_STREAMS
-    from lop_bench.metrics import seed_stats, stream_metric
+    from lop_bench.metrics import seed_stats
 
     lines: list[str] = []
     by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
@@ -211,18 +208,18 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
         by_stream[(g.env_id, g.tier)].append(g)
     for (env_id, tier), gs in by_stream.items():
         gs = _sorted(gs, order)
-        m = stream_metric(env_id)
+        m = stream_spec(env_id)
         better = "higher" if m.higher_is_better else "lower"
         lines.append(f"{env_id}  tier={tier}  metric={m.metric} ({better} is better; "
                      "mean ± 95% CI half-width over seeds)")
-        reference = LAST_TASK_STREAMS.get(env_id)
-        if reference is None:
+        if m.rank_by != "last":
             header = ["agent", "seeds", *_STATS]
             rows = [header]
             for g in gs:
                 rows.append([_marked(g), str(len(g.results))]
                             + [_fmt(seed_stats(list(g.stat(k).values()))) for k in _STATS])
         else:
+            reference = m.gap_to
             refs = [g for g in gs if g.agent == reference]
             ref = next((g for g in refs if g.best), refs[0]) if refs else None
             header = ["agent", "seeds", "last (all classes)", f"gap to {reference}", "mean"]
@@ -257,7 +254,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size, stream_metric
+    from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size
 
     by_stream: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for g in groups:
@@ -268,7 +265,7 @@ def plot(groups: Sequence[Group], path: str | Path, bin_size: int | None = None,
     n, cols = len(by_stream), len(panels)
     fig, axes = plt.subplots(n, cols, figsize=(5.6 * cols, 4.0 * n), squeeze=False)
     for row, ((env_id, tier), gs) in zip(axes, by_stream.items()):
-        m = stream_metric(env_id)
+        m = stream_spec(env_id)
         gs = _sorted(gs, order)
         for col, (ax, (key, label)) in enumerate(zip(row, panels)):
             for i, g in enumerate(gs):
@@ -348,7 +345,7 @@ def summary_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     is its agent's best, and the mean and 95% CI over seeds of the stream's ranked
     statistic; then a column ``hp.<name>`` per hyperparameter that differs between
     settings of an agent (empty where it does not apply), and every hyperparameter as JSON."""
-    from lop_bench.metrics import seed_stats, stream_metric
+    from lop_bench.metrics import seed_stats
 
     varying: list[str] = []
     by_agent: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
@@ -362,7 +359,7 @@ def summary_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     rows = []
     for g in _sorted(groups, None):
         stat = rank_statistic(g.env_id)
-        m = stream_metric(g.env_id)
+        m = stream_spec(g.env_id)
         stats = seed_stats(list(g.stat(stat).values()))
         record = _settings_record(g)
         row: dict[str, Any] = {
@@ -398,62 +395,9 @@ def write_summary(groups: Sequence[Group], path: str | os.PathLike[str]) -> Path
     return atomic_write_text(path, buf.getvalue())
 
 
-@dataclass(frozen=True)
-class Finding:
-    """A qualitative finding of the paper, checked paired by seed: ``left`` ``op`` ``right``.
-
-    ``left`` and ``right`` are (agent, summary statistic). ``op`` is ``"<"`` or ``">"``.
-    PASS when the 95% CI of the paired difference excludes 0 in the expected direction;
-    "weak" when only the mean difference points that way; FAIL otherwise.
-    """
-
-    text: str
-    left: tuple[str, str]
-    op: str
-    right: tuple[str, str]
-
-
-FINDINGS: dict[str, list[Finding]] = {
-    "lop/SlowlyChangingRegression-v0": [
-        Finding("backprop learns: its initial error is below the linear learner's",
-                ("backprop", "initial"), "<", ("linear", "initial")),
-        Finding("backprop loses plasticity: its final error is above its initial error",
-                ("backprop", "final"), ">", ("backprop", "initial")),
-        Finding("continual backprop keeps plasticity: its final error is below backprop's",
-                ("continual_backprop", "final"), "<", ("backprop", "final")),
-    ],
-    "lop/PermutedMNIST-v0": [
-        Finding("backprop learns: its initial accuracy is above the linear learner's",
-                ("backprop", "initial"), ">", ("linear", "initial")),
-        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
-                ("backprop", "final"), "<", ("backprop", "initial")),
-        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
-                ("continual_backprop", "final"), ">", ("backprop", "final")),
-    ],
-    "lop/ContinualImageNet-v0": [
-        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
-                ("backprop", "final"), "<", ("backprop", "initial")),
-        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
-                ("continual_backprop", "final"), ">", ("backprop", "final")),
-    ],
-    "lop/IncrementalCIFAR100-v0": [
-        Finding("backprop loses plasticity: on all classes it ends below a network retrained "
-                "from scratch", ("backprop", "last"), "<", ("from_scratch", "last")),
-        Finding("continual backprop keeps plasticity: on all classes it ends above backprop",
-                ("continual_backprop", "last"), ">", ("backprop", "last")),
-    ],
-}
-
-SHORT_TIERS: dict[str, str] = {
-    "lop/ContinualImageNet-v0": "20 tasks",
-    "lop/IncrementalCIFAR100-v0": "4 blocks of 4 epochs",
-}
-"""Streams whose ``cpu`` tier only checks that everything works: far too short for the
-paper's findings, which take thousands of tasks or epochs."""
-
-
 def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, str]]]:
-    """Check the paper's findings on these results; returns (text, [(finding, verdict)])."""
+    """Check the paper's findings (each stream's ``findings``) on these results; returns
+    (text, [(finding, verdict)])."""
     from lop_bench.metrics import paired_difference
 
     lines, verdicts = [], []
@@ -464,17 +408,17 @@ def check_findings(groups: Sequence[Group]) -> tuple[str, list[tuple[Finding, st
     by_key = {k: gs[0] for k, gs in settings.items() if len(gs) == 1}
     streams = sorted({(g.env_id, g.tier) for g in groups})
     for env_id, tier in streams:
-        findings = FINDINGS.get(env_id, [])
-        if not findings:
+        spec = stream_spec(env_id)
+        if not spec.findings:
             continue
         lines.append(f"The paper's findings on {env_id} [{tier}] (paired by seed, 95% CI):")
         if tier == "smoke":
             lines.append("  (the smoke tier is a seconds-long functional check, too short to show "
                          "them: use --tier cpu)")
-        elif tier == "cpu" and env_id in SHORT_TIERS:
-            lines.append(f"  (the cpu tier, {SHORT_TIERS[env_id]}, is a functional check, far "
-                         "too short to show them: only the paper tier can)")
-        for f in findings:
+        elif tier in spec.functional_tiers:
+            lines.append(f"  (the {tier} tier, {spec.functional_tiers[tier]}, is a functional "
+                         "check, far too short to show them: only the paper tier can)")
+        for f in spec.findings:
             gl = by_key.get((env_id, tier, f.left[0]))
             gr = by_key.get((env_id, tier, f.right[0]))
             if gl is None or gr is None:

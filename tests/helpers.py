@@ -9,6 +9,7 @@ import torch
 from gymnasium import spaces
 
 from lop_bench.envs.base import ContinualStream
+from lop_bench.streams import StreamSpec
 
 
 class MeanAgent:
@@ -96,6 +97,10 @@ class FakePhasesEnv(ContinualStream):
         info["stream_done"] = done
         return np.zeros((1, 2), np.float32), 0.0, False, False, info
 
+
+
+FAKE_PHASES = StreamSpec(env=FakePhasesEnv, label="mean squared error")
+"""The fake stream's declaration (tests register it for a test and remove it after)."""
 
 class CheatingAgent(MeanAgent):
     """Learns on test steps too (from the reward-free phase): the runner must catch it."""

@@ -77,8 +77,9 @@ import torch
 import torch.nn.functional as F
 
 import lop_bench
+from lop_bench.envs.cifar_images import normalize_images
 from lop_bench.envs.continual_imagenet import ContinualImageNetEnv
-from lop_bench.envs.incremental_cifar import IncrementalCIFAR100Env, normalize_images
+from lop_bench.envs.incremental_cifar import IncrementalCIFAR100Env
 from lop_bench.errors import PhaseViolationError
 from tests.cifar_fixtures import fake_splits
 from tests.cifar_fixtures import write_torchvision as write_cifar

@@ -9,18 +9,15 @@ import sys
 import textwrap
 import warnings
 
-import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import lop_bench
-from lop_bench import registration
 from lop_bench.envs.ant import TIERS, AntConfig, ChangingFrictionAntEnv
 from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
 
 ANT = "lop/ChangingFrictionAnt-v0"
-ENTRY = "lop_bench.envs.ant:ChangingFrictionAntEnv"
 
 needs_mujoco = pytest.mark.skipif(
     importlib.util.find_spec("mujoco") is None,
@@ -29,12 +26,9 @@ needs_mujoco = pytest.mark.skipif(
 
 
 @pytest.fixture
-def ant_id(monkeypatch):
-    """The Ant id registered (as the lead's registration will do), removed afterwards."""
-    monkeypatch.setitem(registration.STREAMS, ANT, ENTRY)
-    registration.register_envs()
-    yield ANT
-    gymnasium.registry.pop(ANT, None)
+def ant_id():
+    """The Ant's id (a built-in stream: registered when lop_bench is imported)."""
+    return ANT
 
 
 def random_actions(n: int, seed: int = 0) -> np.ndarray:
@@ -319,12 +313,9 @@ def test_without_mujoco_import_works_and_make_names_the_extra():
         import sys
         sys.modules["mujoco"] = None  # import mujoco now fails
         import lop_bench
-        from lop_bench import registration
         from lop_bench.errors import DependencyNotInstalled
         from lop_bench.envs.ant import TIERS  # the module imports without MuJoCo
         assert TIERS["paper"].num_tasks == 10
-        registration.STREAMS[{ANT!r}] = {ENTRY!r}
-        registration.register_envs()
         try:
             lop_bench.make({ANT!r}, tier="smoke")
         except DependencyNotInstalled as exc:

@@ -95,7 +95,8 @@ def test_spaces_tiers_and_paper_protocol(root):
     env = env_of(root)
     assert env.observation_space == gymnasium.spaces.Box(0, 255, (16, 3, 32, 32), np.float32)
     assert env.action_space == gymnasium.spaces.MultiDiscrete([2] * 16)
-    assert env.METRIC == "accuracy" and env.HIGHER_IS_BETTER and env.DATASET_FINGERPRINT is None
+    assert env.METRIC == "accuracy" and env.HIGHER_IS_BETTER
+    assert lop_bench.registration.stream_spec(CIN).dataset_fingerprint is None
     assert env.total_steps == 3 * (2 * 3 + 2) and env.num_tasks == 3
     paper = TIERS["paper"]
     assert (paper.num_classes, paper.train_per_class, paper.test_per_class) == (1000, 600, 100)

@@ -9,17 +9,16 @@ from gymnasium.utils.env_checker import check_env
 
 import lop_bench
 from lop_bench.checkpoint import decode, encode
-from lop_bench.envs.incremental_cifar import (
+from lop_bench.envs.cifar_images import (
     MEAN,
     STD,
-    TIERS,
-    IncrementalCIFAR100Env,
     augment_images,
     crop_images,
     flip_images,
     normalize_images,
     rotate_images,
 )
+from lop_bench.envs.incremental_cifar import TIERS, IncrementalCIFAR100Env
 from lop_bench.errors import (
     CheckpointError,
     InvalidActionError,
@@ -154,7 +153,7 @@ def test_spaces_tiers_and_paper_protocol(root):
     assert TIERS["smoke"].num_steps == SMOKE_STEPS
     assert env.STREAM_REVISION == 3
     assert set(TIERS) == {"smoke", "cpu", "paper"}
-    assert lop_bench.registration.REFERENCE_AGENTS[CIFAR] == (
+    assert lop_bench.registration.stream_spec(CIFAR).reference_agents == (
         "backprop", "shrink_perturb", "continual_backprop", "head_reset", "from_scratch")
 
 

@@ -3,7 +3,6 @@ determinism, concurrent submits."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -18,8 +17,13 @@ import pytest
 
 import lop_bench
 from lop_bench import leaderboard as lb
+from lop_bench import registration
+from lop_bench.cli import build_parser
 from lop_bench.errors import InvalidResultError, LopBenchError, SubmissionRejected
+from lop_bench.leaderboard import checks, ranking, submission
 from lop_bench.metrics import summarize
+from lop_bench.registration import stream_spec
+from lop_bench.results import Result
 from tests.leaderboard_fixtures import (
     REG,
     SCRIPT,
@@ -331,16 +335,17 @@ def test_steps_that_are_not_the_tiers_are_refused(tmp_path, runs, steps):
 def test_episodic_streams_may_finish_their_episodes():
     """The Ant changes task at an episode end: a run takes from num_steps to num_steps plus
     max_episode_steps - 1 per task (the committed cpu results took 151,672 to 153,214)."""
-    from lop_bench.envs.ant import TIERS
+    from lop_bench.envs.ant import TIERS, ChangingFrictionAntEnv
 
-    assert lb._steps_bounds(TIERS["cpu"]) == (150_000, 150_000 + 5 * 999)
-    assert lb._steps_bounds(lop_bench.make(REG, tier="cpu").unwrapped.config) == (1_500_000,) * 2
-    ant = next(Path(lb.__file__).parents[1].glob(
+    assert ChangingFrictionAntEnv.step_bounds(TIERS["cpu"]) == (150_000, 150_000 + 5 * 999)
+    env = lop_bench.make(REG, tier="cpu").unwrapped
+    assert env.step_bounds(env.config) == (1_500_000,) * 2
+    ant = next(Path(__file__).resolve().parents[1].glob(
         "leaderboard/submissions/ChangingFrictionAnt-v0/cpu/*/seed0.json"))
     data = json.loads(ant.read_text())
     for steps, ok in ((150_000, True), (154_995, True), (149_999, False), (154_996, False)):
         data["steps"] = steps
-        problems = [p for p in lb._problems(data) if p.startswith("steps is")]
+        problems = [p for p in checks.problems(data) if p.startswith("steps is")]
         assert problems == ([] if ok else [
             f"steps is {steps:,} but a run of the 'cpu' tier takes between 150,000 and 154,995 "
             "env steps: an unfinished, truncated or invented run."])
@@ -524,12 +529,12 @@ def test_submitted_files_and_pages_get_the_usual_permissions(tmp_path, runs):
 
 # -- concurrent submits -----------------------------------------------------------------
 def _slow_writes(monkeypatch, seconds=0.3):
-    write = lb._write
+    write = submission._write
 
     def slow(*args):
         threading.Event().wait(seconds)
         return write(*args)
-    monkeypatch.setattr(lb, "_write", slow)
+    monkeypatch.setattr(submission, "_write", slow)
 
 
 def _in_threads(*calls):
@@ -589,7 +594,7 @@ def test_a_submit_gives_up_cleanly_on_a_lock_held_by_another_process(tmp_path, r
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(lb, "LOCK_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(submission, "LOCK_TIMEOUT_S", 0.3)
         with pytest.raises(LopBenchError, match=r"another `lop-bench submit` .* still holds its "
                                                 r"lock .* Nothing was copied"):
             lb.submit([runs["good"]], board)
@@ -649,7 +654,7 @@ def test_build_ranks_by_final_and_is_byte_identical(tmp_path, runs):
 def _fake_entry(agent: str, finals: list[float]) -> lb.Entry:
     results = []
     for seed, final in enumerate(finals):
-        r = lb.Result({"seed": seed, "summary": {"final": final}, "env_id": REG, "tier": "x",
+        r = Result({"seed": seed, "summary": {"final": final}, "env_id": REG, "tier": "x",
                        "agent": {"name": agent, "preset": None, "hparams": {}}}, check=False)
         results.append(r)
     return lb.Entry(REG, "x", agent, None, {}, tuple(results))
@@ -777,21 +782,15 @@ def test_submit_reference(tmp_path, runs):
 
 
 # -- command line -----------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lop-bench")
-    lb.add_cli(p.add_subparsers(dest="command", metavar="COMMAND"))
-    return p
-
-
 def _run(argv) -> int:
-    args = _parser().parse_args([str(a) for a in argv])
+    args = build_parser().parse_args([str(a) for a in argv])
     return args.func(args)
 
 
 @pytest.mark.parametrize("argv", [["submit", "--help"], ["leaderboard", "build", "--help"]])
 def test_help_shows_an_example(argv, capsys):
     with pytest.raises(SystemExit) as info:
-        _parser().parse_args(argv)
+        build_parser().parse_args(argv)
     assert info.value.code == 0
     assert "lop-bench " + argv[0] in capsys.readouterr().out.split("example")[1]
 
@@ -829,7 +828,7 @@ def test_committed_leaderboard_is_valid_and_up_to_date(tmp_path):
 # -- incremental CIFAR-100: ranked by the last task, with the gap to from_scratch ------
 def _cifar_entry(agent: str, per_task: list[list[float]]) -> lb.Entry:
     results = tuple(
-        lb.Result({"seed": seed, "env_id": CIFAR, "tier": "smoke", "protocol_hash": "h",
+        Result({"seed": seed, "env_id": CIFAR, "tier": "smoke", "protocol_hash": "h",
                    "per_task": scores, "run_info": {"created": "2026-11-29T00:00:00+00:00",
                                                     "versions": {"lop-bench": "0.1.0"}},
                    "summary": {"final": sum(scores) / len(scores), "initial": scores[0],
@@ -845,8 +844,8 @@ def test_incremental_cifar_ranks_by_the_last_task_and_shows_the_gap_to_from_scra
     early = _cifar_entry("early_peak", [[0.9, 0.9, 0.40], [0.9, 0.9, 0.44]])
     late = _cifar_entry("late_bloomer", [[0.1, 0.1, 0.60], [0.1, 0.1, 0.64]])
     scratch = _cifar_entry("from_scratch", [[0.5, 0.5, 0.50], [0.5, 0.5, 0.50]])
-    assert lb.rank_stat(CIFAR) == "last" and lb.rank_stat(REG) == "final"
-    (table,) = lb._tables([early, scratch, late])
+    assert stream_spec(CIFAR).rank_by == "last" and stream_spec(REG).rank_by == "final"
+    (table,) = ranking.tables([early, scratch, late])
     assert [e.agent for e in table.entries] == ["late_bloomer", "from_scratch", "early_peak"]
     keys = [k for k, _ in table.columns]
     assert "gap" in keys and "initial" not in keys and "drop" not in keys
@@ -860,10 +859,10 @@ def test_incremental_cifar_ranks_by_the_last_task_and_shows_the_gap_to_from_scra
 
 def test_the_gap_needs_a_from_scratch_entry_and_shared_seeds():
     alone = _cifar_entry("backprop", [[0.5, 0.3], [0.5, 0.4]])
-    (table,) = lb._tables([alone])
+    (table,) = ranking.tables([alone])
     assert table.rows[0]["gap"] == "—"
     scratch_seed0 = _cifar_entry("from_scratch", [[0.5, 0.5]])
-    (table,) = lb._tables([alone, scratch_seed0])
+    (table,) = ranking.tables([alone, scratch_seed0])
     rows = {r["agent"]: r for r in table.rows}
     assert rows["backprop"]["gap"] == "-0.2"  # one shared seed: no interval
 
@@ -876,10 +875,9 @@ def test_a_cifar_board_builds_with_the_last_task_table(tmp_path, monkeypatch):
                                    out=out / agent)
     # the session's fixture stands in for the official CIFAR-100 (whose fingerprint the
     # leaderboard requires)
-    from lop_bench.envs.incremental_cifar import IncrementalCIFAR100Env
-
-    monkeypatch.setattr(IncrementalCIFAR100Env, "DATASET_FINGERPRINT",
-                        result.data["dataset_fingerprint"])
+    official = dataclasses.replace(stream_spec(CIFAR),
+                                   dataset_fingerprint=result.data["dataset_fingerprint"])
+    monkeypatch.setitem(registration.registry, CIFAR, official)
     board = tmp_path / "board"
     lb.submit([out / "backprop", out / "from_scratch"], board)
     readme, index = lb.build(board)

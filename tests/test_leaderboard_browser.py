@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from lop_bench import leaderboard as lb
+from lop_bench.leaderboard.html_page import COLORS
 from tests.leaderboard_fixtures import SCRIPT, copy_entry, make_entry, ranked_mini_tier, rename
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
@@ -77,7 +78,7 @@ def test_screenshot_is_not_blank(page, tmp_path):
     dark = (rgb.mean(axis=2) < 128).mean()
     assert 0.002 < dark < 0.5, f"{dark:.1%} dark pixels: no text or a dark page"
     # the plot's two curves are drawn in the first two colors of the palette
-    for hex_color in lb._COLORS[:2]:
+    for hex_color in COLORS[:2]:
         want = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(rgb.astype(int) - want).max(axis=2) < 12).sum() > 200, hex_color
 

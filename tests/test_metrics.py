@@ -11,66 +11,17 @@ import numpy as np
 import pytest
 
 from lop_bench import metrics
-from lop_bench.errors import LopBenchError, UnknownEnvError
 from lop_bench.metrics import (
-    STREAMS,
-    StreamMetric,
     bin_curve,
     bin_curves,
-    higher_is_better,
     iqm,
     iqm_bootstrap_ci,
     paired_difference,
     seed_stats,
-    stream_metric,
     summarize,
 )
 
 T_975_4 = 2.7764451051977987  # Student's t, 0.975 quantile, 4 degrees of freedom
-
-
-# --- streams ------------------------------------------------------------------------------
-
-
-def test_streams_table():
-    assert set(STREAMS) == {
-        "lop/SlowlyChangingRegression-v0",
-        "lop/PermutedMNIST-v0",
-        "lop/ContinualImageNet-v0",
-        "lop/IncrementalCIFAR100-v0",
-        "lop/ChangingFrictionAnt-v0",
-    }
-    reg = STREAMS["lop/SlowlyChangingRegression-v0"]
-    assert (reg.metric, reg.higher_is_better, reg.label, reg.bin_size) == (
-        "mse",
-        False,
-        "mean squared error",
-        2,
-    )
-    assert STREAMS["lop/ContinualImageNet-v0"].bin_size == 50
-    assert STREAMS["lop/ChangingFrictionAnt-v0"].metric == "return"
-    for env_id, m in STREAMS.items():
-        assert isinstance(m, StreamMetric)
-        assert m.env_id == env_id
-        assert m.bin_size >= 1
-    with pytest.raises(AttributeError):
-        reg.bin_size = 3  # frozen
-
-
-def test_stream_metric_lookup():
-    assert stream_metric("lop/PermutedMNIST-v0").metric == "accuracy"
-    assert stream_metric("lop_bench:lop/PermutedMNIST-v0") is STREAMS["lop/PermutedMNIST-v0"]
-    assert higher_is_better("lop/PermutedMNIST-v0") is True
-    assert higher_is_better("lop/SlowlyChangingRegression-v0") is False
-
-
-def test_stream_metric_unknown():
-    with pytest.raises(UnknownEnvError, match="PermutedMNIST-v0") as exc:
-        stream_metric("lop/PermutedMnist-v0")
-    assert isinstance(exc.value, LopBenchError)
-    assert "Did you mean" in str(exc.value)
-    with pytest.raises(UnknownEnvError):
-        higher_is_better("CartPole-v1")
 
 
 # --- summarize ----------------------------------------------------------------------------

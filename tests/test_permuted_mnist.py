@@ -8,7 +8,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import lop_bench
-from lop_bench import registration
 from lop_bench.data import mnist
 from lop_bench.envs.permuted_mnist import (
     TIERS,
@@ -37,17 +36,9 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The stream's id in lop_bench's registry (until the package registers it itself)."""
-    added = MNIST not in gymnasium.registry
-    monkeypatch.setitem(registration.STREAMS, MNIST, "lop_bench.envs.permuted_mnist:PermutedMNISTEnv")
-    monkeypatch.setitem(
-        registration.VECTOR_STREAMS, MNIST, "lop_bench.envs.permuted_mnist:PermutedMNISTVectorEnv"
-    )
-    registration.register_envs()
-    yield MNIST
-    if added:
-        gymnasium.registry.pop(MNIST, None)
+def registered():
+    """The stream's id (a built-in stream: registered when lop_bench is imported)."""
+    return MNIST
 
 
 def env_of(root, tier="smoke", **kw):

@@ -54,14 +54,10 @@ def test_the_best_setting_of_each_agent_is_marked(results):
 
 
 def test_the_best_is_the_highest_where_higher_is_better(results, monkeypatch):
-    import dataclasses
-
-    import lop_bench.metrics as metrics
+    from lop_bench.registration import env_class
 
     _, found = results
-    real = metrics.stream_metric
-    monkeypatch.setattr(metrics, "stream_metric",
-                        lambda env_id: dataclasses.replace(real(env_id), higher_is_better=True))
+    monkeypatch.setattr(env_class(found[0].env_id), "HIGHER_IS_BETTER", True)
     backprop = [g for g in group_results(found) if g.agent == "backprop"]
     best = max(backprop, key=_final_mean)
     assert [g.best for g in backprop] == [g is best for g in backprop]

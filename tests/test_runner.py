@@ -7,17 +7,16 @@ from lop_bench import registration
 from lop_bench.errors import PhaseViolationError, UnknownAgentError
 from lop_bench.results import deterministic_part
 
-from .helpers import MeanAgent, make_cheating_agent, make_mean_agent
+from .helpers import FAKE_PHASES, MeanAgent, make_cheating_agent, make_mean_agent
 
 REG = "lop/SlowlyChangingRegression-v0"
 
 
 @pytest.fixture
 def fake_stream(monkeypatch):
-    monkeypatch.setitem(registration.STREAMS, "lop/FakePhases-v0", "tests.helpers:FakePhasesEnv")
-    registration.register_envs()
-    yield "lop/FakePhases-v0"
-    gymnasium.registry.pop("lop/FakePhases-v0", None)
+    monkeypatch.setitem(registration.registry, FAKE_PHASES.id, FAKE_PHASES)
+    yield FAKE_PHASES.id
+    gymnasium.registry.pop(FAKE_PHASES.id, None)
 
 
 def test_same_seed_gives_the_same_result_and_other_seeds_differ():
@@ -240,10 +239,8 @@ def test_honest_agents_pass_whatever_their_state_holds(fake_stream, state):
 def test_reference_agents_pass_the_whole_state_check_on_the_image_streams():
     """Every reference agent of the streams with val/test phases, through its state_dict():
     network, optimizer, generators, best copies, counters."""
-    from lop_bench.registration import REFERENCE_AGENTS
-
     for env_id in ("lop/ContinualImageNet-v0", "lop/IncrementalCIFAR100-v0"):
-        for agent in REFERENCE_AGENTS[env_id]:
+        for agent in registration.stream_spec(env_id).reference_agents:
             result = lop_bench.run(env_id, agent, tier="smoke", seed=0, progress=False,
                                    diagnostics=False)
             assert np.isfinite(result.summary["final"])

@@ -22,8 +22,9 @@ from lop_bench.errors import (
     StreamFinishedError,
 )
 from lop_bench.seeding import spawn_generators
+from lop_bench.streams import StreamSpec
 
-__all__ = ["AntConfig", "ChangingFrictionAntEnv", "TIERS", "log_uniform_frictions"]
+__all__ = ["AntConfig", "ChangingFrictionAntEnv", "TIERS", "SPEC", "log_uniform_frictions"]
 
 _PURPOSES = ("friction", "reset_noise")
 _OBS_DIM = 27
@@ -205,6 +206,13 @@ class ChangingFrictionAntEnv(ContinualStream):
     DIAGNOSTICS_DEFINITION = "rl"
     """Dormant units by the RL definition: active (> 0) on at most 1% of the agent's probe
     (its last 1,000 states), as the paper's Ant analysis counts them."""
+
+    @classmethod
+    def step_bounds(cls, config: AntConfig) -> tuple[int, int]:
+        """A task changes at the first episode end once its nominal steps have passed, so
+        each task may run up to ``max_episode_steps - 1`` steps more than nominal."""
+        low = config.num_steps
+        return low, low + config.num_tasks * (config.max_episode_steps - 1)
 
     def __init__(self, tier: str = "cpu", render_mode: str | None = None, **overrides: Any):
         super().__init__(tier, **overrides)
@@ -401,3 +409,13 @@ class ChangingFrictionAntEnv(ContinualStream):
         ant = getattr(self, "_ant", None)
         if ant is not None:
             ant.close()
+
+
+SPEC = StreamSpec(
+    env=ChangingFrictionAntEnv,
+    label="mean episode return",
+    # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
+    # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
+    reference_agents=("ppo", "ppo_l2", "ppo_cbp"),
+)
+"""The stream's declaration (:mod:`lop_bench.streams`)."""

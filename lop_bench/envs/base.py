@@ -27,8 +27,9 @@ class ContinualStream(gymnasium.Env):
     """Base class of the lop-bench streams.
 
     Subclasses set ``ENV_ID``, ``STREAM_REVISION`` (bumped on any change of the data a
-    seed produces), ``TIERS`` (name -> frozen config dataclass), ``METRIC`` and
-    ``HIGHER_IS_BETTER``, and implement ``_start_stream(seed)``.
+    seed produces), ``TIERS`` (name -> frozen config dataclass with ``num_seeds``,
+    ``num_tasks`` and ``num_steps``), ``METRIC`` and ``HIGHER_IS_BETTER``; their module
+    declares the stream with a :class:`~lop_bench.streams.StreamSpec`.
 
     Attributes available to runners and agents: ``config`` (the frozen tier config after
     overrides), ``tier``, ``custom`` (overrides changed the tier: results are unranked),
@@ -40,6 +41,9 @@ class ContinualStream(gymnasium.Env):
     TIERS: ClassVar[dict[str, Any]]
     METRIC: ClassVar[str]
     HIGHER_IS_BETTER: ClassVar[bool]
+    DIAGNOSTICS_DEFINITION: ClassVar[str] = "supervised"
+    """How diagnostics count dormant units (:func:`lop_bench.diagnostics.measure`):
+    ``"supervised"``, or ``"rl"`` for streams probed with the agent's own states."""
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, tier: str = "cpu", **overrides: Any) -> None:
@@ -179,6 +183,12 @@ class ContinualStream(gymnasium.Env):
                 f"unknown tier {tier!r} for {cls.ENV_ID}.{did_you_mean(tier, cls.TIERS)}"
             )
         return cls.TIERS[tier]
+
+    @classmethod
+    def step_bounds(cls, config: Any) -> tuple[int, int]:
+        """The fewest and the most env steps a run of the tier ``config`` takes (what the
+        runner records as ``steps``): ``config.num_steps`` for a stream of fixed length."""
+        return config.num_steps, config.num_steps
 
     @classmethod
     def config_fields(cls) -> list[str]:

@@ -22,6 +22,7 @@ from lop_bench.data.imagenet import (
 from lop_bench.envs.base import ContinualStream, check_labels
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
 from lop_bench.seeding import spawn_generators, task_generator
+from lop_bench.streams import Finding, StreamSpec
 
 __all__ = [
     "ContinualImageNetConfig",
@@ -29,6 +30,7 @@ __all__ = [
     "TIERS",
     "CLASS_ORDERS",
     "check_labels",
+    "SPEC",
 ]
 
 CLASS_ORDERS = ("fresh", "repeat")
@@ -261,9 +263,6 @@ class ContinualImageNetEnv(ContinualStream):
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
-    DATASET_FINGERPRINT = IMAGENET32_FINGERPRINT
-    """The official per-class files' fingerprint: unknown here (``None``), so the leaderboard
-    refuses every result of this stream until it is recorded."""
 
     def __init__(
         self,
@@ -533,3 +532,22 @@ class ContinualImageNetEnv(ContinualStream):
         self._order, self._epoch_perm, self._test_perm = order, epoch_perm, test_perm
         self._set_pair()
         self._probe_pair = (int(probe_pair[0]), int(probe_pair[1]))
+
+
+SPEC = StreamSpec(
+    env=ContinualImageNetEnv,
+    label="test accuracy",
+    bin_size=50,  # as the paper plots it
+    reference_agents=("backprop", "l2", "shrink_perturb", "continual_backprop"),
+    findings=(
+        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
+                ("backprop", "final"), "<", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
+                ("continual_backprop", "final"), ">", ("backprop", "final")),
+    ),
+    functional_tiers={"cpu": "20 tasks"},
+    # The official per-class files' fingerprint is unknown here: the leaderboard refuses
+    # every result of this stream until it is recorded.
+    dataset_fingerprint=IMAGENET32_FINGERPRINT,
+)
+"""The stream's declaration (:mod:`lop_bench.streams`)."""

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 
 from lop_bench.config import check_positive
@@ -20,7 +15,6 @@ from lop_bench.data.cifar100 import (
     DOWNLOAD_COMMAND,
     HF_ID,
     NUM_CLASSES,
-    CIFAR100Data,
     load_cifar100,
 )
 from lop_bench.envs.base import ContinualStream, check_labels
@@ -29,31 +23,18 @@ from lop_bench.errors import (
     InvalidConfigError,
     StreamFinishedError,
 )
+from lop_bench.streams import Finding, StreamSpec
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "IncrementalCIFAR100Config",
     "IncrementalCIFAR100Env",
     "TIERS",
     "NUM_CLASSES",
-    "MEAN",
-    "STD",
-    "CROP_PADDING",
-    "MAX_ROTATION",
-    "normalize_images",
-    "flip_images",
-    "crop_images",
-    "rotate_images",
-    "augment_images",
+    "SPEC",
 ]
-
-MEAN = (0.5071, 0.4865, 0.4409)
-"""Per-channel mean of the normalization (PROTOCOLS.md; the public code's values)."""
-STD = (0.2673, 0.2564, 0.2762)
-"""Per-channel standard deviation of the normalization."""
-CROP_PADDING = 4
-"""Random crop of 32 x 32 from the image padded by 4 pixels on each side (reflect)."""
-MAX_ROTATION = 15.0
-"""Rotation angles are drawn uniformly in [0, 15) degrees, counter-clockwise only."""
 
 _PURPOSES = ("class_order", "shuffle", "augment", "eval_order", "probe")
 """Purpose ``i`` draws from child ``i`` of the seed's ``SeedSequence`` (keyed further by the
@@ -70,16 +51,6 @@ def _seed_sequence(seed: int, purpose: str, *key: int) -> np.random.SeedSequence
 def _generator(seed: int, purpose: str, *key: int) -> np.random.Generator:
     """A numpy generator of :func:`_seed_sequence`."""
     return np.random.Generator(np.random.PCG64(_seed_sequence(seed, purpose, *key)))
-
-
-# uint8 pixel -> normalized float32, one table per channel: (v / 255 - mean) / std computed
-# once in float32, so the values are the same on every device.
-_LUT = np.stack([
-    (np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(m)) / np.float32(s)
-    for m, s in zip(MEAN, STD)
-]).astype(np.float32)
-_LUT.flags.writeable = False
-_LOW, _HIGH = float(_LUT.min()), float(_LUT.max())
 
 
 @dataclass(frozen=True)
@@ -170,6 +141,11 @@ class IncrementalCIFAR100Config:
                 -(-self.tier_classes * self.test_per_class // B))
 
     @property
+    def num_tasks(self) -> int:
+        """Tasks in the stream: a block is a task."""
+        return self.num_blocks
+
+    @property
     def num_steps(self) -> int:
         """Steps of the whole stream (what a run's ``steps`` must be)."""
         total = 0
@@ -232,108 +208,6 @@ TIERS: dict[str, IncrementalCIFAR100Config] = {
     # (IncrementalCIFAR100Env's docstring, "Cost of the full val/test phases").
     "paper": IncrementalCIFAR100Config(),
 }
-
-
-# ---------------------------------------------------------------------------------------
-# batched image operations (any device; no per-image Python loop)
-
-
-def normalize_images(images: torch.Tensor, lut: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` -> float32 ``(x / 255 - MEAN) / STD`` per channel, by table
-    lookup (the same values on every device). ``lut``: the (3, 256) table on the images'
-    device (default: built here)."""
-    if lut is None:
-        lut = torch.from_numpy(_LUT.copy()).to(images.device)
-    offsets = (torch.arange(3, device=images.device) * 256).view(1, 3, 1, 1)
-    return torch.take(lut, images.long() + offsets)
-
-
-def flip_images(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror the images (N, C, H, W) whose ``mask`` (N,) is true left to right."""
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
-def crop_images(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                padding: int = CROP_PADDING) -> torch.Tensor:
-    """Pad the images (N, C, H, W) by ``padding`` pixels per side (reflect), then cut each
-    one's H x W window at ``(top[i], left[i])`` of the padded image (offsets in
-    ``0 .. 2 * padding``; ``padding, padding`` gives the image back), as torchvision's
-    ``RandomCrop(H, padding, padding_mode="reflect")``."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
-    rows = top.view(n, 1) + torch.arange(h, device=x.device)  # (N, H)
-    cols = left.view(n, 1) + torch.arange(w, device=x.device)  # (N, W)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    out = padded[batch, :, rows.view(n, h, 1), cols.view(n, 1, w)]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
-_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
-
-
-def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """Pixel-centre coordinates relative to the image centre, (1, H*W, 3) with a ones column:
-    the base grid of torchvision's tensor ``rotate`` (``_gen_affine_grid``)."""
-    key = (h, w, str(device))
-    if key not in _GRIDS:
-        grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=device)
-        grid[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=device))
-        grid[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=device).unsqueeze(-1))
-        grid[..., 2].fill_(1)
-        _GRIDS[key] = grid.view(1, h * w, 3)
-    return _GRIDS[key]
-
-
-def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image (N, C, H, W) by ``degrees[i]`` counter-clockwise about its centre,
-    nearest-neighbour, zeros outside: torchvision's ``rotate(img, angle)`` with its default
-    ``interpolation=NEAREST, expand=False, fill=0``, for a batch of angles at once."""
-    n, _, h, w = x.shape
-    rad = degrees.to(torch.float64) * (math.pi / 180.0)
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    zero = torch.zeros_like(cos)
-    # The inverse map (output pixel -> input pixel), as torchvision builds it.
-    theta = torch.stack([cos, -sin, zero, sin, cos, zero], dim=1).to(torch.float32).view(n, 2, 3)
-    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32, device=x.device)
-    grid = _base_grid(h, w, x.device).expand(n, h * w, 3).bmm(theta.transpose(1, 2) / scale)
-    return F.grid_sample(x, grid.view(n, h, w, 2), mode="nearest", padding_mode="zeros",
-                         align_corners=False)
-
-
-def augment_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The paper's training augmentation of normalized images (N, 3, 32, 32), in the public
-    code's order: horizontal flip (p = 0.5), random crop 32 with 4 pixels of reflect padding,
-    random rotation uniform in [0, 15) degrees counter-clockwise. Draws, from ``generator``
-    (on ``x``'s device), N flips, N top offsets, N left offsets and N angles, in that order."""
-    n, dev = x.shape[0], x.device
-    flip = torch.rand(n, generator=generator, device=dev) < 0.5
-    top = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator, device=dev)
-    left = torch.randint(0, 2 * CROP_PADDING + 1, (n,), generator=generator, device=dev)
-    angle = torch.empty(n, device=dev).uniform_(0.0, MAX_ROTATION, generator=generator)
-    return rotate_images(crop_images(flip_images(x, flip), top, left), angle)
-
-
-# ---------------------------------------------------------------------------------------
-# the dataset on a device
-
-_ON_DEVICE: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
-_ON_DEVICE_SIZE = 2
-
-
-def _tensors(data: CIFAR100Data, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, test images) as uint8/int64 tensors on ``device``,
-    shared by every env of the process (on the CPU, views of the numpy arrays: no copy)."""
-    key = (id(data), data.fingerprint, str(device))
-    if key not in _ON_DEVICE:
-        with warnings.catch_warnings():  # read-only arrays: the tensors are never written
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            arrays = (data.train.images, data.train.labels.astype(np.int64), data.test.images)
-            out = tuple(torch.from_numpy(a).to(device) for a in arrays)
-        _ON_DEVICE[key] = out
-        while len(_ON_DEVICE) > _ON_DEVICE_SIZE:
-            _ON_DEVICE.popitem(last=False)
-    _ON_DEVICE.move_to_end(key)
-    return _ON_DEVICE[key]
 
 
 def _per_class(labels: np.ndarray, start: int, count: int, what: str, need: int) -> np.ndarray:
@@ -413,7 +287,7 @@ class IncrementalCIFAR100Env(ContinualStream):
     rotation by an angle uniform in [0, 15) degrees, counter-clockwise, nearest-neighbour,
     zeros outside (the public code's ``RandomRotator(degrees=(0, 15))`` wraps torchvision's
     ``RandomRotation((0, 15))``: one direction, not +-15). All in batched tensor operations
-    (:func:`augment_images`) on the data's device, from the env's ``torch.Generator``.
+    (:func:`~lop_bench.envs.cifar_images.augment_images`) on the data's device, from the env's ``torch.Generator``.
 
     **Spaces.** Observation ``Box(low, high, (B, 3, 32, 32), float32)``: a batch of
     normalized images (``low``/``high``: the normalized values of pixels 0 and 255). Action
@@ -487,10 +361,6 @@ class IncrementalCIFAR100Env(ContinualStream):
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
-    DATASET_FINGERPRINT = CIFAR100_FINGERPRINT
-    """The official dataset's fingerprint, which ranked results must record
-    (:data:`lop_bench.data.cifar100.CIFAR100_FINGERPRINT`). It is ``None`` until computed on
-    real CIFAR-100; meanwhile the leaderboard refuses every result of this stream."""
 
     def __init__(
         self,
@@ -509,8 +379,10 @@ class IncrementalCIFAR100Env(ContinualStream):
             raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
         if root is not None and not isinstance(root, (str, os.PathLike)):
             raise InvalidConfigError(f"root must be a path or None, got {root!r}.")
+        from lop_bench.envs.cifar_images import HIGH, LOW, DeviceImages, check_device
+
         cfg = self.config
-        self._device = _check_device(device)
+        data_device = check_device(device)
         self._numpy = device is None
         self.dataset = load_cifar100(root, source, download=download, hf_id=hf_id)
         self.dataset_fingerprint = self.dataset.fingerprint
@@ -523,11 +395,9 @@ class IncrementalCIFAR100Env(ContinualStream):
                                     cfg.test_per_class)
         self._y_train = train_labels.astype(np.int64)
         self._y_test = self.dataset.test.labels.astype(np.int64)
-        self._x_train_t, self._y_train_t, self._x_test_t = _tensors(self.dataset, self._device)
-        self._lut = torch.from_numpy(_LUT.copy()).to(self._device)
-        self._gen = torch.Generator(device=self._device)
+        self._images = DeviceImages(self.dataset, data_device)
         B = self._B = cfg.batch_size
-        self.observation_space = spaces.Box(_LOW, _HIGH, shape=(B, 3, 32, 32), dtype=np.float32)
+        self.observation_space = spaces.Box(LOW, HIGH, shape=(B, 3, 32, 32), dtype=np.float32)
         self.action_space = spaces.MultiDiscrete(np.full(B, NUM_CLASSES, dtype=np.int64))
         self.num_tasks = cfg.num_blocks
         self.total_steps = cfg.num_steps
@@ -569,7 +439,7 @@ class IncrementalCIFAR100Env(ContinualStream):
         if self._order_key != (block, epoch, phase):
             self._phase_idx = self._phase_order(block, epoch, phase)
             self._order_key = (block, epoch, phase)
-            self._phase_idx_t = torch.from_numpy(self._phase_idx).to(self._device)
+            self._phase_idx_t = self._images.index(self._phase_idx)
             if phase != "train":  # the rows scored: those of the active classes
                 y = self._y_train if phase == "val" else self._y_test
                 self._phase_scored = self._is_active[y[self._phase_idx]]
@@ -596,29 +466,28 @@ class IncrementalCIFAR100Env(ContinualStream):
         return rows[rng.permutation(len(rows))]
 
     def _build_obs(self) -> Any:
-        B, i = self._B, self._step
+        B, i, images = self._B, self._step, self._images
         idx = self._phase_idx[i * B:(i + 1) * B]
         idx_t = self._phase_idx_t[i * B:(i + 1) * B]
         self._valid = len(idx)
         if self._phase == "train":
             self._labels = self._y_train[idx]
             self._scored = None
-            x = normalize_images(self._x_train_t[idx_t], self._lut)
+            x = images.normalized(images.train_images[idx_t])
             if self.config.augment:
                 ss = _seed_sequence(self.stream_seed, "augment", self._block, self._epoch, i)
-                self._gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-                x = augment_images(x, self._gen)
-            self._target = self._labels if self._numpy else self._y_train_t[idx_t]
+                x = images.augmented(x, int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+            self._target = self._labels if self._numpy else images.train_labels[idx_t]
         else:
             if self._phase == "val":
                 self._labels = self._y_train[idx]
-                x = normalize_images(self._x_train_t[idx_t], self._lut)
+                x = images.normalized(images.train_images[idx_t])
             else:
                 self._labels = self._y_test[idx]
-                x = normalize_images(self._x_test_t[idx_t], self._lut)
+                x = images.normalized(images.test_images[idx_t])
             self._scored = self._phase_scored[i * B:(i + 1) * B]
             if len(idx) < B:
-                x = torch.cat([x, x.new_zeros((B - len(idx), *x.shape[1:]))])
+                x = images.padded(x, B)
             self._target = None
         return x.numpy() if self._numpy else x
 
@@ -698,7 +567,8 @@ class IncrementalCIFAR100Env(ContinualStream):
         idx = self._train_idx[trained].reshape(-1)
         order = _generator(self.stream_seed, "probe", self._block).permutation(len(idx))
         idx = idx[order[: self._probe_count(n, len(idx))]]
-        x = normalize_images(self._x_train_t[torch.from_numpy(idx).to(self._device)], self._lut)
+        images = self._images
+        x = images.normalized(images.train_images[images.index(idx)])
         return x.numpy() if self._numpy else x
 
     def state_dict(self) -> dict[str, Any]:
@@ -715,7 +585,7 @@ class IncrementalCIFAR100Env(ContinualStream):
             "correct": int(self._correct),
             "done": bool(self._done),
             "class_order": self.class_order.copy(),
-            "augment_generator": self._gen.get_state(),
+            "augment_generator": self._images.generator_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -737,15 +607,28 @@ class IncrementalCIFAR100Env(ContinualStream):
         self._goto(block, epoch, phase, step, correct=correct)
         self._done = done
         if "augment_generator" in state:
-            self._gen.set_state(torch.as_tensor(state["augment_generator"]).cpu())
+            self._images.set_generator_state(state["augment_generator"])
 
 
-def _check_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, TypeError, AssertionError) as exc:
-        raise InvalidConfigError(f"device {device!r} cannot be used: {exc}") from None
-    return dev
+SPEC = StreamSpec(
+    env=IncrementalCIFAR100Env,
+    label="test accuracy",
+    # Ranked by the test accuracy on all classes at the end (its last task), with the gap
+    # to the network retrained from scratch at every block; its "drop" would compare
+    # 5-class with 100-class accuracy (DESIGN.md section 6).
+    rank_by="last",
+    gap_to="from_scratch",
+    reference_agents=("backprop", "shrink_perturb", "continual_backprop", "head_reset",
+                      "from_scratch"),
+    findings=(
+        Finding("backprop loses plasticity: on all classes it ends below a network retrained "
+                "from scratch", ("backprop", "last"), "<", ("from_scratch", "last")),
+        Finding("continual backprop keeps plasticity: on all classes it ends above backprop",
+                ("continual_backprop", "last"), ">", ("backprop", "last")),
+    ),
+    functional_tiers={"cpu": "4 blocks of 4 epochs"},
+    # None until computed on real CIFAR-100: meanwhile the leaderboard refuses every result
+    # of this stream.
+    dataset_fingerprint=CIFAR100_FINGERPRINT,
+)
+"""The stream's declaration (:mod:`lop_bench.streams`)."""

@@ -15,6 +15,7 @@ from lop_bench.data.mnist import HF_ID, MNIST_TRAIN_FINGERPRINT, MNISTData, load
 from lop_bench.envs.base import ContinualStream, ContinualVectorStream, check_labels
 from lop_bench.errors import InvalidConfigError, StreamFinishedError
 from lop_bench.seeding import generator_states, set_generator_states, spawn_generators
+from lop_bench.streams import Finding, StreamSpec
 
 __all__ = [
     "PermutedMNISTConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "NUM_PIXELS",
     "NUM_CLASSES",
     "check_labels",
+    "SPEC",
 ]
 
 NUM_PIXELS = 784
@@ -203,11 +205,6 @@ class PermutedMNISTEnv(ContinualStream):
     TIERS = TIERS
     METRIC = "accuracy"
     HIGHER_IS_BETTER = True
-    DATASET_FINGERPRINT = MNIST_TRAIN_FINGERPRINT
-    """The official training set's fingerprint, which ranked results must record
-    (:data:`lop_bench.data.mnist.MNIST_TRAIN_FINGERPRINT`). It is ``None`` until computed on
-    real MNIST; meanwhile the leaderboard refuses every result of this stream, since a
-    result's fingerprint is never ``None``."""
 
     _CHUNK_ROWS = 1024  # images gathered at once (float32: 3.2 MB)
 
@@ -384,7 +381,6 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
     """
 
     SINGLE = PermutedMNISTEnv
-    DATASET_FINGERPRINT = PermutedMNISTEnv.DATASET_FINGERPRINT
 
     _CHUNK_ELEMENTS = 1 << 22  # floats per chunk of observations (16 MB)
 
@@ -480,3 +476,23 @@ class PermutedMNISTVectorEnv(ContinualVectorStream):
         infos: dict[str, Any] = {"target": y, "_target": self._true}
         obs = self._advance(infos, lambda: self._correct / self.config.examples_per_task)
         return obs, correct / self._B, self._false, self._false, infos
+
+
+SPEC = StreamSpec(
+    env=PermutedMNISTEnv,
+    vector_env=PermutedMNISTVectorEnv,
+    label="online accuracy",
+    reference_agents=("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
+    findings=(
+        Finding("backprop learns: its initial accuracy is above the linear learner's",
+                ("backprop", "initial"), ">", ("linear", "initial")),
+        Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
+                ("backprop", "final"), "<", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final accuracy is above backprop's",
+                ("continual_backprop", "final"), ">", ("backprop", "final")),
+    ),
+    # None until computed on real MNIST: meanwhile the leaderboard refuses every result of
+    # this stream, since a result's fingerprint is never None.
+    dataset_fingerprint=MNIST_TRAIN_FINGERPRINT,
+)
+"""The stream's declaration (:mod:`lop_bench.streams`)."""

@@ -19,6 +19,7 @@ from lop_bench.seeding import (
     spawn_generators,
     task_generator,
 )
+from lop_bench.streams import Finding, StreamSpec
 
 __all__ = [
     "LTU_THRESHOLDS",
@@ -27,6 +28,7 @@ __all__ = [
     "SlowlyChangingRegressionVectorEnv",
     "TIERS",
     "LTUTarget",
+    "SPEC",
 ]
 
 _PURPOSES = ("target", "slow_bits", "random_bits", "probe")
@@ -534,3 +536,21 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
         infos: dict[str, Any] = {"target": y, "_target": self._true}
         obs = self._advance(infos, lambda: self._sse / self._T)
         return obs, -se, self._false, self._false, infos
+
+
+SPEC = StreamSpec(
+    env=SlowlyChangingRegressionEnv,
+    vector_env=SlowlyChangingRegressionVectorEnv,
+    label="mean squared error",
+    bin_size=2,  # as the paper plots it: bins of 20,000 steps, 2 tasks of 10,000
+    reference_agents=("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
+    findings=(
+        Finding("backprop learns: its initial error is below the linear learner's",
+                ("backprop", "initial"), "<", ("linear", "initial")),
+        Finding("backprop loses plasticity: its final error is above its initial error",
+                ("backprop", "final"), ">", ("backprop", "initial")),
+        Finding("continual backprop keeps plasticity: its final error is below backprop's",
+                ("continual_backprop", "final"), "<", ("backprop", "final")),
+    ),
+)
+"""The stream's declaration (:mod:`lop_bench.streams`)."""

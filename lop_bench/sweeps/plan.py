@@ -404,9 +404,9 @@ def _vector_support(config: Configuration) -> bool | None:
     """None when the agent has no vectorized version for the stream; else whether the
     vector env and the vectorized agent support checkpoints (built for one seed)."""
     from lop_bench.agents import make_agent
-    from lop_bench.registration import VECTOR_STREAMS, make_vec
+    from lop_bench.registration import make_vec, stream_spec
 
-    if config.env_id not in VECTOR_STREAMS:
+    if stream_spec(config.env_id).vector_env is None:
         return None
     envs = make_vec(config.env_id, num_envs=1, tier=config.tier, seeds=(0,), **config.env_kwargs)
     try:

@@ -1,0 +1,172 @@
+"""``index.html``: the tables and, per stream and tier, every entry's seed-mean curve as
+inline SVG; a static page with no scripts and no external resources, all text escaped."""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+from lop_bench.leaderboard.entries import slug
+from lop_bench.leaderboard.ranking import LINKABLE, Table, source_text
+
+__all__ = ["COLORS", "index_html"]
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+"""The colours of the entries' curves, in rank order (also the rank cell's swatch)."""
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _h(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _mpl_text(text: str, limit: int = 40) -> str:
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("$", r"\$")
+
+
+def _svg(t: Table, index: int) -> str:
+    """The table's curves as inline SVG (matplotlib, deterministic: fixed salt, no date)."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from lop_bench.metrics import bin_curve, bin_curves, plot_bin_size
+
+    with matplotlib.rc_context({"svg.hashsalt": f"lop-bench-leaderboard-{index}",
+                                "svg.fonttype": "none", "font.size": 9}):
+        fig = Figure(figsize=(8.4, 3.8))
+        ax = fig.add_subplot()
+        size = 1
+        for i, e in enumerate(t.entries):
+            curves = np.array([r.per_task for r in e.results], dtype=float)
+            size = plot_bin_size(t.bin_size, curves.shape[1])
+            mean, half = bin_curves(curves, size)
+            x = bin_curve(np.arange(curves.shape[1], dtype=float), size)  # bin at its mean task
+            color = COLORS[i % len(COLORS)]
+            ls = _LINESTYLES[(i // len(COLORS)) % len(_LINESTYLES)]
+            ax.plot(x, mean, color=color, ls=ls, lw=1.6, label=_mpl_text(f"#{i + 1} {e.agent}"))
+            if curves.shape[0] > 1:
+                ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.18, lw=0)
+        ax.set_xlabel(f"task (bins of {size})" if size > 1 else "task")
+        ax.set_ylabel(_mpl_text(t.label))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):].strip()
+
+
+_CSS = """\
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+max-width:1400px;padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #ddd}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;width:100%}
+th,td{border:1px solid #ddd;padding:.3rem .45rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4;white-space:nowrap}td.num{text-align:right;white-space:nowrap}
+td.agent{min-width:6rem;max-width:14rem;overflow-wrap:anywhere;font-weight:600}
+td.small{font-size:.78rem;color:#333;overflow-wrap:anywhere}
+td.preset{min-width:6rem;max-width:11rem}td.hp{min-width:9rem;max-width:18rem}td.ver{min-width:7rem}
+td.date{white-space:nowrap}td.src{min-width:8rem;max-width:16rem}.nosrc{color:#888;font-style:italic}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;border-radius:2px}
+.meta{color:#555;font-size:.9rem}figure{margin:1rem 0}figcaption{color:#555;font-size:.85rem}
+figure svg{max-width:100%;height:auto}code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+_CELL_CLASS = {"agent": "agent", "source": "small src", "preset": "small preset", "hparams": "small hp",
+               "versions": "small ver", "date": "date"}
+
+
+_NUMERIC = {"rank", "seeds", "final", "final_iqm", "initial", "drop", "gap"}
+
+
+def _html_source(source: str) -> str:
+    """The ``source`` cell: a link for an http(s) URL, text otherwise, "no source" if none."""
+    if not source:
+        return '<span class="nosrc">no source</span>'
+    if LINKABLE.fullmatch(source):
+        return (f'<a href="{_h(source)}" rel="nofollow noopener noreferrer">'
+                f"{_h(source_text(source))}</a>")
+    return _h(source)
+
+
+def _anchor(t: Table) -> str:
+    return slug(f"{t.env_id.split('/')[-1]}-{t.tier}", 80)
+
+
+def index_html(tables: list[Table]) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\">",
+        "<title>lop-bench leaderboard</title>",
+        f"<style>\n{_CSS}</style>",
+        "</head>",
+        "<body>",
+        "<h1>lop-bench leaderboard</h1>",
+        '<p class="meta">Generated by <code>lop-bench leaderboard build</code> from the '
+        "checked result files under <code>submissions/</code>. Add yours with "
+        "<code>lop-bench submit RESULTS... --source URL</code> (every seed of a ranked tier, "
+        "no custom settings; the URL names the commit of your code).</p>",
+    ]
+    if not tables:
+        out.append("<p>No submissions yet.</p>")
+    else:
+        out.append("<nav><ul>")
+        for t in tables:
+            out.append(f'<li><a href="#{_h(_anchor(t))}">{_h(t.env_id)} — tier '
+                       f"{_h(t.tier)}</a> ({len(t.entries)} entries)</li>")
+        out.append("</ul></nav>")
+    for i, t in enumerate(tables):
+        direction = "higher is better" if t.higher_is_better else "lower is better"
+        out += [
+            f'<section id="{_h(_anchor(t))}">',
+            f"<h2>{_h(t.env_id)} — tier {_h(t.tier)}</h2>",
+            f'<p class="meta">Metric: {_h(t.metric)} ({_h(t.label)}, {direction}); '
+            f"{t.num_seeds} seeds per entry; protocol <code>{_h(t.protocol_hash)}</code></p>",
+            '<div class="scroll"><table class="board">',
+            "<thead><tr>" + "".join(f"<th>{_h(title)}</th>" for _, title in t.columns)
+            + "</tr></thead>",
+            "<tbody>",
+        ]
+        for j, row in enumerate(t.rows):
+            cells = []
+            for k, _ in t.columns:
+                cls = "num" if k in _NUMERIC else _CELL_CLASS.get(k, "")
+                attr = f' class="{cls}"' if cls else ""
+                text = _html_source(row[k]) if k == "source" else _h(row[k])
+                if k == "rank":
+                    color = COLORS[j % len(COLORS)]
+                    text = f'<span class="swatch" style="background:{color}"></span>{text}'
+                cells.append(f"<td{attr}>{text}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out += [
+            "</tbody>",
+            "</table></div>",
+            '<figure class="curves">',
+            _svg(t, i),
+            f"<figcaption>Per-task {_h(t.label)} of every entry: the mean over seeds in bins "
+            "of consecutive tasks, with its 95% confidence band (Student's t over seeds). "
+            "Numbers in the legend are ranks.</figcaption>",
+            "</figure>",
+            '<p class="meta">' + _h(t.about).replace("`", "") + "</p>",
+            "</section>",
+        ]
+    out += [
+        "</body>",
+        "</html>",
+        "",
+    ]
+    return "\n".join(out)
