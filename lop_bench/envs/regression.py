@@ -11,8 +11,9 @@ import numpy as np
 from gymnasium import spaces
 
 from lop_bench.config import check_choice, check_positive, check_range
+from lop_bench.envs._device import as_prediction, torch_device
 from lop_bench.envs.base import ContinualStream, ContinualVectorStream
-from lop_bench.errors import InvalidConfigError, StreamFinishedError
+from lop_bench.errors import InvalidActionError, InvalidConfigError, StreamFinishedError
 from lop_bench.seeding import (
     generator_states,
     set_generator_states,
@@ -249,6 +250,73 @@ class _SeedStream:
         return self.inputs(n, task_generator(self.seed, _PROBE, self.task))
 
 
+class _OnDevice:
+    """The stream's device-resident mode (:mod:`lop_bench.envs._device`), for one seed (the
+    single env) or N (the vector env): each task's targets copied to a torch device once,
+    each step's squared error computed there (in float64, as the numpy mode's Python
+    floats) and kept until the task ends, when the task's sum is read (one device read per
+    task). The envs keep their inputs there too."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = torch_device(device)
+
+    def tensor(self, array: np.ndarray) -> Any:
+        """A copy of ``array`` on the device."""
+        import torch
+
+        return torch.tensor(array, device=self.device)
+
+    def start_task(self, Y: np.ndarray) -> None:
+        """The task's targets ``Y`` (T, N) float32: ``targets`` (T, N, 1, 1) on the device."""
+        self.targets = self.tensor(Y).view(*Y.shape, 1, 1)
+        self.Y64 = self.targets.view(Y.shape).double()
+        self.se = self.Y64.new_zeros(Y.shape)
+
+    def record(self, i: int, pred: Any) -> Any:
+        """Keep the squared errors of the predictions ``pred`` (N,) of step ``i``; return the
+        rewards (N,), minus those errors."""
+        import torch
+
+        err = pred.double() - self.Y64[i]
+        return torch.mul(err, err, out=self.se[i]).neg()
+
+    def sse(self, steps: int, env_id: str, task: int) -> np.ndarray:
+        """Per stream, the sum of the squared errors of the task's first ``steps`` steps,
+        in step order (one device read); a non-finite prediction is reported here."""
+        import torch
+
+        if not steps:
+            return np.zeros(self.se.shape[1])
+        sse = torch.cumsum(self.se[:steps], 0)[-1].cpu().numpy()  # sequential on the CPU
+        if not np.isfinite(sse).all():
+            bad = np.flatnonzero(~np.isfinite(sse)).tolist()
+            raise InvalidActionError(
+                f"{env_id}: a prediction of task {task} (sub-envs {bad}) is non-finite (nan "
+                "or inf); the agent's prediction diverged."
+            )
+        return sse
+
+    def state(self, steps: int) -> np.ndarray:
+        """The squared errors of the task's first ``steps`` steps (a checkpoint's)."""
+        return self.se[:steps].cpu().numpy()
+
+    def load(self, se: Any) -> None:
+        """Restore :meth:`state`."""
+        se = self.tensor(np.asarray(se, dtype=np.float64))
+        self.se[: len(se)] = se
+
+
+def _load_errors(on: _OnDevice, state: dict[str, Any], steps: int, env_id: str) -> None:
+    """Restore the device mode's squared errors of a task's first ``steps`` steps."""
+    if "se" in state:
+        on.load(state["se"])
+    elif steps:
+        raise InvalidConfigError(
+            f"{env_id}: this state, taken in the middle of a task by an env without device=, "
+            "cannot continue in the device mode (one taken between two tasks can)."
+        )
+
+
 class SlowlyChangingRegressionEnv(ContinualStream):
     """Slowly-changing regression: track a fixed LTU network whose input drifts slowly.
 
@@ -281,6 +349,16 @@ class SlowlyChangingRegressionEnv(ContinualStream):
     **Randomness.** Per-purpose generators spawned from the seed: target network, slow
     bits (initial values and flips), random bits (one draw per task), probe batches (one
     generator per task, used only by diagnostics).
+
+    **Device** (keyword argument ``device``, not part of the protocol; ``lop_bench.run``
+    passes its own when it is not the CPU): ``None`` (default), numpy arrays and Python
+    floats as above. A torch device (``"cuda"``, or ``"cpu"`` for the same path on the
+    host): each task, drawn on the host as above, is copied there once; observations,
+    targets and rewards are tensors there; predictions (floating tensors of shape (1, 1),
+    best on that device) give squared errors kept there in float64 and summed when the
+    task ends, the one read of the device per task (:mod:`lop_bench.envs._device`). The
+    stream and the scores are the numpy mode's, bit for bit on the CPU; a non-finite
+    prediction is reported at the end of its task.
     """
 
     ENV_ID = "lop/SlowlyChangingRegression-v0"
@@ -289,7 +367,8 @@ class SlowlyChangingRegressionEnv(ContinualStream):
     METRIC = "mse"
     HIGHER_IS_BETTER = False
 
-    def __init__(self, tier: str = "cpu", render_mode: str | None = None, **overrides: Any):
+    def __init__(self, tier: str = "cpu", render_mode: str | None = None, *,
+                 device: Any = None, **overrides: Any):
         super().__init__(tier, **overrides)
         if render_mode is not None:
             raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
@@ -300,6 +379,8 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         self.total_steps = cfg.num_steps
         self._T = cfg.change_period
         self._done = False
+        self._on = None if device is None else _OnDevice(device)
+        self.device = None if device is None else self._on.device
 
     @property
     def target_net(self) -> LTUTarget:
@@ -322,16 +403,24 @@ class SlowlyChangingRegressionEnv(ContinualStream):
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
             )
-        return self._X[self._i], self._context()
+        return self._inputs[self._i], self._context()
 
     def _start_task(self) -> None:
         x, y = self._stream.task_data()
         # A fresh array per task: observations handed out earlier stay valid.
-        self._X = x.reshape(self._T, 1, -1)
-        self._Y = y.reshape(self._T, 1, 1)
-        self._y = y.tolist()
+        self._set_task(x.reshape(self._T, 1, -1), y.reshape(self._T, 1, 1))
         self._i = 0
         self._sse = 0.0
+
+    def _set_task(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """The task's inputs (T, 1, m) and targets (T, 1, 1), and in the device mode their
+        copies there (``_inputs``: the observations handed out)."""
+        self._X, self._Y = X, Y
+        self._y = Y.reshape(-1).tolist()
+        self._inputs = X
+        if self._on is not None:
+            self._inputs = self._on.tensor(X)
+            self._on.start_task(Y.reshape(self._T, 1))
 
     def probe(self, n: int | None = None) -> np.ndarray:
         """A diagnostics probe: ``n`` (default ``probe_size``) inputs of the current task.
@@ -340,7 +429,8 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         never changes the stream, and the same task always gets the same probe.
         """
         self._check_started()
-        return self._stream.probe(self.config.probe_size if n is None else n)
+        probe = self._stream.probe(self.config.probe_size if n is None else n)
+        return probe if self._on is None else self._on.tensor(probe)
 
     def _check_started(self) -> None:
         if not self._stream_started:
@@ -351,13 +441,17 @@ class SlowlyChangingRegressionEnv(ContinualStream):
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Position, slow bits, generator states and the current task's data (checkpoints)."""
-        return {
+        """Position, slow bits, generator states and the current task's data (checkpoints);
+        in the device mode also the squared errors so far in the task."""
+        state = {
             **self._identity_state(),
-            "task": self._task, "i": self._i, "sse": self._sse, "done": self._done,
+            "task": self._task, "i": self._i, "sse": self._task_sse(self._i), "done": self._done,
             "slow": self._stream.slow.copy(), "rng": generator_states(self._stream.rng),
             "X": self._X, "Y": self._Y,
         }
+        if self._on is not None:
+            state["se"] = self._on.state(self._i)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`'s state, bit for bit."""
@@ -366,10 +460,16 @@ class SlowlyChangingRegressionEnv(ContinualStream):
         set_generator_states(stream.rng, state["rng"])
         stream.slow = np.array(state["slow"], dtype=np.float32)
         stream.task = self._task = int(state["task"])
-        self._X = np.array(state["X"], dtype=np.float32)
-        self._Y = np.array(state["Y"], dtype=np.float32)
-        self._y = self._Y.reshape(-1).tolist()
+        self._set_task(np.array(state["X"], dtype=np.float32), np.array(state["Y"], dtype=np.float32))
         self._i, self._sse, self._done = int(state["i"]), float(state["sse"]), bool(state["done"])
+        if self._on is not None:
+            _load_errors(self._on, state, self._i, self.ENV_ID)
+
+    def _task_sse(self, steps: int) -> float:
+        """The sum of the squared errors of the task's first ``steps`` steps."""
+        if self._on is None:
+            return self._sse
+        return float(self._on.sse(steps, self.ENV_ID, self._task)[0])
 
     def step(self, action: Any):
         """Score the prediction for the current input, reveal its target, move on."""
@@ -378,35 +478,41 @@ class SlowlyChangingRegressionEnv(ContinualStream):
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended; call reset(seed=...) to restart it."
             )
-        action = self._float_action(action, (1, 1))
-        pred = float(action[0, 0])
-        if not math.isfinite(pred):
-            raise self._non_finite(f"at step {self._task * self._T + self._i}")
         i = self._i
-        err = pred - self._y[i]
-        se = err * err
-        self._sse += se
-        info: dict[str, Any] = {"target": self._Y[i], "task_end": False}
+        if self._on is not None:  # kept on the device, summed at the task's end
+            action = as_prediction(action, (1, 1), self.device, self.ENV_ID, labels=False)
+            reward = self._on.record(i, action.view(1))[0]
+            target = self._on.targets[i, 0]
+        else:
+            action = self._float_action(action, (1, 1))
+            pred = float(action[0, 0])
+            if not math.isfinite(pred):
+                raise self._non_finite(f"at step {self._task * self._T + self._i}")
+            err = pred - self._y[i]
+            se = err * err
+            self._sse += se
+            reward, target = -se, self._Y[i]
+        info: dict[str, Any] = {"target": target, "task_end": False}
         i += 1
         if i < self._T:
             self._i = i
-            obs = self._X[i]
+            obs = self._inputs[i]
         else:
             info["task_end"] = True
-            info["task_metrics"] = {self.METRIC: self._sse / self._T}
+            info["task_metrics"] = {self.METRIC: self._task_sse(i) / self._T}
             if self._task + 1 < self.num_tasks:
                 self._task += 1
                 self._stream.next_task()
                 self._start_task()
-                obs = self._X[0]
+                obs = self._inputs[0]
             else:
                 self._done = True
-                obs = self._X[i - 1]
+                obs = self._inputs[i - 1]
         info["task"] = self._task
         info["phase"] = "train"
         info["epoch"] = 0
         info["stream_done"] = self._done
-        return obs, -se, False, False, info
+        return obs, reward, False, False, info
 
 
 class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
@@ -424,7 +530,9 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
 
     ``reset(seed=s)`` with an int gives sub-env ``i`` the seed ``s + i`` (gymnasium's
     rule); a list gives the seeds themselves; ``None`` uses the ``seeds`` given at
-    construction (default ``0 .. N-1``).
+    construction (default ``0 .. N-1``). ``device``: the single env's device mode, for all
+    N seeds (the task's random bits, slow bits and targets copied there once per task, the
+    observations built there, the errors read once per task).
     """
 
     SINGLE = SlowlyChangingRegressionEnv
@@ -433,6 +541,7 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
                  render_mode: str | None = None, **overrides: Any) -> None:
         super().__init__(num_envs, tier, seeds, render_mode, **overrides)
         self._T = self._template._T
+        self._on, self.device = self._template._on, self._template.device  # the device mode
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         """Restart every sub-env's stream (see the class docstring for ``seed``)."""
@@ -468,19 +577,28 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
         self._sse = np.zeros(n, dtype=np.float64)
         self._task_arr = np.full(n, self._task, dtype=np.int64)
         self._task_arr.flags.writeable = False
+        if self._on is not None:  # the inputs' parts and the targets on the device
+            self._on.start_task(Y)
+            self._bits_on, self._slow_on = self._on.tensor(bits), self._on.tensor(self._slow)
 
     _CHUNK_ELEMENTS = 1 << 22
 
-    def _obs(self, i: int) -> np.ndarray:
+    def _obs(self, i: int) -> Any:
         """The observations (N, 1, m) of step ``i`` of the task (a fresh chunk when due)."""
         j = i - self._chunk_start
         if j >= self._chunk or j < 0:
             self._chunk_start = i
             stop = min(self._T, i + self._chunk)
             cfg = self.config
-            X = np.empty((stop - i, self.num_envs, 1, cfg.num_inputs), dtype=np.float32)
-            X[:, :, 0, : cfg.num_slow_bits] = self._slow
-            X[:, :, 0, cfg.num_slow_bits :] = self._bits[i:stop]
+            shape = (stop - i, self.num_envs, 1, cfg.num_inputs)
+            if self._on is None:
+                X = np.empty(shape, dtype=np.float32)
+                X[:, :, 0, : cfg.num_slow_bits] = self._slow
+                X[:, :, 0, cfg.num_slow_bits :] = self._bits[i:stop]
+            else:
+                X = self._slow_on.new_empty(shape)
+                X[:, :, 0, : cfg.num_slow_bits] = self._slow_on
+                X[:, :, 0, cfg.num_slow_bits :] = self._bits_on[i:stop]
             self._Xc = X
             j = 0
         return self._Xc[j]
@@ -489,13 +607,16 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
     def state_dict(self) -> dict[str, Any]:
         """Every seed's slow bits and generator states, the task's draws and the position
         in it (checkpoints of ``run_vectorized``)."""
-        return {
+        state = {
             **self._identity_state(),
-            "task": self._task, "i": self._i, "sse": self._sse, "done": self._done,
+            "task": self._task, "i": self._i, "sse": self._task_sse(self._i), "done": self._done,
             "slow": [s.slow for s in self._streams],
             "rng": [generator_states(s.rng) for s in self._streams],
             "bits": self._bits, "Y": self._Y64,
         }
+        if self._on is not None:
+            state["se"] = self._on.state(self._i)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`'s state, bit for bit."""
@@ -508,13 +629,22 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
         self._set_task(np.array(state["bits"], dtype=np.int8), np.array(state["Y"], dtype=np.float32))
         self._i, self._done = int(state["i"]), bool(state["done"])
         self._sse = np.array(state["sse"], dtype=np.float64)
+        if self._on is not None:
+            _load_errors(self._on, state, self._i, self.ENV_ID)
 
-    def probe(self, n: int | None = None) -> np.ndarray:
+    def _task_sse(self, steps: int) -> np.ndarray:
+        """Per seed, the sum of the squared errors of the task's first ``steps`` steps."""
+        if self._on is None:
+            return self._sse
+        return self._on.sse(steps, self.ENV_ID, self._task)
+
+    def probe(self, n: int | None = None) -> Any:
         """Diagnostics probes of every sub-env: ``(N, n, 20)``, as each single env's."""
         if not self._started:
             raise StreamFinishedError(f"{self.ENV_ID}: call reset() before probe().")
         n = self.config.probe_size if n is None else n
-        return np.stack([s.probe(n) for s in self._streams])
+        probes = np.stack([s.probe(n) for s in self._streams])
+        return probes if self._on is None else self._on.tensor(probes)
 
     def step(self, actions: Any):
         """Score all N predictions, reveal their targets, move every stream on."""
@@ -522,20 +652,25 @@ class SlowlyChangingRegressionVectorEnv(ContinualVectorStream):
             raise StreamFinishedError(
                 f"{self.ENV_ID}: the stream has ended or was never started; call reset()."
             )
-        shape = (self.num_envs, 1, 1)
-        actions = self._template._float_action(actions, shape)
-        i = self._i
-        y = self._Y[i]
-        # In float64, as the single env's Python floats: the same squared errors, bit for bit.
-        err = actions.reshape(-1).astype(np.float64) - self._Y64[i].astype(np.float64)
-        se = err * err
-        if not np.isfinite(se).all():
-            bad = np.flatnonzero(~np.isfinite(se)).tolist()
-            raise self._template._non_finite(f"in sub-envs {bad} at step {self._task * self._T + i}")
-        self._sse += se
+        shape, i = (self.num_envs, 1, 1), self._i
+        if self._on is not None:  # kept on the device, summed at the task's end
+            actions = as_prediction(actions, shape, self.device, self.ENV_ID, labels=False)
+            reward, y = self._on.record(i, actions.view(-1)), self._on.targets[i]
+        else:
+            actions = self._template._float_action(actions, shape)
+            y = self._Y[i]
+            # In float64, as the single env's Python floats: the same squared errors, bit for bit.
+            err = actions.reshape(-1).astype(np.float64) - self._Y64[i].astype(np.float64)
+            se = err * err
+            if not np.isfinite(se).all():
+                bad = np.flatnonzero(~np.isfinite(se)).tolist()
+                raise self._template._non_finite(
+                    f"in sub-envs {bad} at step {self._task * self._T + i}")
+            self._sse += se
+            reward = -se
         infos: dict[str, Any] = {"target": y, "_target": self._true}
-        obs = self._advance(infos, lambda: self._sse / self._T)
-        return obs, -se, self._false, self._false, infos
+        obs = self._advance(infos, lambda: self._task_sse(self._T) / self._T)
+        return obs, reward, self._false, self._false, infos
 
 
 SPEC = StreamSpec(

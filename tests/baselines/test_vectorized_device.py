@@ -1,0 +1,188 @@
+"""The vectorized agents' CUDA-graph replay of the step: its plumbing tested on the CPU
+with a stand-in graph (replays equal eager steps bit for bit), the fallback when a capture
+fails, and on a GPU (skipped without one) graph-replayed runs against eager ones."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import lop_bench
+from baselines.vectorized import _CudaGraphStep
+from lop_bench.runner import run_vectorized
+
+MNIST = "lop/PermutedMNIST-v0"
+REG = "lop/SlowlyChangingRegression-v0"
+REPLACING = {"replacement_rate": 1e-2, "maturity_threshold": 20}
+
+
+def _copy_into(dst, src):
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(src)
+    elif isinstance(dst, (list, tuple)):
+        for d, s in zip(dst, src, strict=True):
+            _copy_into(d, s)
+
+
+class _ReplayOnCPU:
+    """Stands in for :class:`baselines.vectorized._CudaGraph` on the CPU: like a capture it
+    runs nothing when made; each replay runs the function again and writes its outputs
+    into the first replay's tensors, as a CUDA graph's replays rewrite its static outputs."""
+
+    made = 0
+
+    def __init__(self, fn, pool=None):
+        self.fn, self.pool, self.outputs, self.replays = fn, pool, None, 0
+        type(self).made += 1
+
+    def replay(self):
+        new = self.fn()
+        if self.replays == 0:
+            self.outputs = new
+        else:
+            _copy_into(self.outputs, new)
+        self.replays += 1
+        return self.outputs
+
+
+def _pair(env_id, agent, seeds, hp):
+    envs = lop_bench.make_vec(env_id, tier="smoke", seeds=seeds, device="cpu")
+    eager = lop_bench.make_agent(agent, envs, seed=seeds, **hp)
+    graphed = lop_bench.make_agent(agent, envs, seed=seeds, **hp)
+    graphed.use_cuda_graphs = True
+    graphed._graph_steps = _CudaGraphStep(graphed, graph=_ReplayOnCPU)
+    return envs.unwrapped, eager, graphed
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in _tensors(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("env_id, agent, hp", [
+    (MNIST, "backprop", {}),
+    (MNIST, "l2", {}),
+    (MNIST, "shrink_perturb", {}),
+    (MNIST, "continual_backprop", REPLACING),
+    (REG, "backprop", {"momentum": 0.9}),
+    (REG, "continual_backprop", REPLACING),
+])
+def test_replayed_steps_equal_eager_steps_bit_for_bit(env_id, agent, hp):
+    seeds = (0, 5)
+    venv, eager, graphed = _pair(env_id, agent, seeds, hp)
+    obs, infos = venv.reset()
+    steps = 400
+    for _ in range(steps):
+        a, b = eager.act(obs, infos), graphed.act(obs, infos)
+        assert torch.equal(a, b)
+        nobs, r, te, tr, infos = venv.step(a)
+        eager.learn(obs, a, r, nobs, te, tr, infos)
+        graphed.learn(obs, b, r, nobs, te, tr, infos)
+        obs = nobs
+    graphs = graphed._graph_steps
+    assert graphs._forward.replays == steps - graphs.warmup
+    assert graphs._step.replays == steps - graphs.warmup
+    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
+        assert torch.equal(x, y)
+    if agent == "continual_backprop":
+        assert sum(int(n.sum()) for n in graphed.gnt.num_replaced) > 0
+
+
+def test_a_prediction_survives_the_next_replay():
+    venv, _, graphed = _pair(MNIST, "backprop", (0, 1), {})
+    obs, infos = venv.reset()
+    kept = []
+    for _ in range(6):
+        a = graphed.act(obs, infos)
+        kept.append((a, a.clone()))
+        nobs, r, te, tr, infos = venv.step(a)
+        graphed.learn(obs, a, r, nobs, te, tr, infos)
+        obs = nobs
+    assert all(torch.equal(a, copy) for a, copy in kept)
+
+
+def test_graphs_are_captured_anew_after_a_checkpoint_is_loaded():
+    venv, eager, graphed = _pair(REG, "backprop", (0, 1), {"momentum": 0.9})
+    obs, infos = venv.reset()
+
+    def steps(k):
+        nonlocal obs, infos
+        for _ in range(k):
+            a, b = eager.act(obs, infos), graphed.act(obs, infos)
+            nobs, r, te, tr, infos = venv.step(a)
+            eager.learn(obs, a, r, nobs, te, tr, infos)
+            graphed.learn(obs, b, r, nobs, te, tr, infos)
+            obs = nobs
+
+    steps(10)
+    old = graphed._graph_steps
+    assert old._step.replays == 8
+    for agent in (eager, graphed):
+        agent.load_state_dict(eager.state_dict())  # new momentum buffers
+    # A CUDA graph holds the addresses of the buffers it was captured with: capture anew.
+    assert graphed._graph_steps is None
+    graphed._graph_steps = _CudaGraphStep(graphed, graph=_ReplayOnCPU)
+    steps(10)
+    assert graphed._graph_steps is not old and graphed._graph_steps._step.replays == 8
+    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_a_capture_that_fails_warns_once_and_leaves_the_step_eager():
+    """On the CPU the real CUDA graph cannot be made: the agent says so and runs eagerly."""
+    seeds = (0, 1)
+    eager = run_vectorized(MNIST, "backprop", tier="smoke", seeds=seeds, progress=False,
+                           diagnostics=False, env_kwargs={"num_tasks": 1})
+    envs = lop_bench.make_vec(MNIST, tier="smoke", seeds=seeds, device="cpu", num_tasks=1)
+    agent = lop_bench.make_agent("backprop", envs, seed=seeds)
+    assert agent.use_cuda_graphs is False  # only on CUDA by default
+    agent.use_cuda_graphs = True
+    venv = envs.unwrapped
+    obs, infos = venv.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while True:
+            a = agent.act(obs, infos)
+            nobs, r, te, tr, infos = venv.step(a)
+            agent.learn(obs, a, r, nobs, te, tr, infos)
+            obs = nobs
+            if infos["stream_done"][0]:
+                break
+    assert len([w for w in caught if "CUDA graph capture" in str(w.message)]) == 1
+    assert agent._graph_steps.failed
+    np.testing.assert_array_equal(infos["task_metrics"]["accuracy"],
+                                  [r.per_task[0] for r in eager])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("env_id, agent", [(MNIST, "backprop"), (MNIST, "continual_backprop"),
+                                           (REG, "backprop"), (REG, "shrink_perturb")])
+def test_on_a_gpu_graph_replayed_runs_equal_eager_runs(env_id, agent):
+    """Whole runs on the GPU, stream and agent there: graph-replayed against eager."""
+    seeds = (0, 1, 2)
+    dev = {"device": "cuda"}
+    graphed = run_vectorized(env_id, agent, tier="smoke", seeds=seeds, progress=False,
+                             device="cuda", env_kwargs=dev)
+    import baselines.vectorized as vectorized
+
+    real = vectorized.VectorMLPAgent.__init__
+
+    def eager_init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.use_cuda_graphs = False
+
+    vectorized.VectorMLPAgent.__init__ = eager_init
+    try:
+        eager = run_vectorized(env_id, agent, tier="smoke", seeds=seeds, progress=False,
+                               device="cuda", env_kwargs=dev)
+    finally:
+        vectorized.VectorMLPAgent.__init__ = real
+    tol = 1 / 250 if env_id == MNIST else 1e-5  # one prediction of a task; float rounding
+    for g, e in zip(graphed, eager, strict=True):
+        np.testing.assert_allclose(g.per_task, e.per_task, rtol=tol, atol=tol)
