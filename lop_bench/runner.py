@@ -10,28 +10,30 @@ get the same per-task scores, which the env computes itself). On top of it the r
   through ``agent.features`` / ``agent.parameters`` under ``no_grad``;
 - checks that the agent's state (its whole ``state_dict()`` when it has one, else its
   parameters and buffers) does not change inside ``val``/``test`` phases
-  (:class:`~lop_bench.errors.PhaseViolationError`);
+  (:mod:`lop_bench.phase_check`);
 - shows a progress bar and writes the result atomically, under a name that carries the
   run's identity (:mod:`lop_bench.identity`), never over the result of another run;
 - writes a checkpoint every k tasks and resumes from it (``checkpoint_every``, ``resume``).
 
-The phase check guards against mistakes (a forgotten ``eval()``, a ``learn`` that ignores
-``info["phase"]``), not against a determined cheat: an agent can keep what it sees outside
-its ``state_dict()``. That is what the label-free order of val/test rows, probes drawn from
-training data, and the code review of a submission are for.
+:func:`run` (one seed) and :func:`run_vectorized` (N seeds of a vector env, one vectorized
+agent) share that loop, its state, the phase check and the progress; they differ in what
+they step (:class:`_OneSeed`, :class:`_SeedGroup`: scalars or arrays of one value per seed).
+
+The phase check guards against mistakes, not against a determined cheat: an agent can keep
+what it sees outside its ``state_dict()``. That is what the label-free order of val/test
+rows, probes drawn from training data, and the code review of a submission are for.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import hashlib
-import math
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,6 @@ from lop_bench.errors import (
     InvalidConfigError,
     InvalidResultError,
     LopBenchError,
-    PhaseViolationError,
 )
 from lop_bench.identity import (
     agent_record,
@@ -52,6 +53,7 @@ from lop_bench.identity import (
     result_path,
     run_identity,
 )
+from lop_bench.phase_check import PhaseGuard
 from lop_bench.registration import make
 from lop_bench.results import Result, load, save
 
@@ -71,7 +73,6 @@ MAX_SEED = 2**32 - 1
 ``manual_seed`` and every stream accept alike."""
 
 _PROGRESS_EVERY = 2048
-_EVAL_PHASES = ("val", "test")
 _DIAG_KEYS = ("dormant_fraction", "dead_fraction", "effective_rank", "stable_rank",
               "approximate_rank", "feature_norm", "weight_magnitude")
 
@@ -173,118 +174,18 @@ def check_existing_result(path: str | os.PathLike[str], identity: Mapping[str, A
     return existing if resume else None
 
 
-def _agent_state(agent: Any) -> tuple[str, Any]:
-    """``(what, state)``: the agent's whole ``state_dict()`` when it has one, else the
-    tensors of its ``parameters()`` and ``buffers()`` (live objects, not copies)."""
-    state_dict = getattr(agent, "state_dict", None)
-    if callable(state_dict):
-        return "state_dict()", state_dict()
-    tensors = []
-    for attr in ("parameters", "buffers"):
-        fn = getattr(agent, attr, None)
-        if callable(fn):
-            tensors.extend(t for t in fn() if hasattr(t, "detach"))
-    return "parameters() and buffers()", tensors
+def _measure(agent: Any, env: Any, num_seeds: int | None) -> list[dict[str, Any]] | None:
+    """The diagnostics of ``agent`` at a task start, one row per seed, or None when there
+    is nothing to measure (no ``features``, no probe, or an RL agent that has seen no state
+    yet).
 
-
-def _copy_state(obj: Any, where: str) -> Any:
-    """A deep copy of a state (a ``state_dict()`` may alias the live tensors)."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, np.ndarray):
-        return obj.copy()
-    if isinstance(obj, Mapping):
-        return {k: _copy_state(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        items = [_copy_state(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    try:
-        return copy.deepcopy(obj)
-    except Exception as exc:
-        raise LopBenchError(
-            f"the agent's {where} is a {type(obj).__name__}, which cannot be copied ({exc}): "
-            "state_dict() must hold only tensors, numpy arrays, plain values and lists / "
-            "dicts of them (DESIGN.md section 5)."
-        ) from None
-
-
-def _same_tensor(a: Any, b: Any) -> bool:
-    import torch
-
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
-        return False
-    if torch.equal(a, b):
-        return True
-    # A diverged network holds NaNs, which equal nothing: compare NaN positions too.
-    if a.is_floating_point() or a.is_complex():
-        nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-        return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a], b[~nan_b])
-    return False
-
-
-def _first_change(before: Any, now: Any, where: str) -> str | None:
-    """Where ``now`` first differs from the snapshot ``before`` (NaNs equal NaNs), or None."""
-    import torch
-
-    if isinstance(before, torch.Tensor):
-        return None if isinstance(now, torch.Tensor) and _same_tensor(before, now) else where
-    if isinstance(before, np.ndarray):
-        same = (isinstance(now, np.ndarray) and before.shape == now.shape
-                and before.dtype == now.dtype
-                and np.array_equal(before, now, equal_nan=before.dtype.kind in "fc"))
-        return None if same else where
-    if isinstance(before, Mapping):
-        if not isinstance(now, Mapping) or before.keys() != now.keys():
-            return where
-        for k, v in before.items():
-            found = _first_change(v, now[k], f"{where}[{k!r}]")
-            if found:
-                return found
-        return None
-    if isinstance(before, (list, tuple)):
-        if not isinstance(now, (list, tuple)) or len(before) != len(now):
-            return where
-        for i, (v, w) in enumerate(zip(before, now)):
-            found = _first_change(v, w, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    if isinstance(before, float) and isinstance(now, float) and math.isnan(before) \
-            and math.isnan(now):
-        return None
-    try:
-        return None if bool(before == now) else where
-    except Exception:  # an object whose == does not give a truth value
-        return where
-
-
-def _snapshot(agent: Any) -> tuple[str, Any]:
-    """A copy of the state the phase check compares (:func:`_agent_state`)."""
-    what, state = _agent_state(agent)
-    return what, _copy_state(state, what)
-
-
-def _check_unchanged(agent: Any, snap: tuple[str, Any], phase: str, task: int) -> None:
-    """Raise :class:`~lop_bench.errors.PhaseViolationError` naming the first change when the
-    agent's state differs from the snapshot taken when the ``phase`` began."""
-    what, before = snap
-    now_what, now = _agent_state(agent)
-    where = what if now_what != what else _first_change(before, now, what)
-    if where is not None:
-        raise PhaseViolationError(
-            f"the agent changed its state during the {phase!r} phase of task {task} (first "
-            f"change: {where}). Agents must not learn (or update batch-norm statistics, "
-            "optimizer state or counters) on val/test batches: check info['phase'] and "
-            "info.get('target') in learn(), and use eval mode."
-        )
-
-
-def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
+    The probe is the env's (inputs of the task, supervised streams) or else the agent's own
+    recent states (RL: PROTOCOLS.md, "Diagnostics definitions"). For a vector env
+    (``num_seeds`` N) the agent's features and parameters have a leading seed axis: row
+    ``i`` is of their slice ``i``. A diverged network (non-finite activations or weights)
+    gets a row of ``None``: the run goes on and the task's diagnostics are missing.
+    """
     features = getattr(agent, "features", None)
-    # Supervised streams probe with inputs of the task; RL streams have no probe of their
-    # own: the agent supplies its recent states (PROTOCOLS.md, "Diagnostics definitions").
     probe = getattr(env, "probe", None)
     if not callable(probe):
         probe = getattr(agent, "probe", None)
@@ -298,17 +199,170 @@ def _measure(agent: Any, env: Any) -> dict[str, Any] | None:
     if x is None or len(x) == 0:  # an RL agent that has seen no state yet (task 0)
         return None
     x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
-    definition = getattr(env, "DIAGNOSTICS_DEFINITION", "supervised")
+    parameters = getattr(agent, "parameters", None)
     with torch.no_grad():
-        feats = features(x)
-        params = getattr(agent, "parameters", None)
-        try:
-            return measure(list(feats), list(params()) if callable(params) else None,
-                           definition=definition, layer_ranks=False)
-        except ValueError:
-            # Non-finite activations or weights (a diverged agent): the run goes on and
-            # this task's diagnostics are recorded as missing.
-            return dict.fromkeys(_DIAG_KEYS)
+        feats = list(features(x))
+        params = list(parameters()) if callable(parameters) else None
+        if num_seeds is None:
+            per_seed = [(feats, params)]
+        else:
+            per_seed = [([f[i] for f in feats], [p[i] for p in params] if params else None)
+                        for i in range(num_seeds)]
+        rows = []
+        for f, p in per_seed:
+            try:
+                rows.append(measure(f, p, definition=env.DIAGNOSTICS_DEFINITION,
+                                    layer_ranks=False))
+            except ValueError:
+                rows.append(dict.fromkeys(_DIAG_KEYS))
+    return rows
+
+
+class _Progress:
+    """A run's progress in seed-steps (steps x seeds): a tqdm bar (``progress=True``), the
+    caller's callback (given the seed-steps done since its last call), or nothing; updated
+    every :data:`_PROGRESS_EVERY` steps. A resumed run starts at the steps it had done."""
+
+    def __init__(self, progress: bool | Callable[[int], None], total: int, desc: str,
+                 unit: str, num_seeds: int, done: int) -> None:
+        self.num_seeds = num_seeds
+        self.countdown = _PROGRESS_EVERY
+        self.bar = None
+        self.report = progress if callable(progress) else None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total * num_seeds, desc=desc, unit=unit, unit_scale=True,
+                            leave=False, dynamic_ncols=True, initial=done * num_seeds)
+            self.report = self.bar.update
+        elif self.report is not None and done:
+            self.report(done * num_seeds)  # the steps done before the checkpoint
+
+    def step(self) -> None:
+        """One step done."""
+        self.countdown -= 1
+        if self.countdown == 0:
+            self.countdown = _PROGRESS_EVERY
+            if self.report is not None:
+                self.report(_PROGRESS_EVERY * self.num_seeds)
+
+    def close(self) -> None:
+        """Close the bar (whether the run finished or failed)."""
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self, steps_run: int) -> None:
+        """A finished run: report to the callback the steps it was not told of yet."""
+        if self.bar is None and self.report is not None:
+            self.report((steps_run % _PROGRESS_EVERY) * self.num_seeds)
+
+
+@dataclass
+class _Loop:
+    """What a run carries from step to step and into its checkpoints: the steps and time so
+    far, the per-task scores (one per task: a float, or an array of one per seed), the
+    validation scores, the diagnostics (one list of rows per seed)."""
+
+    task: int
+    steps: int = 0
+    elapsed: float = 0.0
+    per_task: list[Any] = field(default_factory=list)
+    val_metrics: list[dict[str, Any]] = field(default_factory=list)
+    diag_tasks: list[int] = field(default_factory=list)
+    diag_rows: list[list[dict[str, Any]]] = field(default_factory=list)
+    checkpoint_every: int | None = None
+    resumed_at: int | None = None
+
+
+class _OneSeed:
+    """What the loop steps for :func:`run`: one stream, one seed; ``info`` holds scalars."""
+
+    vectorized = False
+    unit = "step"
+    num_envs = None  # a checkpoint of run()'s layout
+
+    def __init__(self, env: Any, seed: int) -> None:
+        self.env, self.seeds, self.metric = env, (seed,), env.METRIC
+
+    def desc(self, name: str) -> str:
+        return f"{name} seed {self.seeds[0]}"
+
+    @staticmethod
+    def task(info: Mapping[str, Any]) -> int:
+        """The task of the observation ``info`` comes with (of ``reset`` too)."""
+        return info["task"]
+
+    @staticmethod
+    def clock(info: Mapping[str, Any]) -> tuple[int, str, bool, bool]:
+        """A step's ``(task, phase, task_end, stream_done)``."""
+        return info["task"], info["phase"], info["task_end"], info["stream_done"]
+
+    def score(self, info: Mapping[str, Any]) -> float:
+        return float(info["task_metrics"][self.metric])
+
+    def next_episode(self, terminated: Any, truncated: Any) -> tuple[Any, Any] | None:
+        """At an RL episode's end, the next episode's first observation and info."""
+        return self.env.reset() if terminated or truncated else None
+
+    def measure(self, agent: Any) -> list[dict[str, Any]] | None:
+        return _measure(agent, self.env, self.num_envs)
+
+    @staticmethod
+    def saved(info: Mapping[str, Any], task: int, rows: list[list[Any]]) -> dict[str, Any]:
+        """The loop's info and diagnostics rows as a checkpoint of this layout holds them."""
+        return {"info": info, "diag_rows": rows[0]}
+
+    @staticmethod
+    def restored(loop: Mapping[str, Any]) -> tuple[Any, list[list[Any]]]:
+        """Invert :meth:`saved`."""
+        return loop["info"], [list(loop["diag_rows"])]
+
+    @staticmethod
+    def curves(per_task: list[Any]) -> list[list[float]]:
+        """One per-task curve per seed."""
+        return [list(per_task)]
+
+
+class _SeedGroup(_OneSeed):
+    """What the loop steps for :func:`run_vectorized`: a vector env of N seeds; ``infos``
+    holds arrays, one value per seed (the same task clock for all)."""
+
+    vectorized = True
+    unit = "seed-step"
+
+    def __init__(self, venv: Any, seeds: Sequence[int]) -> None:
+        self.env, self.seeds, self.metric = venv, tuple(seeds), venv.METRIC
+        self.num_envs = len(self.seeds)
+
+    def desc(self, name: str) -> str:
+        return f"{name} x{len(self.seeds)} seeds"
+
+    @staticmethod
+    def task(info: Mapping[str, Any]) -> int:
+        return int(info["task"][0])
+
+    @staticmethod
+    def clock(info: Mapping[str, Any]) -> tuple[int, str, bool, bool]:
+        return (int(info["task"][0]), info["phase"][0], info["task_end"][0],
+                info["stream_done"][0])
+
+    def score(self, info: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray(info["task_metrics"][self.metric], dtype=np.float64)
+
+    def next_episode(self, terminated: Any, truncated: Any) -> None:
+        return None  # the vector streams are supervised: no episodes
+
+    @staticmethod
+    def saved(info: Mapping[str, Any], task: int, rows: list[list[Any]]) -> dict[str, Any]:
+        return {"info": {"task": task}, "infos": _plain_infos(info), "diag_rows": rows}
+
+    @staticmethod
+    def restored(loop: Mapping[str, Any]) -> tuple[Any, list[list[Any]]]:
+        return _vector_infos(loop["infos"]), [list(r) for r in loop["diag_rows"]]
+
+    @staticmethod
+    def curves(per_task: list[Any]) -> list[list[float]]:
+        return [[float(v) for v in row] for row in np.stack(per_task, axis=1)]
 
 
 def run(
@@ -377,122 +431,153 @@ def run(
     agent_obj = make_agent(factory, wrapped, seed=seed, device=device, **(agent_kwargs or {}))
     identity = run_identity(env, name, agent_obj, agent_kwargs, seed=seed,
                             diagnostics=diagnostics, diagnostics_every=diagnostics_every)
-    path = None if out is None else result_path(out, identity, env.custom)
-    if path is not None:
-        finished = check_existing_result(path, identity, resume=resume)
-        if finished is not None:
-            return finished
-        check_writable(path.parent)
-    ckpt_path = _checkpoint_file(path, checkpoint, checkpoint_every, resume)
+    paths, finished = _result_paths(out, [identity], env.custom, resume)
+    if finished is not None:
+        return finished[0]
+    ckpt_path = _checkpoint_file(paths[0] if paths else None, checkpoint, checkpoint_every,
+                                 resume)
     if ckpt_path is not None:
         _check_checkpointable(env, agent_obj, name)
+    (result,) = _execute(
+        _OneSeed(env, env.stream_seed), agent_obj, name, agent_kwargs, obs, info,
+        identity=identity, paths=paths, ckpt_path=ckpt_path,
+        device=device, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        diagnostics=diagnostics, diagnostics_every=diagnostics_every,
+    )
+    return result
 
-    metric = env.METRIC
-    per_task: list[float] = []
-    val_metrics: list[dict[str, Any]] = []
-    diag_tasks: list[int] = []
-    diag_rows: list[dict[str, Any]] = []
 
-    def diagnose(task: int) -> None:
-        if diagnostics and task % diagnostics_every == 0:
-            row = _measure(agent_obj, env)
-            if row is not None:
-                diag_tasks.append(task)
-                diag_rows.append(row)
-
-    steps = 0
-    elapsed = 0.0
-    resumed_at = None
-    task = info["task"]
+def _execute(view: _OneSeed, agent: Any, name: str, agent_kwargs: dict[str, Any] | None,
+             obs: Any, info: Any, *, identity: Mapping[str, Any], paths: Sequence[Path],
+             ckpt_path: Path | None, device: str, resume: bool,
+             progress: bool | Callable[[int], None], checkpoint_every: int | None,
+             diagnostics: bool, diagnostics_every: int) -> list[Result]:
+    """The loop of DESIGN.md section 4 from ``obs, info`` (the stream just reset) on, with the
+    runner's bookkeeping, for :func:`run` (one seed) and :func:`run_vectorized` (a vector
+    env's seeds) alike: it resumes from ``ckpt_path`` when asked, records the per-task
+    scores and diagnostics, checks the phases, writes checkpoints, shows progress, and
+    returns one result per seed (written to ``paths`` when given)."""
+    env = view.env
+    num_seeds = len(view.seeds)
+    state = _Loop(task=view.task(info), diag_rows=[[] for _ in view.seeds],
+                  checkpoint_every=checkpoint_every)
     if resume and ckpt_path is not None and ckpt_path.exists():
-        loop = _load_checkpoint(ckpt_path, device, identity, env, agent_obj)
-        obs, info, steps, elapsed = loop["obs"], loop["info"], loop["steps"], loop["elapsed"]
-        per_task, val_metrics = list(loop["per_task"]), list(loop["val_metrics"])
-        diag_tasks, diag_rows = list(loop["diag_tasks"]), list(loop["diag_rows"])
-        task = info["task"]
-        resumed_at = steps
-        if checkpoint_every is None:  # keep the killed run's cadence
-            checkpoint_every = loop["checkpoint_every"]
-    else:
-        diagnose(task)
+        loop = _load_checkpoint(ckpt_path, device, identity, env, agent, num_envs=view.num_envs)
+        info, rows = view.restored(loop)
+        obs = loop["obs"]
+        state = _Loop(
+            task=loop["info"]["task"], steps=loop["steps"], elapsed=loop["elapsed"],
+            per_task=list(loop["per_task"]), val_metrics=list(loop["val_metrics"]),
+            diag_tasks=list(loop["diag_tasks"]), diag_rows=rows,
+            # keep the killed run's cadence unless given another
+            checkpoint_every=loop["checkpoint_every"] if checkpoint_every is None else checkpoint_every,
+            resumed_at=loop["steps"],
+        )
+    elif diagnostics:
+        _diagnose(view, agent, state, diagnostics_every)
 
-    bar, report = _progress(progress, env.total_steps, f"{name} seed {seed}", "step",
-                            initial=steps)
-    if report is not None and bar is None and steps:
-        report(steps)  # a resumed run's callback counts the steps done before the checkpoint
-    snapshot = None
-    eval_phase = None
-    countdown = _PROGRESS_EVERY
+    guard = PhaseGuard(agent)
+    shown = _Progress(progress, env.total_steps, view.desc(name), view.unit, num_seeds,
+                      state.steps)
+    every = state.checkpoint_every
     start = time.perf_counter()
-    act, learn, step = agent_obj.act, agent_obj.learn, env.step
+    act, learn, step = agent.act, agent.learn, env.step
     try:
         while True:
             context = info  # of the observation acted on (its epoch labels val_metrics)
             action = act(obs, info)
             next_obs, reward, terminated, truncated, info = step(action)
-            steps += 1
-            if snapshot is not None and (info["phase"] != eval_phase or info["stream_done"]):
-                _check_unchanged(agent_obj, snapshot, eval_phase, task)
-                snapshot = None
-            learn(obs, action, reward, next_obs, terminated, truncated, info)
-            if info["task_end"]:
-                per_task.append(float(info["task_metrics"][metric]))
+            state.steps += 1
+            # What the step says is read before learn(), which cannot rewrite it.
+            task, phase, task_end, done = view.clock(info)
+            if task_end:
+                state.per_task.append(view.score(info))
             if "val_metrics" in info:
-                val_metrics.append({"task": task, "epoch": context.get("epoch", 0),
-                                    **info["val_metrics"]})
-            if info["stream_done"]:
+                state.val_metrics.append({"task": state.task, "epoch": context.get("epoch", 0),
+                                          **info["val_metrics"]})
+            guard.after_step(phase, done, state.task)
+            learn(obs, action, reward, next_obs, terminated, truncated, info)
+            if done:
                 break
-            if snapshot is None and info["phase"] in _EVAL_PHASES:
-                eval_phase = info["phase"]
-                snapshot = _snapshot(agent_obj)
-            new_task = info["task"] != task
+            guard.after_learn(phase)
+            new_task = task != state.task
             if new_task:
-                task = info["task"]
-                diagnose(task)
-            if terminated or truncated:
-                next_obs, info = env.reset()
+                state.task = task
+                if diagnostics:
+                    _diagnose(view, agent, state, diagnostics_every)
+            episode = view.next_episode(terminated, truncated)
+            if episode is not None:
+                next_obs, info = episode
             obs = next_obs
-            if (new_task and checkpoint_every is not None and snapshot is None
-                    and len(per_task) % checkpoint_every == 0):
-                _save_checkpoint(ckpt_path, identity, env, agent_obj, {
-                    "obs": obs, "info": info, "steps": steps,
-                    "elapsed": elapsed + time.perf_counter() - start,
-                    "per_task": per_task, "val_metrics": val_metrics,
-                    "diag_tasks": diag_tasks, "diag_rows": diag_rows,
-                    "checkpoint_every": checkpoint_every,
+            if (new_task and every is not None and guard.idle
+                    and len(state.per_task) % every == 0):
+                _save_checkpoint(ckpt_path, identity, env, agent, {
+                    "obs": obs, "steps": state.steps,
+                    "elapsed": state.elapsed + time.perf_counter() - start,
+                    "per_task": state.per_task, "val_metrics": state.val_metrics,
+                    "diag_tasks": state.diag_tasks, "checkpoint_every": every,
+                    **view.saved(info, state.task, state.diag_rows),
                 })
-            countdown -= 1
-            if countdown == 0:
-                countdown = _PROGRESS_EVERY
-                if report is not None:
-                    report(_PROGRESS_EVERY)
+            shown.step()
     finally:
-        if bar is not None:
-            bar.close()
+        shown.close()
     run_wall = time.perf_counter() - start
-    wall = elapsed + run_wall
-    if report is not None and bar is None:
-        report((steps - (resumed_at or 0)) % _PROGRESS_EVERY)
+    steps_run = state.steps - (state.resumed_at or 0)
+    shown.finish(steps_run)
 
-    extra = {"diagnostics_every": identity["diagnostics_every"]}
-    if resumed_at is not None:
-        extra["resumed_at_step"] = resumed_at
+    extra: dict[str, Any] = {"num_envs": num_seeds} if view.vectorized else {}
+    extra["diagnostics_every"] = identity["diagnostics_every"]
+    if state.resumed_at is not None:
+        extra["resumed_at_step"] = state.resumed_at
     extra.update(_dataset_notes(env))
-    data = _result_data(
-        env, name, agent_obj, agent_kwargs, vectorized=False, seed=env.stream_seed,
-        steps=steps, per_task=per_task,
-        diagnostics=_diag_table(diag_tasks, diag_rows, diagnostics_every),
-        run_info=_run_info(wall, (steps - (resumed_at or 0)) / run_wall if run_wall > 0 else 0.0,
-                           **extra),
-    )
-    if val_metrics:
-        data["val_metrics"] = val_metrics
-    result = Result(data)
-    if path is not None:
-        save(result, path)
+    run_info = _run_info(state.elapsed + run_wall,
+                         steps_run * num_seeds / run_wall if run_wall > 0 else 0.0, **extra)
+    results = []
+    for seed, curve, rows, path in zip(view.seeds, view.curves(state.per_task), state.diag_rows,
+                                       paths or [None] * num_seeds):
+        data = _result_data(
+            env, name, agent, agent_kwargs, vectorized=view.vectorized, seed=seed,
+            steps=state.steps, per_task=curve,
+            diagnostics=_diag_table(state.diag_tasks, rows, diagnostics_every),
+            run_info=dict(run_info),
+        )
+        if state.val_metrics:
+            data["val_metrics"] = state.val_metrics
+        result = Result(data)
+        if path is not None:
+            save(result, path)
+        results.append(result)
     if ckpt_path is not None:
-        ckpt_path.unlink(missing_ok=True)  # the result is written: the run is complete
-    return result
+        ckpt_path.unlink(missing_ok=True)  # every result is written: the run is complete
+    return results
+
+
+def _diagnose(view: _OneSeed, agent: Any, state: _Loop, every: int) -> None:
+    """Measure the diagnostics at the start of ``state.task`` when it is one of every
+    ``every``-th task, and record them."""
+    if state.task % every:
+        return
+    rows = view.measure(agent)
+    if rows is not None:
+        state.diag_tasks.append(state.task)
+        for recorded, row in zip(state.diag_rows, rows):
+            recorded.append(row)
+
+
+def _result_paths(out: str | Path | None, identities: Sequence[Mapping[str, Any]], custom: bool,
+                  resume: bool) -> tuple[list[Path], list[Result] | None]:
+    """Where the result of each run ``identities`` names goes (none without ``out``), and,
+    when every one is there already and ``resume``, those results (nothing is to run);
+    else checks that they can be written (:func:`check_existing_result`,
+    :func:`check_writable`)."""
+    if out is None:
+        return [], None
+    paths = [result_path(out, identity, custom) for identity in identities]
+    finished = [check_existing_result(p, i, resume=resume) for p, i in zip(paths, identities)]
+    if all(r is not None for r in finished):
+        return paths, finished  # type: ignore[return-value]
+    check_writable(paths[0].parent)
+    return paths, None
 
 
 def _with_data_device(env_id: str, env_kwargs: dict[str, Any] | None, device: str) -> dict[str, Any]:
@@ -593,18 +678,6 @@ def _check_checkpointable(env: Any, agent: Any, name: str) -> None:
             f"agent {name!r} has no state_dict() / load_state_dict(), which checkpoints need: "
             "add them (DESIGN.md section 5), or run without --checkpoint-every / --resume."
         )
-
-
-def _progress(progress: bool | Callable[[int], None], total: int, desc: str, unit: str,
-              initial: int = 0):
-    """``(bar, report)``: a tqdm bar (``progress=True``) or the caller's callback, or none."""
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
-                   dynamic_ncols=True, initial=initial)
-        return bar, bar.update
-    return None, (progress if callable(progress) else None)
 
 
 def _dataset_notes(env: Any) -> dict[str, Any]:
@@ -725,114 +798,20 @@ def run_vectorized(
                   for seed in seeds]
     # The group's identity: every seed's settings, and the seeds, in order.
     identity = {**identities[0], "seed": list(seeds)}
-    paths = []
-    if out is not None:
-        paths = [result_path(out, i, venv.describe()["custom"]) for i in identities]
-        finished = [check_existing_result(p, i, resume=resume) for p, i in zip(paths, identities)]
-        if all(r is not None for r in finished):
-            return finished  # type: ignore[return-value]
-        check_writable(paths[0].parent)
+    paths, finished = _result_paths(out, identities, venv.custom, resume)
+    if finished is not None:
+        return finished
     if checkpoint is None and paths and (checkpoint_every is not None or resume):
         checkpoint = vector_checkpoint_path(paths[0], seeds)
     ckpt_path = _checkpoint_file(paths[0] if paths else None, checkpoint, checkpoint_every, resume)
     if ckpt_path is not None:
         _check_checkpointable(venv, agent_obj, name)
-    n = len(seeds)
-    metric = venv.METRIC
-    per_task: list[np.ndarray] = []
-    diag_tasks: list[int] = []
-    diag_rows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-
-    def diagnose(task: int) -> None:
-        if not (diagnostics and task % diagnostics_every == 0):
-            return
-        rows = _measure_vector(agent_obj, venv, n)
-        if rows is not None:
-            diag_tasks.append(task)
-            for i, row in enumerate(rows):
-                diag_rows[i].append(row)
-
-    steps = 0
-    elapsed = 0.0
-    resumed_at = None
-    task = int(infos["task"][0])
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        loop = _load_checkpoint(ckpt_path, device, identity, venv, agent_obj, num_envs=n)
-        obs, infos = loop["obs"], _vector_infos(loop["infos"])
-        steps, elapsed, task = loop["steps"], loop["elapsed"], loop["info"]["task"]
-        per_task = list(loop["per_task"])
-        diag_tasks, diag_rows = list(loop["diag_tasks"]), [list(r) for r in loop["diag_rows"]]
-        resumed_at = steps
-        if checkpoint_every is None:  # keep the killed run's cadence
-            checkpoint_every = loop["checkpoint_every"]
-    else:
-        diagnose(task)
-
-    bar, report = _progress(progress, venv.total_steps * n, f"{name} x{n} seeds", "seed-step",
-                            initial=steps * n)
-    if report is not None and bar is None and steps:
-        report(steps * n)
-    countdown = _PROGRESS_EVERY
-    start = time.perf_counter()
-    act, learn, step = agent_obj.act, agent_obj.learn, venv.step
-    try:
-        while True:
-            action = act(obs, infos)
-            next_obs, reward, terminated, truncated, infos = step(action)
-            steps += 1
-            learn(obs, action, reward, next_obs, terminated, truncated, infos)
-            if infos["task_end"][0]:
-                per_task.append(np.asarray(infos["task_metrics"][metric], dtype=np.float64))
-            if infos["stream_done"][0]:
-                break
-            new_task = infos["task"][0] != task
-            if new_task:
-                task = int(infos["task"][0])
-                diagnose(task)
-            obs = next_obs
-            if (new_task and checkpoint_every is not None and ckpt_path is not None
-                    and len(per_task) % checkpoint_every == 0):
-                _save_checkpoint(ckpt_path, identity, venv, agent_obj, {
-                    "obs": obs, "info": {"task": task}, "infos": _plain_infos(infos),
-                    "steps": steps, "elapsed": elapsed + time.perf_counter() - start,
-                    "per_task": per_task, "val_metrics": [],
-                    "diag_tasks": diag_tasks, "diag_rows": diag_rows,
-                    "checkpoint_every": checkpoint_every,
-                })
-            countdown -= 1
-            if countdown == 0:
-                countdown = _PROGRESS_EVERY
-                if report is not None:
-                    report(_PROGRESS_EVERY * n)
-    finally:
-        if bar is not None:
-            bar.close()
-    run_wall = time.perf_counter() - start
-    if report is not None and bar is None:
-        report(((steps - (resumed_at or 0)) % _PROGRESS_EVERY) * n)
-
-    curves = np.stack(per_task, axis=1)  # (N, tasks)
-    extra: dict[str, Any] = {"num_envs": n,
-                             "diagnostics_every": diagnostics_every if diagnostics else None}
-    if resumed_at is not None:
-        extra["resumed_at_step"] = resumed_at
-    rate = (steps - (resumed_at or 0)) * n / run_wall if run_wall > 0 else 0.0
-    run_info = _run_info(elapsed + run_wall, rate, **extra, **_dataset_notes(venv))
-    results = []
-    for i, seed in enumerate(seeds):
-        data = _result_data(
-            venv, name, agent_obj, agent_kwargs, vectorized=True, seed=seed, steps=steps,
-            per_task=[float(v) for v in curves[i]],
-            diagnostics=_diag_table(diag_tasks, diag_rows[i], diagnostics_every),
-            run_info=dict(run_info),
-        )
-        result = Result(data)
-        if paths:
-            save(result, paths[i])
-        results.append(result)
-    if ckpt_path is not None:
-        ckpt_path.unlink(missing_ok=True)  # every seed's result is written: the group is done
-    return results
+    return _execute(
+        _SeedGroup(venv, seeds), agent_obj, name, agent_kwargs, obs, infos, identity=identity,
+        paths=paths, ckpt_path=ckpt_path, device=device, resume=resume, progress=progress,
+        checkpoint_every=checkpoint_every, diagnostics=diagnostics,
+        diagnostics_every=diagnostics_every,
+    )
 
 
 def vector_checkpoint_path(first_result: str | os.PathLike[str], seeds: Sequence[int]) -> Path:
@@ -869,26 +848,3 @@ def _vector_infos(plain: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _STR_ARRAY = "__str_array__"
-
-
-def _measure_vector(agent: Any, venv: Any, n: int) -> list[dict[str, Any]] | None:
-    features = getattr(agent, "features", None)
-    probe = getattr(venv, "probe", None)
-    if not callable(features) or not callable(probe):
-        return None
-    import torch
-
-    from lop_bench.diagnostics import measure
-
-    x = torch.as_tensor(probe())
-    with torch.no_grad():
-        feats = list(features(x))
-        params = list(agent.parameters()) if callable(getattr(agent, "parameters", None)) else None
-        rows = []
-        for i in range(n):
-            try:
-                rows.append(measure([f[i] for f in feats], [p[i] for p in params] if params else None,
-                                    layer_ranks=False))
-            except ValueError:
-                rows.append(dict.fromkeys(_DIAG_KEYS))
-    return rows

@@ -132,18 +132,18 @@ def test_the_phase_check_sees_through_nans_but_not_past_changes():
     value that changes, or a NaN that appears, fails it."""
     import torch
 
-    from lop_bench.runner import _check_unchanged, _snapshot
+    from lop_bench.phase_check import check_unchanged, snapshot
 
     w = torch.tensor([1.0, float("nan"), 3.0])
     agent = _Holder(w, torch.tensor([1, 2]))
-    snap = _snapshot(agent)
-    _check_unchanged(agent, snap, "test", 0)  # NaN at the same place, same values: fine
+    snap = snapshot(agent)
+    check_unchanged(agent, snap, "test", 0)  # NaN at the same place, same values: fine
     w[0] = 2.0
     with pytest.raises(PhaseViolationError):
-        _check_unchanged(agent, snap, "test", 0)
+        check_unchanged(agent, snap, "test", 0)
     w[0], w[2] = 1.0, float("nan")
     with pytest.raises(PhaseViolationError):
-        _check_unchanged(agent, snap, "test", 0)
+        check_unchanged(agent, snap, "test", 0)
 
 
 # -- the whole-state phase check ------------------------------------------------------

@@ -217,6 +217,7 @@ class ContinualVectorStream(VectorEnv):
         if single is not None:
             cls.ENV_ID, cls.METRIC = single.ENV_ID, single.METRIC
             cls.HIGHER_IS_BETTER = single.HIGHER_IS_BETTER
+            cls.DIAGNOSTICS_DEFINITION = single.DIAGNOSTICS_DEFINITION
 
     def __init__(self, num_envs: int = 1, tier: str = "cpu", seeds: Any = None,
                  render_mode: str | None = None, **kwargs: Any) -> None:
