@@ -34,12 +34,14 @@ single-seed update up to float32 rounding.
 
 On a CUDA device the whole step stays there: observations that are tensors on the
 device (the streams' ``device=`` mode) give predictions that stay there too (no host
-sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`).
+sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`;
+the environment variable ``LOP_BENCH_CUDA_GRAPHS=0`` turns them off).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -218,9 +220,10 @@ class VectorMLPAgent:
             self._noise_row = 0
         self.gnt = _VectorGnT(self, **gnt) if gnt else None
         self._cache: tuple | None = None
-        # On CUDA the step is replayed from CUDA graphs; ``agent.use_cuda_graphs = False``
-        # before the first step runs it eagerly (the benchmark's comparison).
-        self.use_cuda_graphs = self.device.type == "cuda"
+        # On CUDA the step is replayed from CUDA graphs, unless LOP_BENCH_CUDA_GRAPHS=0 (or
+        # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
+        self.use_cuda_graphs = (self.device.type == "cuda"
+                                and os.environ.get("LOP_BENCH_CUDA_GRAPHS", "1") != "0")
         self._graph_steps: _CudaGraphStep | None = None
 
     @property
@@ -355,10 +358,11 @@ class VectorMLPAgent:
     def _perturb(self) -> None:
         """Shrink-and-perturb noise, drawn per seed in chunks of steps (the single agent's rule)."""
         if self._noise is None or self._noise_row == self._noise.shape[1]:
-            self._noise = torch.stack([
-                torch.randn(self._noise_chunk, self._num_params, generator=g, device=self.device)
-                for g in self.generators
-            ])
+            if self._noise is None:  # one buffer, refilled in place: no allocation per chunk
+                self._noise = torch.empty(self.num_envs, self._noise_chunk, self._num_params,
+                                          device=self.device)
+            for noise, g in zip(self._noise, self.generators):
+                torch.randn(noise.shape, generator=g, device=self.device, out=noise)
             self._noise_row = 0
         row = self._noise[:, self._noise_row]
         self._noise_row += 1

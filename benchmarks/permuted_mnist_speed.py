@@ -1,22 +1,36 @@
-"""Speed of online permuted MNIST on a synthetic MNIST-sized dataset (no download needed).
+"""Speed of online permuted MNIST, in one run, on a synthetic MNIST-sized dataset (no
+download needed): 60,000 fake 28 x 28 digits in torchvision's IDX layout, written to a
+temporary directory. One torch thread, as `lop-bench reproduce` runs each process.
 
-Writes 60,000 fake 28 x 28 digits in torchvision's IDX layout to a temporary directory,
-then prints steps/s of
-  (a) the env alone (random labels as actions): its own overhead per step;
-  (b) for each reference agent, a bare loop (the agent's act/learn on the same images,
-      pre-gathered, no env, no runner) and ``lop_bench.run`` on the same tier (env +
-      runner + diagnostics at task starts), one torch thread, as `lop-bench reproduce`
-      runs them;
-  (c) the estimated wall time of `lop-bench reproduce lop/PermutedMNIST-v0 --tier cpu`
-      (every reference agent x the tier's seeds, on --cores processes) from (b).
+  (a) the env alone (random labels as actions): its own cost per step;
+  (b) per reference agent, on the tier: a bare loop (act/learn on pre-gathered images:
+      no env, no runner) against the single-seed run (``lop_bench.run``: env, runner,
+      diagnostics);
+  (c) many seeds in one process (``make_vec`` + the vectorized agents, ``run_vectorized``,
+      diagnostics off) at N = 1, 5, 30, in seed-steps/s, against the single-seed run of
+      the same net, at the cpu tier's width (784-100-100-100-10) and the paper's
+      (784-2000-2000-2000-10, backprop);
+  (d) the memory-traffic bound of the paper-width net here: the bytes one seed-step must
+      move (every weight and bias read by the forward pass, the weights of layers 2..4
+      read again to backpropagate the error, every weight and bias read and written by the
+      update; plain SGD keeps no optimizer state) over the copy bandwidth measured now;
+  (e) on a CUDA GPU, when there is one: eager against graph-replayed steps (stream and
+      agent on the GPU), and the projected wall time of the paper tier (30 seeds x
+      48,000,000 steps);
+  (f) the estimated wall time of `lop-bench reproduce lop/PermutedMNIST-v0 --tier cpu`:
+      each reference agent's seeds in one vectorized process (diagnostics on), the
+      processes spread over --cores (measured alone: concurrent processes share the
+      memory bandwidth, so expect somewhat more).
 
-    python benchmarks/permuted_mnist_speed.py                   # 2 cpu-tier tasks per agent
-    python benchmarks/permuted_mnist_speed.py --tasks 1 --agents backprop
+    python benchmarks/permuted_mnist_speed.py
+    python benchmarks/permuted_mnist_speed.py --agents backprop --no-paper-width
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +40,14 @@ import torch
 
 import lop_bench
 from lop_bench import registration
+from lop_bench.runner import run, run_vectorized
 
 ENV = "lop/PermutedMNIST-v0"
 AGENTS = ("linear", "backprop", "l2", "shrink_perturb", "continual_backprop")
+CPU_WIDTH = (100, 100, 100)
+PAPER_WIDTH = (2000, 2000, 2000)
+SEEDS = (1, 5, 30)
+PAPER = {"seeds": 30, "steps": 800 * 60_000}  # PROTOCOLS.md: 30 runs of 800 tasks x 60,000
 
 
 def write_fixture(root: Path, n: int = 60_000) -> Path:
@@ -51,6 +70,7 @@ def ensure_registered() -> None:
     registration.register_envs()
 
 
+# -- measurements ---------------------------------------------------------------------
 def env_only(root: Path, tier: str, steps: int) -> float:
     env = lop_bench.make(ENV, tier=tier, root=root).unwrapped
     env.reset(seed=0)
@@ -80,35 +100,164 @@ def bare_loop(root: Path, agent_name: str, tier: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def _short(root: Path, steps: int, device: str | None = None) -> dict:
+    """One task of ``steps`` images: a custom stream for timing."""
+    kw = {"root": str(root), "num_tasks": 1, "examples_per_task": steps}
+    return kw if device is None else {**kw, "device": device}
+
+
+def single_seed(root: Path, agent: str, hidden: tuple[int, ...] | None, steps: int,
+                device: str = "cpu") -> float:
+    """Steps/s of ``lop_bench.run`` (the single-seed agent), diagnostics off."""
+    hp = {} if hidden is None else {"hidden": list(hidden)}
+    r = run(ENV, agent, tier="cpu", seed=0, progress=False, diagnostics=False, device=device,
+            env_kwargs=_short(root, steps), agent_kwargs=hp)
+    return r.data["run_info"]["steps_per_s"]
+
+
+def many_seeds(root: Path, agent: str, hidden: tuple[int, ...] | None, n: int, steps: int,
+               device: str = "cpu", graphs: bool = True) -> float:
+    """Seed-steps/s of ``run_vectorized`` with ``n`` seeds, diagnostics off (on a GPU the
+    stream is there too; ``graphs``: CUDA-graph replay of the step)."""
+    hp = {} if hidden is None else {"hidden": list(hidden)}
+    os.environ["LOP_BENCH_CUDA_GRAPHS"] = "1" if graphs else "0"
+    try:
+        rs = run_vectorized(ENV, agent, tier="cpu", seeds=range(n), progress=False,
+                            diagnostics=False, device=device, agent_kwargs=hp,
+                            env_kwargs=_short(root, steps, None if device == "cpu" else device))
+    finally:
+        os.environ.pop("LOP_BENCH_CUDA_GRAPHS", None)
+    return rs[0].data["run_info"]["steps_per_s"]
+
+
+def copy_bandwidth(device: str = "cpu", megabytes: int = 512) -> float:
+    """Bytes/s of a large tensor copy (read + write counted), best of 5."""
+    a = torch.ones(megabytes * 2**20 // 4, device=device)
+    b = torch.empty_like(a)
+    best = math.inf
+    for _ in range(6):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        b.copy_(a)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.numel() * 4 / best
+
+
+def bytes_per_seed_step(widths: tuple[int, ...]) -> int:
+    """float32 bytes one batch-1 SGD step of the MLP ``widths`` must move: weights and
+    biases read (forward), weights of layers 2.. read (backpropagation), weights and biases
+    read and written (the in-place update, no gradient in memory, no optimizer state)."""
+    weights = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    params = sum(weights) + sum(widths[1:])
+    return 4 * (3 * params + sum(weights[1:]))
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:>12,.0f}"
+
+
+# -- report -------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tier", default="cpu")
-    p.add_argument("--tasks", type=int, default=2, help="tasks per lop_bench.run measurement")
     p.add_argument("--agents", nargs="+", default=list(AGENTS))
     p.add_argument("--cores", type=int, default=2, help="processes of the reproduce estimate")
+    p.add_argument("--tasks", type=int, default=2, help="cpu-tier tasks timed per agent in (f)")
+    p.add_argument("--no-paper-width", action="store_true", help="skip the 784-2000x3-10 rows")
     args = p.parse_args()
     torch.set_num_threads(1)
     ensure_registered()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fixture(Path(tmp))
-        cls = registration.env_class(ENV)
-        cfg = cls.TIERS[args.tier]
-        steps = min(cfg.examples_per_task, 5000)
-        print(f"{ENV} [{args.tier}]: {cfg.num_tasks} tasks x {cfg.examples_per_task:,} images, "
-              f"batch {cfg.batch_size}, {cfg.num_seeds} seeds; synthetic 60,000-image dataset")
-        print(f"(a) env alone: {env_only(root, args.tier, 20_000):,.0f} steps/s")
-        print(f"(b) {'agent':<20} {'bare loop':>12} {'lop_bench.run':>14} {'ratio':>6}")
-        seconds_per_seed = 0.0
+        cfg = registration.env_class(ENV).TIERS["cpu"]
+        print(f"{ENV}: synthetic 60,000-image dataset, one torch thread; cpu tier "
+              f"{cfg.num_tasks} tasks x {cfg.examples_per_task:,} images, {cfg.num_seeds} seeds")
+
+        print(f"\n(a) env alone: {env_only(root, 'cpu', 20_000):,.0f} steps/s")
+
+        print(f"\n(b) {'agent (cpu tier)':<22} {'bare loop':>12} {'single-seed run':>16} {'ratio':>6}")
+        singles = {}
         for name in args.agents:
-            bare = bare_loop(root, name, args.tier, steps)
-            r = lop_bench.run(ENV, name, tier=args.tier, seed=0, progress=False,
-                              env_kwargs={"root": str(root), "num_tasks": args.tasks})
-            sps = r.data["run_info"]["steps_per_s"]
-            seconds_per_seed += cfg.num_steps / sps
-            print(f"    {name:<20} {bare:>10,.0f}/s {sps:>12,.0f}/s {sps / bare:>6.2f}")
-        total = seconds_per_seed * cfg.num_seeds / args.cores
-        print(f"(c) one seed of {len(args.agents)} agents: {seconds_per_seed:,.0f} s; "
-              f"{cfg.num_seeds} seeds on {args.cores} processes: about {total / 60:.1f} min")
+            bare = bare_loop(root, name, "cpu", 5000)
+            singles[name] = single_seed(root, name, None, 5000)
+            print(f"    {name:<22} {_fmt_rate(bare)}/s {_fmt_rate(singles[name])}/s "
+                  f"{singles[name] / bare:>6.2f}")
+
+        print("\n(c) many seeds in one process: seed-steps/s (x: against the single-seed run)")
+        print(f"    {'net':<16} {'agent':<20} {'single':>12} "
+              + " ".join(f"{f'N={n}':>20}" for n in SEEDS))
+        rows = [("784-100x3-10", name, None) for name in args.agents]
+        if not args.no_paper_width:
+            rows.append(("784-2000x3-10", "backprop", PAPER_WIDTH))
+        paper_rates = {}
+        for net, name, hidden in rows:
+            wide = hidden is not None
+            ref = single_seed(root, name, hidden, 60 if wide else 5000) if wide else singles[name]
+            cells = []
+            for n in SEEDS:
+                steps = (max(12, 60 // n) if wide
+                         else 1000 if n >= 30 or name == "shrink_perturb" else 3000)
+                rate = many_seeds(root, name, hidden, n, steps)
+                if wide:
+                    paper_rates[n] = rate
+                cells.append(f"{rate:>12,.0f} ({rate / ref:>4.1f}x)")
+            print(f"    {net:<16} {name:<20} {_fmt_rate(ref)} " + " ".join(cells))
+            if wide:
+                paper_rates["single"] = ref
+
+        widths = (784, *PAPER_WIDTH, 10)
+        per_step = bytes_per_seed_step(widths)
+        bandwidth = copy_bandwidth()
+        bound = bandwidth / per_step
+        print(f"\n(d) memory-traffic bound of the 784-2000x3-10 net here: {per_step / 1e6:.1f} MB per "
+              f"seed-step over a copy bandwidth of {bandwidth / 1e9:.1f} GB/s (one thread, read + "
+              f"write) = {bound:,.0f} seed-steps/s")
+        for key, rate in paper_rates.items():
+            label = "single-seed run" if key == "single" else f"vectorized N={key}"
+            print(f"    {label:<18} {rate:>8,.0f} seed-steps/s = {rate / bound:.2f} of the bound")
+        if paper_rates:
+            best = max(v for k, v in paper_rates.items() if k != "single")
+            days = PAPER["seeds"] * PAPER["steps"] / best / 86400
+            print(f"    paper tier (30 seeds x 48M steps) on one such core: {days:,.0f} days")
+
+        print("\n(e) GPU:", end=" ")
+        if not torch.cuda.is_available():
+            print("no CUDA device on this machine: eager vs graph-replayed steps and the paper "
+                  "tier's projection not measured.")
+        else:
+            print(torch.cuda.get_device_name())
+            gpu_bw = copy_bandwidth("cuda", 2048)
+            print(f"    copy bandwidth {gpu_bw / 1e9:,.0f} GB/s; paper-width bound "
+                  f"{gpu_bw / per_step:,.0f} seed-steps/s")
+            print(f"    {'net':<16} {'N':>4} {'eager':>14} {'graphs':>14} {'speed-up':>9}")
+            many_seeds(root, "backprop", None, 2, 500, device="cuda")  # warm-up
+            for net, hidden in (("784-100x3-10", None), ("784-2000x3-10", PAPER_WIDTH)):
+                for n in SEEDS:
+                    steps = 3000 if hidden is None else 600
+                    eager = many_seeds(root, "backprop", hidden, n, steps, "cuda", graphs=False)
+                    graph = many_seeds(root, "backprop", hidden, n, steps, "cuda", graphs=True)
+                    print(f"    {net:<16} {n:>4} {_fmt_rate(eager)}/s {_fmt_rate(graph)}/s "
+                          f"{graph / eager:>8.2f}x")
+                    if hidden is not None and n == PAPER["seeds"]:
+                        hours = PAPER["seeds"] * PAPER["steps"] / max(eager, graph) / 3600
+                        print(f"    paper tier, 30 seeds x 48M steps in one process: "
+                              f"{hours:,.1f} GPU-hours")
+
+        print(f"\n(f) `lop-bench reproduce {ENV} --tier cpu` on {args.cores} processes "
+              f"(each agent's {cfg.num_seeds} seeds vectorized, diagnostics on):")
+        costs = {}
+        for name in args.agents:
+            rs = run_vectorized(ENV, name, tier="cpu", seeds=range(cfg.num_seeds), progress=False,
+                                env_kwargs={"root": str(root), "num_tasks": args.tasks})
+            wall = rs[0].data["run_info"]["wall_time_s"]
+            costs[name] = wall * cfg.num_tasks / args.tasks
+            print(f"    {name:<22} {costs[name] / 60:6.1f} min")
+        loads = [0.0] * args.cores
+        for c in sorted(costs.values(), reverse=True):  # longest job first
+            loads[loads.index(min(loads))] += c
+        print(f"    about {max(loads) / 60:.1f} min on {args.cores} processes")
 
 
 if __name__ == "__main__":
