@@ -173,11 +173,6 @@ def make_agent(
         raise UnknownAgentError(
             f"factory for {name!r} returned {type(agent_obj).__name__}, which lacks act/learn."
         )
-    if getattr(agent_obj, "agent_name", None) is None:
-        try:
-            agent_obj.agent_name = name
-        except AttributeError:  # pragma: no cover - slotted or frozen agents
-            pass
     return agent_obj
 
 

@@ -667,7 +667,7 @@ def _restore(path: Path, what: str, load_state_dict: Callable[[Any], None], stat
 def _check_checkpointable(env: Any, agent: Any, name: str) -> None:
     from lop_bench.errors import CheckpointError
 
-    if not getattr(env, "supports_checkpoints", False):
+    if not env.supports_checkpoints:
         raise CheckpointError(
             f"{env.ENV_ID} does not support checkpoints yet; run it without "
             "--checkpoint-every / --resume."
@@ -683,9 +683,7 @@ def _check_checkpointable(env: Any, agent: Any, name: str) -> None:
 def _dataset_notes(env: Any) -> dict[str, Any]:
     """What a result must say about its data beyond the fingerprint: the files whose md5
     differed from the published one and were read anyway (``allow_checksum_mismatch``)."""
-    dataset = getattr(env, "dataset", None) or getattr(getattr(env, "unwrapped", None),
-                                                        "dataset", None)
-    mismatches = list(getattr(dataset, "md5_mismatches", ()) or ())
+    mismatches = [] if env.dataset is None else list(env.dataset.md5_mismatches)
     return {"md5_mismatches_allowed": mismatches} if mismatches else {}
 
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 from lop_bench.errors import InvalidConfigError
-
-if TYPE_CHECKING:
-    from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 
 __all__ = ["RANK_STATISTICS", "Finding", "StreamSpec"]
 
@@ -107,7 +105,12 @@ class StreamSpec:
     dataset_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.env, type) and issubclass(self.env, ContinualStream)):
+            raise InvalidConfigError(f"a StreamSpec's env is a ContinualStream class, got {self.env!r}.")
         what = f"the spec of {self.env.__name__}"
+        if self.vector_env is not None and not (
+                isinstance(self.vector_env, type) and issubclass(self.vector_env, ContinualVectorStream)):
+            raise InvalidConfigError(f"{what}: vector_env is a ContinualVectorStream class.")
         if not isinstance(self.id, str) or not _ID.fullmatch(self.id):
             raise InvalidConfigError(
                 f"{what}: the id {self.id!r} is not of the form lop/Name-vN (its ENV_ID)."

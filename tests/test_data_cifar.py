@@ -17,9 +17,8 @@ import warnings
 import numpy as np
 import pytest
 
-from lop_bench.data import cifar100
+from lop_bench.data import MEMORY, DatasetMismatchWarning, cifar100, fingerprint
 from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
-from lop_bench.data.mnist import DatasetMismatchWarning
 from lop_bench.errors import (
     ChecksumError,
     DatasetNotFoundError,
@@ -53,9 +52,9 @@ FIXTURE_MD5 = {name: hashlib.md5(blob).hexdigest() for name, blob in (
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    cifar100.clear_cache()
+    MEMORY.clear()
     yield
-    cifar100.clear_cache()
+    MEMORY.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -189,9 +188,9 @@ def test_published_md5s_are_the_protocols_values():
 
 
 def test_fingerprint_is_sha256_of_both_splits_as_uint8():
-    assert cifar100.cifar_fingerprint(*TRAIN, *TEST) == FP
-    assert cifar100.cifar_fingerprint(TRAIN[0], TRAIN[1].astype(np.int64), *TEST) == FP
-    assert cifar100.cifar_fingerprint(*TEST, *TRAIN) != FP  # the order is part of the data
+    assert fingerprint((*TRAIN, *TEST)) == FP
+    assert fingerprint((TRAIN[0], TRAIN[1].astype(np.int64), *TEST)) == FP
+    assert fingerprint((*TEST, *TRAIN)) != FP  # the order is part of the data
 
 
 def test_a_subset_runs_with_its_own_fingerprint_when_allowed(tmp_path):
@@ -200,7 +199,7 @@ def test_a_subset_runs_with_its_own_fingerprint_when_allowed(tmp_path):
     with pytest.raises(ChecksumError, match="train"):
         cifar100.load_cifar100(tmp_path)
     data = cifar100.load_cifar100(tmp_path, allow_checksum_mismatch=True)
-    assert len(data.train) == 100 and data.fingerprint == cifar100.cifar_fingerprint(*sub, *TEST)
+    assert len(data.train) == 100 and data.fingerprint == fingerprint((*sub, *TEST))
     assert data.md5_mismatches == ("train",) and data.checked_files == ("test", "meta")
 
 
@@ -396,7 +395,7 @@ def test_hf_download_saves_a_copy_that_auto_reads_offline(copies, tmp_path):
 
 
 def test_verify_reports_files_fingerprint_and_status(copies, monkeypatch):
-    status, lines = cifar100.verify_cifar100(copies["torchvision"])
+    status, lines = cifar100.load_cifar100(copies["torchvision"], use_cache=False).verify()
     text = "\n".join(lines)
     assert status == 0 and "400 training and 200 test images" in text
     assert str(copies["torchvision"] / "cifar-100-python") in text and "(torchvision)" in text
@@ -404,21 +403,22 @@ def test_verify_reports_files_fingerprint_and_status(copies, monkeypatch):
     assert "not recorded in this lop-bench version" in text
     monkeypatch.setattr(cifar100, "CIFAR100_MD5", PUBLISHED)
     with pytest.raises(ChecksumError, match="md5"):
-        cifar100.verify_cifar100(copies["torchvision"])
-    _, lines = cifar100.verify_cifar100(copies["torchvision"], allow_checksum_mismatch=True)
+        cifar100.load_cifar100(copies["torchvision"], use_cache=False).verify()
+    _, lines = cifar100.load_cifar100(copies["torchvision"], allow_checksum_mismatch=True,
+                                      use_cache=False).verify()
     assert "md5 differs from the published file (allowed): train, test, meta" in "\n".join(lines)
     monkeypatch.setattr(cifar100, "CIFAR100_MD5", {**PUBLISHED, **FIXTURE_MD5})
     monkeypatch.setattr(cifar100, "CIFAR100_FINGERPRINT", FP)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        status, lines = cifar100.verify_cifar100(copies["torchvision"])
+        status, lines = cifar100.load_cifar100(copies["torchvision"], use_cache=False).verify()
     assert status == 0 and "the official CIFAR-100" in lines[-1]
     monkeypatch.setattr(cifar100, "CIFAR100_FINGERPRINT", "sha256:" + "0" * 64)
-    with pytest.warns(DatasetMismatchWarning, match="not the official dataset"):
-        status, lines = cifar100.verify_cifar100(copies["torchvision"])
+    with pytest.warns(DatasetMismatchWarning, match="not the official CIFAR-100"):
+        status, lines = cifar100.load_cifar100(copies["torchvision"], use_cache=False).verify()
     assert status == 1 and "NOT the official CIFAR-100" in lines[-1]
     with pytest.raises(DatasetNotFoundError, match="lop-bench data download cifar100"):
-        cifar100.verify_cifar100(copies["torchvision"] / "nowhere")
+        cifar100.load_cifar100(copies["torchvision"] / "nowhere", use_cache=False).verify()
 
 
 def test_import_does_not_load_torchvision_or_datasets(copies):

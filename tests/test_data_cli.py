@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from lop_bench.data import cifar100
+from lop_bench.data import MEMORY, cifar100
 from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
 from lop_bench.data.cli import add_cli
 from lop_bench.errors import (
@@ -27,7 +27,7 @@ ALLOW = "--allow-checksum-mismatch"
 def _strict(monkeypatch):
     """md5 differences are errors unless a test passes the flag."""
     monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)
-    cifar100.clear_cache()
+    MEMORY.clear()
 
 
 def _cli(argv):

@@ -16,8 +16,8 @@ from lop_bench.data import _common
 from lop_bench.data._common import (
     ALLOW_MISMATCH_ENV_VAR,
     DataUnpickler,
-    allow_checksum_mismatch,
     check_md5s,
+    checksum_mismatch_allowed,
     load_pickle,
 )
 from lop_bench.errors import (
@@ -218,19 +218,36 @@ def test_the_opt_out_reads_the_environment_when_not_given(monkeypatch, value, ex
         monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)
     else:
         monkeypatch.setenv(ALLOW_MISMATCH_ENV_VAR, value)
-    assert allow_checksum_mismatch() is expected
-    assert allow_checksum_mismatch(True) is True and allow_checksum_mismatch(False) is False
+    assert checksum_mismatch_allowed() is expected
+    assert checksum_mismatch_allowed(True) is True and checksum_mismatch_allowed(False) is False
 
 
 def test_a_bad_opt_out_value_is_named(monkeypatch):
     monkeypatch.setenv(ALLOW_MISMATCH_ENV_VAR, "maybe")
     with pytest.raises(InvalidConfigError, match=f"{ALLOW_MISMATCH_ENV_VAR} must be 1 or 0.*'maybe'"):
-        allow_checksum_mismatch()
+        checksum_mismatch_allowed()
     with pytest.raises(InvalidConfigError, match="allow_checksum_mismatch must be true, false"):
-        allow_checksum_mismatch("yes")  # type: ignore[arg-type]
+        checksum_mismatch_allowed("yes")  # type: ignore[arg-type]
 
 
 def _write(tmp_path, blob: bytes, name: str = "train"):
     path = tmp_path / name
     path.write_bytes(blob)
     return path
+
+
+def test_the_memory_cache_keeps_the_last_values_of_each_kind_and_forgets_on_clear():
+    from lop_bench.data.cache import MemoryCache
+
+    memory = MemoryCache()
+    for i in range(3):
+        memory.put("a", i, str(i), size=2)
+    memory.put("b", 0, "x", size=1)
+    assert memory.get("a", 0) is None and memory.get("a", 2) == "2" and len(memory) == 3
+    assert memory.get("a", 1) == "1"  # now the most recently used
+    memory.put("a", 3, "3", size=2)
+    assert memory.get("a", 2) is None and memory.get("a", 1) == "1"
+    memory.clear("a")
+    assert len(memory) == 1 and memory.get("b", 0) == "x"
+    memory.clear()
+    assert len(memory) == 0

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from lop_bench.data import imagenet
+from lop_bench.data import MEMORY
 from lop_bench.data.cli import add_cli
 from lop_bench.data.imagenet import load_imagenet32, prepare_imagenet32, read_batch
 from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
@@ -48,9 +48,9 @@ PREPARE = "lop-bench data prepare imagenet32 --from DIR"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    imagenet.clear_cache()
+    MEMORY.clear()
     yield
-    imagenet.clear_cache()
+    MEMORY.clear()
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +144,12 @@ def test_the_layout_is_memory_mapped_and_its_fingerprint_cached(tmp_path):
     np.save(d / "2.npy", B[2])
     st = (d / "2.npy").stat()
     os.utime(d / "2.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    imagenet.clear_cache()
+    MEMORY.clear()
     assert load_imagenet32(tmp_path, "npy").fingerprint == "sha256:" + hashlib.sha256(B.tobytes()).hexdigest()
     # a forged cache entry is ignored with use_cache=False (what `data verify` does)
     saved = json.loads((d / "fingerprint.json").read_text())
     (d / "fingerprint.json").write_text(json.dumps({**saved, "fingerprint": "sha256:" + "0" * 64}))
-    imagenet.clear_cache()
+    MEMORY.clear()
     assert load_imagenet32(tmp_path, "npy").fingerprint == "sha256:" + "0" * 64
     assert load_imagenet32(tmp_path, "npy", use_cache=False).fingerprint != "sha256:" + "0" * 64
 
@@ -379,7 +379,7 @@ def test_malformed_hf_copies_are_named(tmp_path):
     with pytest.raises(ChecksumError, match="row 3 has label -1, expected 0..999"):
         load_imagenet32(d, "hf")
     d = write("big", np.zeros((2, 64, 64, 3), np.uint8), [0, 1], datasets.Value("int64"))
-    with pytest.raises(ChecksumError, match="row 0 is a 64x64 image, expected 32x32"):
+    with pytest.raises(ChecksumError, match="image 0 is RGB 64x64, expected RGB 32x32"):
         load_imagenet32(d, "hf")
     d = tmp_path / "cols"
     d.mkdir()

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lop_bench.data import cache, mnist
-from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR
+from lop_bench.data._common import ALLOW_MISMATCH_ENV_VAR, fingerprint
+from lop_bench.data.cache import MEMORY
 from lop_bench.data.cli import add_cli
 from lop_bench.errors import (
     ChecksumError,
@@ -38,9 +39,9 @@ FP = "sha256:" + hashlib.sha256(X.tobytes() + Y.tobytes()).hexdigest()
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch):
     monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)  # md5 differences are errors
-    mnist.clear_cache()
+    MEMORY.clear()
     yield
-    mnist.clear_cache()
+    MEMORY.clear()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_every_source_gives_the_same_arrays_and_fingerprint(
     assert data.images.shape == (300, 784) and data.images.dtype == np.uint8
     assert data.labels.shape == (300,) and data.labels.dtype == np.uint8
     assert np.array_equal(data.images, X.reshape(300, 784)) and np.array_equal(data.labels, Y)
-    assert data.fingerprint == FP == mnist.fingerprint(X, Y)
+    assert data.fingerprint == FP == fingerprint((X, Y))
     assert not data.images.flags.writeable and not data.labels.flags.writeable
 
 
@@ -164,13 +165,13 @@ def test_a_subset_runs_with_its_own_fingerprint(tmp_path):
     write_torchvision(tmp_path, X[:200], Y[:200])
     data = mnist.load_mnist(tmp_path)
     assert len(data) == 200 and data.fingerprint != FP
-    assert data.fingerprint == mnist.fingerprint(X[:200], Y[:200])
+    assert data.fingerprint == fingerprint((X[:200], Y[:200]))
 
 
 def test_fingerprint_is_sha256_of_the_images_then_the_labels_as_uint8():
     x, y = X.reshape(300, 784), Y.astype(np.int64)
-    assert mnist.fingerprint(x, y) == mnist.fingerprint(X, Y) == FP
-    assert mnist.fingerprint(X[::-1], Y[::-1]) != FP  # the order is part of the data
+    assert fingerprint((x, y)) == fingerprint((X, Y)) == FP
+    assert fingerprint((X[::-1], Y[::-1])) != FP  # the order is part of the data
 
 
 def test_the_decoded_arrays_are_shared_not_reloaded(copies):
@@ -203,7 +204,7 @@ def test_an_archive_whose_md5_differs_from_the_published_one_is_refused(tmp_path
 def test_the_opt_out_reads_differing_archives_and_records_them(tmp_path, monkeypatch):
     write_torchvision(tmp_path, X, Y, gz=True, extracted=False)
     data = mnist.load_mnist(tmp_path, allow_checksum_mismatch=True)
-    assert data.fingerprint == FP and data.checked_archives == ()
+    assert data.fingerprint == FP and data.checked_files == ()
     assert data.md5_mismatches == ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
     with pytest.raises(ChecksumError, match="md5"):  # the arrays in memory do not slip through
         mnist.load_mnist(tmp_path)
@@ -245,7 +246,7 @@ def test_archives_with_the_expected_md5_pass_and_are_reported(tmp_path, monkeypa
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
         monkeypatch.setitem(mnist.MNIST_MD5, name, _md5(raw / name))
     data = mnist.load_mnist(tmp_path)
-    assert data.checked_archives == ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    assert data.checked_files == ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
     assert data.fingerprint == FP
     # a corrupted archive is caught on the next load, even with the arrays in memory
     blob = bytearray((raw / "train-labels-idx1-ubyte.gz").read_bytes())
@@ -268,7 +269,7 @@ def test_published_md5s_are_the_protocols_values():
 def test_a_copy_other_than_the_official_one_is_reported(copies, monkeypatch):
     assert mnist.load_mnist(copies["torchvision"]).official is None  # not known yet
     monkeypatch.setattr(mnist, "MNIST_TRAIN_FINGERPRINT", "sha256:" + "0" * 64)
-    with pytest.warns(mnist.DatasetMismatchWarning, match="not the official training set"):
+    with pytest.warns(mnist.DatasetMismatchWarning, match="not the official MNIST training set"):
         data = mnist.load_mnist(copies["torchvision"], use_cache=False)
     assert data.official is False and data.fingerprint == FP
     monkeypatch.setattr(mnist, "MNIST_TRAIN_FINGERPRINT", FP)

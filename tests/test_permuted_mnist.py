@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import lop_bench
 from lop_bench.data import mnist
+from lop_bench.data._common import fingerprint
 from lop_bench.envs.permuted_mnist import (
     TIERS,
     PermutedMNISTEnv,
@@ -260,7 +261,7 @@ def test_memory_stays_flat_over_many_tasks(root):
 # -- protocol identity -------------------------------------------------------------------
 def test_the_dataset_fingerprint_enters_the_protocol_hash(root, tmp_path):
     env = env_of(root)
-    assert env.dataset_fingerprint == mnist.fingerprint(X, Y)
+    assert env.dataset_fingerprint == fingerprint((X, Y))
     assert env.describe()["dataset_fingerprint"] == env.dataset_fingerprint
     assert "root" not in env.describe()["config"]  # where the data lies is not protocol
     assert env_of(root, source="torchvision").protocol_hash == env.protocol_hash
@@ -292,7 +293,7 @@ def test_missing_data_through_make_names_the_command(registered, tmp_path, monke
     with pytest.raises(DatasetNotFoundError, match="`lop-bench data download mnist`"):
         lop_bench.make(MNIST, tier="smoke")
     write_torchvision(tmp_path, X, Y)  # the default root, $LOP_BENCH_DATA
-    assert lop_bench.make(MNIST, tier="smoke").unwrapped.dataset_fingerprint == mnist.fingerprint(X, Y)
+    assert lop_bench.make(MNIST, tier="smoke").unwrapped.dataset_fingerprint == fingerprint((X, Y))
 
 
 # -- end to end with the reference agents --------------------------------------------------
@@ -303,7 +304,7 @@ def test_reference_agents_run_end_to_end(root, registered):
         d = r.data
         assert len(r.per_task) == 4 and all(0.0 <= a <= 1.0 for a in r.per_task)
         assert d["steps"] == 1000 and d["metric"] == "accuracy" and not d["custom"]
-        assert d["dataset_fingerprint"] == mnist.fingerprint(X, Y)
+        assert d["dataset_fingerprint"] == fingerprint((X, Y))
         assert d["agent"]["preset"] == f"{name}/{MNIST}/{'*' if name == 'linear' else 'smoke'}"
         if name != "linear":
             assert d["agent"]["hparams"]["hidden"] == [100, 100, 100]

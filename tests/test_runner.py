@@ -301,4 +301,4 @@ def test_data_read_despite_a_checksum_mismatch_is_recorded_in_the_result(monkeyp
     assert allowed and all(isinstance(name, str) and name for name in allowed)
     assert "md5_mismatches_allowed" not in lop_bench.run(
         REG, make_mean_agent, tier="smoke", progress=False).data["run_info"]
-    assert _dataset_notes(object()) == {}
+    assert _dataset_notes(lop_bench.make(REG, tier="smoke").unwrapped) == {}

@@ -74,6 +74,10 @@ def test_a_declaration_is_checked():
     ]:
         with pytest.raises(InvalidConfigError, match=match):
             StreamSpec(env=env, **bad)
+    with pytest.raises(InvalidConfigError, match="ContinualStream class"):
+        StreamSpec(env=object, label="x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match="lop/Name-vN"):
+        StreamSpec(env=type("Bad", (env,), {"ENV_ID": "bad id"}), label="x")
     with pytest.raises(InvalidConfigError, match="op"):
         Finding("x", ("a", "final"), "<=", ("b", "final"))
     with pytest.raises(InvalidConfigError, match="summary statistic"):

@@ -32,42 +32,46 @@ or parquet copy. Whatever the md5s, a pickle that asks for anything but plain da
 :class:`~lop_bench.errors.UnsafeDataError` and none of it runs. A file that is not a
 CIFAR-100 pickle, or arrays of the wrong shape, dtype or label range, raise
 :class:`~lop_bench.errors.ChecksumError`. What identifies the data is the sha256 of the
-decoded arrays (:func:`cifar_fingerprint`, over both splits), which every result records
-and which enters the stream's protocol hash; when the official value is known
-(:data:`CIFAR100_FINGERPRINT`) a copy that differs gets a
-:class:`~lop_bench.data.mnist.DatasetMismatchWarning`.
+decoded arrays (:func:`~lop_bench.data._common.fingerprint` of both splits), which every
+result records and which enters the stream's protocol hash; when the official value is
+known (:data:`CIFAR100_FINGERPRINT`) a copy that differs gets a
+:class:`~lop_bench.data._common.DatasetMismatchWarning`.
 
 torchvision, ``datasets`` and PIL are imported only when a source needs them (the
-``lop-bench[data]`` extra); ``import lop_bench`` never imports them.
+``lop-bench[data]`` extra); ``import lop_bench`` never imports them. Loading is
+:class:`~lop_bench.data._common.Loader`'s, with CIFAR-100's hooks (:class:`CIFAR100Loader`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import json
 import os
 import tarfile
-import warnings
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lop_bench.data._common import allow_checksum_mismatch as _allow_mismatch
-from lop_bench.data._common import check_md5s, load_pickle, lru_put, require, save_hub_copy
-from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import root_flag as _root_flag
-from lop_bench.data._common import stat_key as _stat_key
-from lop_bench.data.cache import data_root
-from lop_bench.data.mnist import DatasetMismatchWarning
-from lop_bench.errors import (
-    ChecksumError,
-    DatasetNotFoundError,
-    InvalidConfigError,
-    did_you_mean,
+from lop_bench.data._common import (
+    Found,
+    LoadedData,
+    Loader,
+    check_md5s,
+    checksum_mismatch_allowed,
+    decode_images,
+    fingerprint,
+    hub_dataset,
+    is_saved_dataset,
+    load_pickle,
+    not_found_error,
+    parquet_files,
+    require,
+    root_flag,
+    save_hub_copy,
 )
+from lop_bench.data.cache import data_root
+from lop_bench.errors import ChecksumError, DatasetNotFoundError, InvalidConfigError
 
 __all__ = [
     "HF_ID",
@@ -83,12 +87,10 @@ __all__ = [
     "TARBALL",
     "CIFAR100Split",
     "CIFAR100Data",
+    "CIFAR100Loader",
     "read_pickle",
-    "cifar_fingerprint",
     "load_cifar100",
     "download_cifar100",
-    "verify_cifar100",
-    "clear_cache",
 ]
 
 HF_ID = "uoft-cs/cifar100"
@@ -119,7 +121,7 @@ CIFAR100_MD5: dict[str, str] = {
 """md5 of the official tarball and of the pickles it holds."""
 
 CIFAR100_FINGERPRINT: str | None = None
-"""The fingerprint (:func:`cifar_fingerprint`) of the official training and test sets.
+"""The fingerprint of the official training and test sets (:class:`CIFAR100Data`).
 
 TODO: must be filled in once computed on real CIFAR-100 (``lop-bench data verify cifar100``
 prints it): no machine that built lop-bench could download it. While it is ``None`` every
@@ -145,46 +147,34 @@ class CIFAR100Split:
 
 
 @dataclass(frozen=True, eq=False)
-class CIFAR100Data:
+class CIFAR100Data(LoadedData):
     """CIFAR-100 decoded: both splits, their fingerprint and where they came from.
 
     The arrays are shared by every env that loads the same files in this process (a class
-    subset is an index into them, never a copy).
+    subset is an index into them, never a copy). The fingerprint is of the training images,
+    the training fine labels, the test images and the test fine labels, in this order, each
+    as uint8 in C order (images ``(N, 3, 32, 32)``: R, G, B planes, each row-major). The
+    md5s checked are of the tarball and the pickles.
     """
+
+    NAME = "CIFAR-100"
+    OFFICIAL = "CIFAR-100"
+    OFFICIAL_CONSTANT = "lop_bench.data.cifar100.CIFAR100_FINGERPRINT"
+    PUBLISHED = "file"
 
     train: CIFAR100Split
     test: CIFAR100Split
-    fingerprint: str
-    """``"sha256:..."`` of the decoded arrays of both splits (:func:`cifar_fingerprint`)."""
-    source: str
-    """``"torchvision"``, ``"hf"`` or ``"dir"``: the format actually read."""
-    location: str
-    """The directory or hub id read."""
     class_names: tuple[str, ...] | None = None
     """The 100 fine-label names (from ``meta`` or the hub's ClassLabel), when present."""
-    checked_files: tuple[str, ...] = field(default=())
-    """Files whose md5 was checked and matched the published one."""
-    md5_mismatches: tuple[str, ...] = field(default=())
-    """Files whose md5 differs from the published one, read because the caller allowed it
-    (``allow_checksum_mismatch``); empty otherwise (a difference is an error)."""
 
     @property
-    def official(self) -> bool | None:
-        """True/False when the official fingerprint is known, else None."""
-        if CIFAR100_FINGERPRINT is None:
-            return None
-        return self.fingerprint == CIFAR100_FINGERPRINT
+    def official_fingerprint(self) -> str | None:
+        """:data:`CIFAR100_FINGERPRINT`."""
+        return CIFAR100_FINGERPRINT
 
-
-def cifar_fingerprint(train_images: np.ndarray, train_labels: np.ndarray,
-                      test_images: np.ndarray, test_labels: np.ndarray) -> str:
-    """``"sha256:<hex>"`` over the decoded arrays, as uint8 in C order, in this order: train
-    images ``(N, 3, 32, 32)`` (image by image, R, G, B planes, each row-major), train fine
-    labels, test images, test fine labels. The same value whatever the files' format."""
-    h = hashlib.sha256()
-    for a in (train_images, train_labels, test_images, test_labels):
-        h.update(memoryview(np.ascontiguousarray(a, dtype=np.uint8)).cast("B"))
-    return "sha256:" + h.hexdigest()
+    def summary(self) -> list[str]:
+        return [f"CIFAR-100: {len(self.train):,} training and {len(self.test):,} test images, "
+                f"read from {self.location} ({self.source})"]
 
 
 def _require(module: str) -> Any:
@@ -269,15 +259,6 @@ def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> CIFAR100
 # Hugging Face ``datasets`` copies (save_to_disk, parquet, hub)
 
 
-def _parquet_files(directory: Path, split: str) -> list[Path]:
-    """Parquet files of ``split`` in ``directory`` or one level below (the hub's layout
-    ``cifar100/train-00000-of-00001.parquet``)."""
-    found = sorted(directory.glob("*.parquet")) + sorted(directory.glob("*/*.parquet"))
-    return [p for p in found
-            if p.name == f"{split}.parquet" or p.name.startswith(f"{split}-")
-            or p.name.startswith(f"{split}.") or (p.parent.name == split and p.parent != directory)]
-
-
 def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and fine labels from an arrow table with the hub's schema:
     ``img`` a struct of PNG ``bytes`` (or a file ``path``), ``fine_label`` an integer."""
@@ -286,28 +267,8 @@ def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise ChecksumError(
             f"{where}: columns {names}, expected 'img' and 'fine_label' (the schema of {HF_ID})."
         )
-    col = table.column("img").combine_chunks()
-    try:
-        blobs = col.field("bytes").to_pylist()
-        paths = col.field("path").to_pylist()
-    except (KeyError, AttributeError, TypeError):
-        raise ChecksumError(
-            f"{where}: column 'img' is {col.type}, expected struct<bytes, path> (a datasets "
-            f"Image feature, as in {HF_ID})."
-        ) from None
-    Image = _require("PIL.Image")
-    images = np.empty((len(blobs), 32, 32, 3), dtype=np.uint8)
-    for i, (blob, path) in enumerate(zip(blobs, paths)):
-        try:
-            with Image.open(io.BytesIO(blob) if blob is not None else path) as im:
-                if im.mode != "RGB" or im.size != (32, 32):
-                    raise ChecksumError(f"{where}: image {i} is {im.mode} {im.size[0]}x{im.size[1]}, "
-                                        "expected RGB 32x32.")
-                images[i] = np.asarray(im)
-        except ChecksumError:
-            raise
-        except Exception as exc:  # PIL raises many types for a broken image
-            raise ChecksumError(f"{where}: image {i} cannot be decoded ({exc}). {_REFETCH}") from None
+    images = decode_images(table, "img", where, dataset="CIFAR-100", size=(32, 32), mode="RGB",
+                           hf_id=HF_ID, fix=_REFETCH)
     labels = np.asarray(table.column("fine_label").to_numpy(zero_copy_only=False))
     return images.transpose(0, 3, 1, 2), labels
 
@@ -336,8 +297,6 @@ def _read_saved(directory: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray
 
 def _parquet_names(schema: Any) -> tuple[str, ...] | None:
     """The fine-label names from the ``datasets`` features stored in a parquet schema."""
-    import json
-
     try:
         meta = json.loads((schema.metadata or {})[b"huggingface"])
         names = meta["info"]["features"]["fine_label"]["names"]
@@ -351,7 +310,7 @@ def _read_parquet(directory: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
     pa = _require("pyarrow")
     out, names = {}, None
     for split in SPLITS:
-        files = _parquet_files(directory, split)
+        files = parquet_files(directory, split)
         if not files:
             raise DatasetNotFoundError(f"{directory}: no {split}-*.parquet file; CIFAR-100 needs "
                                        f"both splits. ({DOWNLOAD_COMMAND})")
@@ -364,17 +323,12 @@ def _read_parquet(directory: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
 
 def _read_hub(hf_id: str, root: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Any]:
     datasets = _require("datasets")
+    flag = root_flag(root)
+    fix = (f"Fetch it with `{DOWNLOAD_COMMAND} --source hf{flag}` (saves a copy under "
+           f"{root / Path(*_HF_COPY)}), or use torchvision's files: `{DOWNLOAD_COMMAND}{flag}`.")
     out, names = {}, None
     for split in SPLITS:
-        try:
-            ds = datasets.load_dataset(hf_id, split=split, cache_dir=str(root / "huggingface"))
-        except Exception as exc:  # offline, unknown id, network: datasets raises many types
-            raise DatasetNotFoundError(
-                f"could not load {hf_id!r} (split {split!r}) with datasets: {type(exc).__name__}: "
-                f"{exc}. Fetch it with `{DOWNLOAD_COMMAND} --source hf{_root_flag(root)}` (saves "
-                f"a copy under {root / Path(*_HF_COPY)}), or use torchvision's files: "
-                f"`{DOWNLOAD_COMMAND}{_root_flag(root)}`."
-            ) from exc
+        ds = hub_dataset(datasets, hf_id, split, root, fix)
         out[split] = _dataset_split(ds, f"{hf_id} [{split}]")
         names = names or _class_names(ds.features)
     return out, names
@@ -382,14 +336,6 @@ def _read_hub(hf_id: str, root: Path) -> tuple[dict[str, tuple[np.ndarray, np.nd
 
 # ---------------------------------------------------------------------------------------
 # finding and loading
-
-_CACHE: OrderedDict[tuple, CIFAR100Data] = OrderedDict()
-_CACHE_SIZE = 2
-
-
-def clear_cache() -> None:
-    """Forget the decoded arrays kept in memory (each process keeps the last two loads)."""
-    _CACHE.clear()
 
 
 def _has_pickles(d: Path) -> bool:
@@ -416,54 +362,100 @@ def _extract(tarball: Path, into: Path, allow_mismatch: bool) -> None:
         raise ChecksumError(f"{tarball}: cannot be extracted ({exc}). {_REFETCH}") from None
 
 
-def _not_found(root: Path, source: str) -> DatasetNotFoundError:
-    looked = {
-        "torchvision": f"{root / FOLDER}/{{train,test,meta}} or {root / TARBALL} (torchvision's layout)",
-        "hf": f"{root / Path(*_HF_COPY)} (a saved `datasets` copy)",
-        "dir": f"CIFAR-100 files in {root} (the train/test pickles, a save_to_disk copy, or "
-               "train-*.parquet and test-*.parquet)",
-    }
-    where = [looked[s] for s in (("torchvision", "hf", "dir") if source == "auto" else (source,))]
-    flag = _root_flag(root)
-    return DatasetNotFoundError(
-        f"CIFAR-100 not found. Looked for: {'; '.join(where)}. Fetch it with "
-        f"`{DOWNLOAD_COMMAND}{flag}` (torchvision's files; or `{DOWNLOAD_COMMAND} --source hf"
-        f"{flag}`), or pass root= a directory holding the pickles or a `datasets` copy "
-        f"(columns img, fine_label). The cache directory is $LOP_BENCH_DATA, default "
-        f"~/.cache/lop_bench (`lop-bench data path`)."
-    )
+class CIFAR100Loader(Loader[CIFAR100Data]):
+    """CIFAR-100's hooks of :class:`~lop_bench.data._common.Loader` (option: ``hf_id``)."""
 
+    NAME = "CIFAR-100"
+    SOURCES = SOURCES
 
-def _locate(root: Path, source: str, allow_mismatch: bool = False) -> tuple[str, Path, list[Path]] | None:
-    """``(kind, location, files)`` of the first CIFAR-100 copy found, or None. ``kind`` is
-    ``"pickle"``, ``"saved"`` or ``"parquet"``. Extracts a lone tarball (md5-checked)."""
-    candidates: list[tuple[str, Path]] = []
-    if source in ("auto", "torchvision"):
-        candidates.append(("pickle", root / FOLDER))
-    if source in ("auto", "hf"):
-        candidates.append(("saved", root / Path(*_HF_COPY)))
-    if source in ("auto", "dir"):
-        candidates += [("pickle", root), ("saved", root), ("parquet", root)]
-        if source == "dir":
-            candidates += [("pickle", root / FOLDER), ("saved", root / Path(*_HF_COPY))]
-    if source in ("auto", "torchvision", "dir") and not _has_pickles(root / FOLDER):
-        if (root / TARBALL).is_file():
-            _extract(root / TARBALL, root, allow_mismatch)
-    for kind, d in candidates:
-        if not d.is_dir():
-            continue
-        if kind == "pickle":
-            if _has_pickles(d):
-                files = [d / s for s in (*SPLITS, "meta") if (d / s).is_file()]
-                return kind, d, files
-        elif kind == "saved":
-            if _is_saved_dataset(d):
-                return kind, d, sorted(p for p in d.rglob("*") if p.is_file())
+    def locate(self, base: Path, source: str, allow: bool, *, hf_id: str = HF_ID) -> Found | None:
+        """The first copy found: torchvision's pickles (extracting a lone tarball, its md5
+        checked first), the saved hub copy, then ``base`` itself as a directory of either
+        format; with ``source="hf"``, the hub id when it is not the default or no copy was
+        saved. A tarball beside the pickles is among their files (its md5 is checked)."""
+        if source == "hf" and (hf_id != HF_ID or not is_saved_dataset(base / Path(*_HF_COPY))):
+            return Found("hub", hf_id)
+        candidates: list[tuple[str, Path]] = []
+        if source in ("auto", "torchvision"):
+            candidates.append(("pickle", base / FOLDER))
+        if source in ("auto", "hf"):
+            candidates.append(("saved", base / Path(*_HF_COPY)))
+        if source in ("auto", "dir"):
+            candidates += [("pickle", base), ("saved", base), ("parquet", base)]
+            if source == "dir":
+                candidates += [("pickle", base / FOLDER), ("saved", base / Path(*_HF_COPY))]
+        if source in ("auto", "torchvision", "dir") and not _has_pickles(base / FOLDER):
+            if (base / TARBALL).is_file():
+                _extract(base / TARBALL, base, allow)
+        for kind, d in candidates:
+            if not d.is_dir():
+                continue
+            if kind == "pickle":
+                if _has_pickles(d):
+                    files = [d / s for s in (*SPLITS, "meta") if (d / s).is_file()]
+                    if d.name == FOLDER and (d.parent / TARBALL).is_file():
+                        files.insert(0, d.parent / TARBALL)
+                    return Found(kind, d, tuple(files))
+            elif kind == "saved":
+                if is_saved_dataset(d):
+                    return Found(kind, d, tuple(sorted(p for p in d.rglob("*") if p.is_file())))
+            else:
+                train, test = parquet_files(d, "train"), parquet_files(d, "test")
+                if train and test:
+                    return Found(kind, d, tuple(train + test))
+        return None
+
+    def check_md5s(self, found: Found, allow: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The tarball and the pickles, before anything is unpickled."""
+        return _check_md5s(list(found.files), allow) if found.kind == "pickle" else ((), ())
+
+    def read(self, base: Path, found: Found, *, checked: tuple[str, ...],
+             mismatched: tuple[str, ...], use_cache: bool, hf_id: str = HF_ID) -> CIFAR100Data:
+        location = found.location
+        names: tuple[str, ...] | None = None
+        if found.kind == "hub":
+            arrays, names = _read_hub(hf_id, base)
+        elif found.kind == "pickle":
+            arrays = {s: _split_from_pickle(location / s) for s in SPLITS}
+            names = _names_from_meta(location / "meta")
+        elif found.kind == "saved":
+            arrays, names = _read_saved(location)
         else:
-            files = _parquet_files(d, "train") + _parquet_files(d, "test")
-            if _parquet_files(d, "train") and _parquet_files(d, "test"):
-                return kind, d, files
-    return None
+            arrays, names = _read_parquet(location)
+        if found.kind == "hub" or (found.kind == "saved" and location == base / Path(*_HF_COPY)):
+            source = "hf"
+        else:
+            source = "torchvision" if found.kind == "pickle" and location == base / FOLDER else "dir"
+        train = _check_split(*arrays["train"], f"{location} [train]")
+        test = _check_split(*arrays["test"], f"{location} [test]")
+        return CIFAR100Data(
+            train=train, test=test, class_names=names, source=source, location=str(location),
+            fingerprint=fingerprint((train.images, train.labels, test.images, test.labels)),
+            checked_files=checked, md5_mismatches=mismatched,
+        )
+
+    def not_found(self, base: Path, source: str, *, hf_id: str = HF_ID) -> DatasetNotFoundError:
+        looked = {
+            "torchvision": f"{base / FOLDER}/{{train,test,meta}} or {base / TARBALL} "
+                           "(torchvision's layout)",
+            "hf": f"{base / Path(*_HF_COPY)} (a saved `datasets` copy)",
+            "dir": f"CIFAR-100 files in {base} (the train/test pickles, a save_to_disk copy, or "
+                   "train-*.parquet and test-*.parquet)",
+        }
+        flag = root_flag(base)
+        return not_found_error(
+            "CIFAR-100",
+            [looked[s] for s in (("torchvision", "hf", "dir") if source == "auto" else (source,))],
+            f"Fetch it with `{DOWNLOAD_COMMAND}{flag}` (torchvision's files; or "
+            f"`{DOWNLOAD_COMMAND} --source hf{flag}`), or pass root= a directory holding the "
+            "pickles or a `datasets` copy (columns img, fine_label).",
+        )
+
+    def download(self, base: Path, allow: bool) -> Path:
+        return download_cifar100(base, source="torchvision", allow_checksum_mismatch=allow)
+
+
+_LOADER = CIFAR100Loader()
 
 
 def load_cifar100(
@@ -486,8 +478,8 @@ def load_cifar100(
             ``datasets.load_dataset``, which uses its cache and the network as Hugging
             Face's settings allow (``HF_HUB_OFFLINE=1``: cache only).
         hf_id: the hub id, or a local directory of parquet files, for ``source="hf"``.
-        use_cache: reuse arrays already decoded in this process from the same, unchanged
-            files.
+        use_cache: reuse the arrays already decoded in this process from the same, unchanged
+            files (:data:`~lop_bench.data.cache.MEMORY`).
         allow_checksum_mismatch: read the tarball and pickles even when their md5 differs
             from the published one, listing them in ``md5_mismatches`` (for a copy that
             differs on purpose). None (default): ``$LOP_BENCH_ALLOW_CHECKSUM_MISMATCH``
@@ -503,81 +495,8 @@ def load_cifar100(
         DatasetReadError: a file exists but cannot be read.
         DependencyNotInstalled: the source needs torchvision, datasets or PIL.
     """
-    if source not in SOURCES:
-        raise InvalidConfigError(
-            f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}."
-            + did_you_mean(str(source), SOURCES)
-        )
-    if not isinstance(download, bool):
-        raise InvalidConfigError(f"download must be true or false, got {download!r}.")
-    if download and source == "dir":
-        raise InvalidConfigError(
-            "download=True applies to source 'torchvision', 'hf' or 'auto'; a 'dir' is read as is."
-        )
-    allow = _allow_mismatch(allow_checksum_mismatch)
-    base = data_root(root)
-    if source == "hf" and (hf_id != HF_ID or not _is_saved_dataset(base / Path(*_HF_COPY))):
-        key = ("hub", hf_id, str(base))
-        if use_cache and key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        arrays, names = _read_hub(hf_id, base)
-        return _finish(key, _build(arrays, "hf", hf_id, names))
-
-    found = _locate(base, source, allow)
-    if found is None and download:
-        download_cifar100(base, source="torchvision", allow_checksum_mismatch=allow)
-        found = _locate(base, "torchvision", allow)
-    if found is None:
-        raise _not_found(base, source)
-    kind, location, files = found
-    if kind == "pickle" and location.name == FOLDER and (location.parent / TARBALL).is_file():
-        files = [location.parent / TARBALL, *files]
-    key = (kind, _stat_key(files))
-    if use_cache and key in _CACHE:
-        cached = _CACHE[key]
-        if cached.md5_mismatches and not allow:
-            _check_md5s(files, False)  # read before with the opt-out: raises, naming the file
-        _CACHE.move_to_end(key)
-        return cached
-    names: tuple[str, ...] | None = None
-    checked: tuple[str, ...] = ()
-    mismatched: tuple[str, ...] = ()
-    if kind == "pickle":
-        checked, mismatched = _check_md5s(files, allow)  # before anything is unpickled
-        arrays = {s: _split_from_pickle(location / s) for s in SPLITS}
-        names = _names_from_meta(location / "meta")
-    elif kind == "saved":
-        arrays, names = _read_saved(location)
-    else:
-        arrays, names = _read_parquet(location)
-    tv_layout = kind == "pickle" and location == base / FOLDER
-    hf_layout = kind == "saved" and location == base / Path(*_HF_COPY)
-    src = "torchvision" if tv_layout else "hf" if hf_layout else "dir"
-    data = _build(arrays, src, str(location), names, checked, mismatched)
-    return _finish(key, data)
-
-
-def _build(arrays: dict[str, tuple[np.ndarray, np.ndarray]], source: str, location: str,
-           names: tuple[str, ...] | None, checked: tuple[str, ...] = (),
-           mismatched: tuple[str, ...] = ()) -> CIFAR100Data:
-    train = _check_split(*arrays["train"], f"{location} [train]")
-    test = _check_split(*arrays["test"], f"{location} [test]")
-    fp = cifar_fingerprint(train.images, train.labels, test.images, test.labels)
-    return CIFAR100Data(train, test, fp, source, location, names, checked, mismatched)
-
-
-def _finish(key: tuple, data: CIFAR100Data) -> CIFAR100Data:
-    if data.official is False:
-        warnings.warn(
-            DatasetMismatchWarning(
-                f"CIFAR-100 at {data.location} is not the official dataset: fingerprint "
-                f"{data.fingerprint}, official {CIFAR100_FINGERPRINT}. Runs on it go on, but "
-                "their results record its fingerprint and the leaderboard does not rank them."
-            ),
-            stacklevel=3,
-        )
-    return lru_put(_CACHE, key, data, _CACHE_SIZE)
+    return _LOADER.load(root, source, hf_id=hf_id, download=download, use_cache=use_cache,
+                        allow_checksum_mismatch=allow_checksum_mismatch)
 
 
 def download_cifar100(
@@ -609,51 +528,9 @@ def download_cifar100(
                 f"hand, or point root= at a directory holding it."
             ) from exc
         if (base / TARBALL).is_file():
-            _check_md5s([base / TARBALL], _allow_mismatch(allow_checksum_mismatch))
+            _check_md5s([base / TARBALL], checksum_mismatch_allowed(allow_checksum_mismatch))
         return base / FOLDER
     if source == "hf":
         return save_hub_copy(_require("datasets"), hf_id, base, base / Path(*_HF_COPY),
                              DOWNLOAD_COMMAND)
     raise InvalidConfigError(f"download source must be 'torchvision' or 'hf', got {source!r}.")
-
-
-def verify_cifar100(
-    root: str | os.PathLike[str] | None = None,
-    source: str = "auto",
-    hf_id: str = HF_ID,
-    allow_checksum_mismatch: bool | None = None,
-) -> tuple[int, list[str]]:
-    """What ``lop-bench data verify cifar100`` prints, and its exit status.
-
-    Loads the data as the stream does (without the in-memory cache), so missing, broken or
-    unsafe files and md5 differences raise the loader's errors (``allow_checksum_mismatch``
-    as in :func:`load_cifar100`). Returns ``(status, lines)``: status 1 when the data is
-    known not to be the official dataset, else 0.
-    """
-    data = load_cifar100(root, source, hf_id=hf_id, use_cache=False,
-                         allow_checksum_mismatch=allow_checksum_mismatch)
-    lines = [
-        f"CIFAR-100: {len(data.train):,} training and {len(data.test):,} test images, read "
-        f"from {data.location} ({data.source})"
-    ]
-    if data.checked_files:
-        lines.append(f"  md5 ok: {', '.join(data.checked_files)}")
-    if data.md5_mismatches:
-        lines.append(f"  md5 differs from the published file (allowed): "
-                     f"{', '.join(data.md5_mismatches)} (the fingerprint below says whether "
-                     "the arrays are the official ones)")
-    if not data.checked_files and not data.md5_mismatches:
-        lines.append("  md5: no published file here to check (the fingerprint identifies the data)")
-    lines.append(f"  fingerprint: {data.fingerprint}")
-    official = CIFAR100_FINGERPRINT
-    if official is None:
-        lines.append("  official fingerprint: not recorded in this lop-bench version "
-                     "(lop_bench.data.cifar100.CIFAR100_FINGERPRINT); results on this data record "
-                     "the fingerprint above and are not ranked yet.")
-        return 0, lines
-    if data.fingerprint == official:
-        lines.append("  the official CIFAR-100: results on it can be ranked.")
-        return 0, lines
-    lines.append(f"  NOT the official CIFAR-100 (official: {official}): runs work, but their "
-                 "results record this fingerprint and the leaderboard does not rank them.")
-    return 1, lines

@@ -38,15 +38,15 @@ def cmd_download(args: argparse.Namespace) -> int:
                                            allow_checksum_mismatch=allow)
         print(f"CIFAR-100 is in {where}")
         # the hub copy is saved under the root, where "auto" reads it without the network
-        return _verify_cifar100(args.root, "auto" if args.source == "hf" else args.source, hf_id,
-                                allow)
+        return _verify("cifar100", args.root, "auto" if args.source == "hf" else args.source,
+                       hf_id, allow)
     from lop_bench.data.mnist import HF_ID, download_mnist
 
     hf_id = args.hf_id or HF_ID
     where = download_mnist(args.root, source=args.source, hf_id=hf_id,
                            allow_checksum_mismatch=allow)
     print(f"MNIST is in {where}")
-    return _verify(args.root, args.source, hf_id, allow)
+    return _verify("mnist", args.root, args.source, hf_id, allow)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -55,18 +55,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     where = prepare_imagenet32(args.source_dir, args.root, progress=not args.no_progress)
     print(f"ImageNet 32x32 per-class layout written to {where}")
-    return _verify_imagenet32(args.root, "npy", None)
+    return _verify("imagenet32", args.root, "npy", None, None)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``lop-bench data verify``: checksums of the archives, fingerprint of the arrays."""
-    if args.name == "imagenet32":
-        return _verify_imagenet32(args.root, args.source, args.hf_id)
-    if args.name == "cifar100":
-        return _verify_cifar100(args.root, args.source, args.hf_id, _allow(args))
-    from lop_bench.data.mnist import HF_ID
-
-    return _verify(args.root, args.source, args.hf_id or HF_ID, _allow(args))
+    return _verify(args.name or "mnist", args.root, args.source, args.hf_id, _allow(args))
 
 
 def cmd_path(args: argparse.Namespace) -> int:
@@ -86,77 +80,25 @@ def cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_cifar100(root: Any, source: str, hf_id: str | None, allow: bool | None) -> int:
-    from lop_bench.data import cifar100
+def _verify(name: str, root: Any, source: str, hf_id: str | None, allow: bool | None) -> int:
+    """Load dataset ``name`` as a stream would, without the memory cache, and print what
+    :meth:`~lop_bench.data._common.LoadedData.verify` reports; returns its status."""
+    from lop_bench.data import cifar100, imagenet, mnist
+    from lop_bench.errors import InvalidConfigError
 
-    if source not in cifar100.SOURCES:
-        from lop_bench.errors import InvalidConfigError
-
-        raise InvalidConfigError(f"--source for cifar100 must be one of "
-                                 f"{', '.join(cifar100.SOURCES)}, got {source!r}.")
-    status, lines = cifar100.verify_cifar100(root, source, hf_id=hf_id or cifar100.HF_ID,
-                                             allow_checksum_mismatch=allow)
+    module = {"mnist": mnist, "cifar100": cifar100, "imagenet32": imagenet}[name]
+    if source not in module.SOURCES:
+        raise InvalidConfigError(f"--source for {name} must be one of "
+                                 f"{', '.join(module.SOURCES)}, got {source!r}.")
+    hf_id = hf_id or module.HF_ID
+    if name == "imagenet32":
+        data = imagenet.load_imagenet32(root, source, hf_id=hf_id, use_cache=False, progress=True)
+    else:
+        load = mnist.load_mnist if name == "mnist" else cifar100.load_cifar100
+        data = load(root, source, hf_id=hf_id, use_cache=False, allow_checksum_mismatch=allow)
+    status, lines = data.verify()
     print("\n".join(lines))
     return status
-
-
-def _verify_imagenet32(root: Any, source: str, hf_id: str | None) -> int:
-    from lop_bench.data import imagenet
-
-    if source not in imagenet.SOURCES:
-        from lop_bench.errors import InvalidConfigError
-
-        raise InvalidConfigError(f"--source for imagenet32 must be one of "
-                                 f"{', '.join(imagenet.SOURCES)}, got {source!r}.")
-    data = imagenet.load_imagenet32(root, source, hf_id=hf_id or imagenet.HF_ID,
-                                    use_cache=False, progress=True)
-    print(f"ImageNet 32x32: {data.num_classes:,} classes of {data.images_per_class:,} images, "
-          f"read from {data.location} ({data.source})")
-    if data.num_classes < imagenet.NUM_CLASSES or data.images_per_class < imagenet.IMAGES_PER_CLASS:
-        print(f"  smaller than the paper's {imagenet.NUM_CLASSES:,} x "
-              f"{imagenet.IMAGES_PER_CLASS} images: enough for custom or smoke runs only")
-    print(f"  fingerprint: {data.fingerprint}")
-    official = imagenet.IMAGENET32_FINGERPRINT
-    if official is None:
-        print("  official fingerprint: not recorded in this lop-bench version "
-              "(lop_bench.data.imagenet.IMAGENET32_FINGERPRINT); results on this data record "
-              "the fingerprint above and are not ranked yet.")
-        return 0
-    if data.fingerprint == official:
-        print("  the official per-class files: results on them can be ranked.")
-        return 0
-    print(f"  NOT the official per-class files (official: {official}): runs work, but their "
-          "results record this fingerprint and the leaderboard does not rank them.")
-    return 1
-
-
-def _verify(root: Any, source: str, hf_id: str, allow: bool | None) -> int:
-    from lop_bench.data import mnist
-
-    data = mnist.load_mnist(root, source, hf_id=hf_id, use_cache=False,
-                            allow_checksum_mismatch=allow)
-    print(f"MNIST {data.split}: {len(data):,} images, read from {data.location} ({data.source})")
-    if data.checked_archives:
-        print(f"  md5 ok: {', '.join(data.checked_archives)}")
-    if data.md5_mismatches:
-        print(f"  md5 differs from the published archive (allowed): "
-              f"{', '.join(data.md5_mismatches)} (the fingerprint below says whether the "
-              "arrays are the official ones)")
-    if not data.checked_archives and not data.md5_mismatches:
-        print("  md5: no published .gz archive here to check (the fingerprint identifies the data)")
-    print(f"  fingerprint: {data.fingerprint}")
-    official = mnist.MNIST_TRAIN_FINGERPRINT
-    if official is None:
-        print("  official fingerprint: not recorded in this lop-bench version "
-              "(lop_bench.data.mnist.MNIST_TRAIN_FINGERPRINT); results on this data record "
-              "the fingerprint above and are not ranked yet.")
-        return 0
-    if data.fingerprint == official:
-        print("  the official MNIST training set: results on it can be ranked.")
-        return 0
-    print(f"  NOT the official training set (official: {official}): runs work, but their "
-          "results record this fingerprint and the leaderboard does not rank them.")
-    return 1
 
 
 def add_cli(subparsers: Any) -> None:

@@ -41,7 +41,7 @@ images. A copy where some class has fewer than 700 gives ``n`` = its smallest cl
 for every class, and a stream that needs more images than that says so.
 
 **Fingerprint.** ``"sha256:" + sha256`` of the class arrays' bytes, class 0 first, each
-array uint8 in C order (:func:`fingerprint`); recorded in every result and part of the
+array uint8 in C order (:func:`~lop_bench.data._common.fingerprint`); recorded in every result and part of the
 stream's protocol hash. For the per-class layout it is cached next to the files
 (``fingerprint.json``, keyed by the files' sizes and modification times); ``lop-bench data
 verify imagenet32`` always recomputes it. The official value is unknown here
@@ -53,14 +53,14 @@ or ``"hf"`` once into the per-class layout (:func:`prepare_imagenet32`).
 Pickled batches are read with lop-bench's restricted unpickler
 (:class:`~lop_bench.data._common.DataUnpickler`): plain values and numpy arrays only; a
 batch that asks for anything else raises :class:`~lop_bench.errors.UnsafeDataError` and
-none of it runs. ``np.load`` never unpickles (``allow_pickle=False``). ``datasets``, ``pyarrow`` and PIL are imported only when a source needs
-them (the ``lop-bench[data]`` extra).
+none of it runs. ``np.load`` never unpickles (``allow_pickle=False``). ``datasets``,
+``pyarrow`` and PIL are imported only when a source needs them (the ``lop-bench[data]``
+extra). Loading is :class:`~lop_bench.data._common.Loader`'s, with this dataset's hooks
+(:class:`ImageNet32Loader`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
@@ -73,17 +73,24 @@ from typing import Any
 
 import numpy as np
 
-from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import load_pickle, read_error, require
-from lop_bench.data._common import root_flag as _root_flag
-from lop_bench.data.cache import data_root
-from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
-from lop_bench.errors import (
-    ChecksumError,
-    DatasetNotFoundError,
-    InvalidConfigError,
-    did_you_mean,
+from lop_bench.data._common import (
+    Found,
+    LoadedData,
+    Loader,
+    decode_images,
+    fingerprint,
+    hub_dataset,
+    is_saved_dataset,
+    load_pickle,
+    not_found_error,
+    parquet_files,
+    read_error,
+    require,
+    root_flag,
 )
+from lop_bench.data.cache import MEMORY, data_root
+from lop_bench.data.imagenet_wnids import CLSLOC_TO_SORTED, MAP_CLSLOC_WNIDS, WNIDS
+from lop_bench.errors import ChecksumError, DatasetNotFoundError
 
 __all__ = [
     "HF_ID",
@@ -96,11 +103,10 @@ __all__ = [
     "PREPARE_COMMAND",
     "IMAGENET32_FINGERPRINT",
     "ImageNet32Data",
-    "fingerprint",
+    "ImageNet32Loader",
     "load_imagenet32",
     "prepare_imagenet32",
     "read_batch",
-    "clear_cache",
 ]
 
 HF_ID = "benjamin-paine/imagenet-1k-32x32"
@@ -132,7 +138,7 @@ _BATCH_RE = re.compile(r"^train_data_batch_(\d+)(\.npz)?$")
 
 
 def _fix(root: Path | None = None) -> str:
-    flag = "" if root is None else _root_flag(root)
+    flag = "" if root is None else root_flag(root)
     return (f"Build the per-class layout from the Imagenet32 batches or a Hugging Face copy: "
             f"`{PREPARE_COMMAND}{flag}`.")
 
@@ -142,22 +148,21 @@ def _fix(root: Path | None = None) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class ImageNet32Data:
+class ImageNet32Data(LoadedData):
     """Downsampled ImageNet: ``num_classes`` classes of ``images_per_class`` images each.
 
     ``class_images(c)`` is class ``c``'s read-only uint8 array ``(n, 3, 32, 32)`` (a
     memory map for the per-class layout: only the rows indexed are read); ``wnid(c)`` its
-    WordNet id (sorted order). A class subset is a list of indices, never a copy.
+    WordNet id (sorted order). A class subset is a list of indices, never a copy. The
+    fingerprint is of the class arrays, class 0 first; no md5s are published.
     """
+
+    NAME = "ImageNet 32x32"
+    OFFICIAL = "per-class files"
+    OFFICIAL_CONSTANT = "lop_bench.data.imagenet.IMAGENET32_FINGERPRINT"
 
     num_classes: int
     images_per_class: int
-    fingerprint: str
-    """``"sha256:..."`` of the class arrays (:func:`fingerprint`)."""
-    source: str
-    """``"npy"``, ``"imagenet32"`` or ``"hf"``: the format actually read."""
-    location: str
-    """The directory or hub id read."""
     _get: Callable[[int], np.ndarray] = field(repr=False)
 
     def __len__(self) -> int:
@@ -175,25 +180,17 @@ class ImageNet32Data:
         return WNIDS[int(c)]
 
     @property
-    def official(self) -> bool | None:
-        """True/False when the official fingerprint is known, else None."""
-        if IMAGENET32_FINGERPRINT is None:
-            return None
-        return self.fingerprint == IMAGENET32_FINGERPRINT
+    def official_fingerprint(self) -> str | None:
+        """:data:`IMAGENET32_FINGERPRINT`."""
+        return IMAGENET32_FINGERPRINT
 
-
-def fingerprint(arrays: Any) -> str:
-    """``"sha256:<hex>"`` over the class arrays in class order, each uint8 in C order.
-
-    ``arrays`` is an iterable of per-class arrays ``(n, 3, 32, 32)``, or one array
-    ``(K, n, 3, 32, 32)``: both give the same value for the same images, so
-    ``hashlib.sha256(x.tobytes())`` of the stacked uint8 array is the fingerprint.
-    """
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a, dtype=np.uint8)
-        h.update(memoryview(a).cast("B"))
-    return "sha256:" + h.hexdigest()
+    def summary(self) -> list[str]:
+        lines = [f"ImageNet 32x32: {self.num_classes:,} classes of {self.images_per_class:,} "
+                 f"images, read from {self.location} ({self.source})"]
+        if self.num_classes < NUM_CLASSES or self.images_per_class < IMAGES_PER_CLASS:
+            lines.append(f"  smaller than the paper's {NUM_CLASSES:,} x {IMAGES_PER_CLASS} "
+                         "images: enough for custom or smoke runs only")
+        return lines
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -484,21 +481,12 @@ def _require(module: str) -> Any:
     return require(module, "ImageNet 32x32")
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    """Parquet files of the train split in ``directory`` or one level below (the hub's
-    ``data/train-00000-of-000NN.parquet``)."""
-    found = sorted(directory.glob("*.parquet")) + sorted(directory.glob("*/*.parquet"))
-    return [p for p in found
-            if p.name == "train.parquet" or p.name.startswith(("train-", "train."))
-            or (p.parent.name == "train" and p.parent != directory)]
-
-
 def _find_hf(directory: Path) -> tuple[str, list[Path]] | None:
     if not directory.is_dir():
         return None
-    if _is_saved_dataset(directory):
+    if is_saved_dataset(directory):
         return "saved", []
-    files = _parquet_files(directory)
+    files = parquet_files(directory, "train")
     return ("parquet", files) if files else None
 
 
@@ -507,20 +495,12 @@ _CHUNK = 4096  # rows decoded at once from a Hugging Face copy
 
 def _decode_images(batch: Any, where: str, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from an arrow batch with the hub's
-    schema: ``image`` a struct of encoded ``bytes`` (or a file ``path``), ``label`` 0..999."""
+    schema: ``image`` an encoded image of any mode (read as RGB), ``label`` 0..999; rows
+    are numbered from ``start``."""
     names = list(batch.column_names) if hasattr(batch, "column_names") else list(batch.schema.names)
     if "image" not in names or "label" not in names:
         raise ChecksumError(f"{where}: columns {names}, expected 'image' and 'label' (the schema "
                             f"of {HF_ID}).")
-    col = batch.column("image")
-    if hasattr(col, "combine_chunks"):
-        col = col.combine_chunks()
-    try:
-        blobs = col.field("bytes").to_pylist()
-        paths = col.field("path").to_pylist()
-    except (KeyError, AttributeError, TypeError):
-        raise ChecksumError(f"{where}: column 'image' is {col.type}, expected struct<bytes, "
-                            f"path> (a datasets Image feature, as in {HF_ID}).") from None
     labels = np.asarray(batch.column("label").to_numpy(zero_copy_only=False))
     if labels.dtype.kind not in "iu":
         raise ChecksumError(f"{where}: column 'label' is {labels.dtype}, expected integers.")
@@ -531,19 +511,8 @@ def _decode_images(batch: Any, where: str, start: int) -> tuple[np.ndarray, np.n
             f"{where}: row {start + bad} has label {int(labels[bad])}, expected 0..{NUM_CLASSES - 1} "
             "(sorted wnid order; the unlabelled 'test' split cannot be used)."
         )
-    Image = _require("PIL.Image")
-    images = np.empty((len(blobs), 32, 32, 3), dtype=np.uint8)
-    for i, (blob, path) in enumerate(zip(blobs, paths)):
-        try:
-            with Image.open(io.BytesIO(blob) if blob is not None else path) as im:
-                if im.size != (32, 32):
-                    raise ChecksumError(f"{where}: row {start + i} is a {im.size[0]}x{im.size[1]} "
-                                        "image, expected 32x32.")
-                images[i] = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-        except ChecksumError:
-            raise
-        except Exception as exc:  # PIL raises many types for a broken image
-            raise ChecksumError(f"{where}: row {start + i} cannot be decoded ({exc}).") from None
+    images = decode_images(batch, "image", where, dataset="ImageNet 32x32", size=(32, 32),
+                           mode="RGB", convert=True, first_row=start, hf_id=HF_ID)
     return images.transpose(0, 3, 1, 2), labels
 
 
@@ -574,14 +543,9 @@ def _hf_chunks(kind: str, location: Path | str, files: list[Path], root: Path) -
                                            "not 'train'.")
             ds = ds["train"]
     else:
-        try:
-            ds = datasets.load_dataset(where, split="train", cache_dir=str(root / "huggingface"))
-        except Exception as exc:  # offline, unknown id, network: datasets raises many types
-            raise DatasetNotFoundError(
-                f"could not load {where!r} (split 'train') with datasets: {type(exc).__name__}: "
-                f"{exc}. Without network access, copy its parquet files to a directory and run "
-                f"`{PREPARE_COMMAND}`."
-            ) from exc
+        ds = hub_dataset(datasets, where, "train", root,
+                         "Without network access, copy its parquet files to a directory and run "
+                         f"`{PREPARE_COMMAND}`.")
     return _arrow_chunks(ds.with_format("arrow").iter(batch_size=_CHUNK), where)
 
 
@@ -655,56 +619,76 @@ def _bar(items: Any, progress: bool, desc: str, unit: str) -> Any:
 # ---------------------------------------------------------------------------------------
 # loading
 
-_CACHE: OrderedDict[tuple, ImageNet32Data] = OrderedDict()
-_CACHE_SIZE = 1
-
-
-def clear_cache() -> None:
-    """Forget the datasets kept in memory (each process keeps the last load)."""
-    _CACHE.clear()
-
 
 def _in_memory(arrays: np.ndarray, source: str, location: str) -> ImageNet32Data:
     k, n = arrays.shape[:2]
     arrays = _readonly(arrays)
-    return ImageNet32Data(k, n, fingerprint(arrays), source, location, arrays.__getitem__)
+    return ImageNet32Data(num_classes=k, images_per_class=n, _get=arrays.__getitem__,
+                          fingerprint=fingerprint(arrays), source=source, location=location)
 
 
-def _locate(root: Path, source: str, hf_id: str) -> tuple[str, Path | str, list[Path]] | None:
-    """``(kind, location, files)`` of the first copy found; ``kind`` is ``"npy"``,
-    ``"batches"``, ``"saved"``, ``"parquet"`` or ``"hub"``."""
-    if source in ("auto", "npy"):
-        d = _find_layout(root)
-        if d is not None:
-            return "npy", d, []
-    if source in ("auto", "imagenet32"):
-        found = _find_batches(root)
-        if found is not None:
-            return "batches", found[0], found[1]
-    if source in ("auto", "hf"):
-        for d in ((Path(hf_id),) if source == "hf" else ()) + (root,):
-            hf = _find_hf(d)
-            if hf is not None:
-                return hf[0], d, hf[1]
-        if source == "hf":
-            return "hub", hf_id, []
-    return None
+class ImageNet32Loader(Loader[ImageNet32Data]):
+    """ImageNet 32x32's hooks of :class:`~lop_bench.data._common.Loader` (options:
+    ``hf_id``, ``progress``). One load is kept in memory."""
+
+    NAME = "ImageNet 32x32"
+    SOURCES = SOURCES
+    CACHE_SIZE = 1
+
+    def locate(self, base: Path, source: str, allow: bool, *, hf_id: str = HF_ID,
+               progress: bool = False) -> Found | None:
+        """The first copy found: the per-class layout (its files checked), the Imagenet32
+        batches, a local Hugging Face copy (at ``hf_id`` when it is a directory, then
+        ``base``), or with ``source="hf"`` the hub id itself. Never the network."""
+        if source in ("auto", "npy"):
+            d = _find_layout(base)
+            if d is not None:
+                paths, n = _check_layout(d)
+                return Found("npy", d, tuple(paths), detail=n)  # detail: images per class
+        if source in ("auto", "imagenet32"):
+            batches = _find_batches(base)
+            if batches is not None:
+                return Found("batches", batches[0], tuple(batches[1]))
+        if source in ("auto", "hf"):
+            for d in ((Path(hf_id),) if source == "hf" else ()) + (base,):
+                hf = _find_hf(d)
+                if hf is not None:
+                    return Found(hf[0], d, tuple(hf[1]))
+            if source == "hf":
+                return Found("hub", hf_id)
+        return None
+
+    def read(self, base: Path, found: Found, *, checked: tuple[str, ...],
+             mismatched: tuple[str, ...], use_cache: bool, hf_id: str = HF_ID,
+             progress: bool = False) -> ImageNet32Data:
+        location = found.location
+        if found.kind == "npy":
+            paths = list(found.files)
+            return ImageNet32Data(
+                num_classes=len(paths), images_per_class=found.detail,
+                _get=_ClassMaps(paths), source="npy", location=str(location),
+                fingerprint=_layout_fingerprint(location, paths, use_cache, progress),
+            )
+        arrays = _convert(found.kind, location, list(found.files), base, progress)
+        return _in_memory(arrays, "imagenet32" if found.kind == "batches" else "hf", str(location))
+
+    def not_found(self, base: Path, source: str, *, hf_id: str = HF_ID,
+                  progress: bool = False) -> DatasetNotFoundError:
+        looked = {
+            "npy": f"the per-class layout (0.npy, 1.npy, ...) in {base / Path(*_LAYOUT)}, "
+                   f"{base / 'classes'} or {base}",
+            "imagenet32": f"Imagenet32 batches (train_data_batch_1 ...) in {base} or "
+                          f"{base / 'Imagenet32_train'}",
+            "hf": f"a Hugging Face copy (save_to_disk or train-*.parquet) in {base}",
+        }
+        return not_found_error(
+            "ImageNet 32x32",
+            [looked[s] for s in (("npy", "imagenet32", "hf") if source == "auto" else (source,))],
+            _fix(base),
+        )
 
 
-def _not_found(root: Path, source: str) -> DatasetNotFoundError:
-    looked = {
-        "npy": f"the per-class layout (0.npy, 1.npy, ...) in {root / Path(*_LAYOUT)}, "
-               f"{root / 'classes'} or {root}",
-        "imagenet32": f"Imagenet32 batches (train_data_batch_1 ...) in {root} or "
-                      f"{root / 'Imagenet32_train'}",
-        "hf": f"a Hugging Face copy (save_to_disk or train-*.parquet) in {root}",
-    }
-    where = [looked[s] for s in (("npy", "imagenet32", "hf") if source == "auto" else (source,))]
-    return DatasetNotFoundError(
-        f"ImageNet 32x32 not found. Looked for: {'; '.join(where)}. "
-        f"{_fix(root)} The cache directory is $LOP_BENCH_DATA, default ~/.cache/lop_bench "
-        f"(`lop-bench data path`)."
-    )
+_LOADER = ImageNet32Loader()
 
 
 def load_imagenet32(
@@ -722,8 +706,9 @@ def load_imagenet32(
             ``~/.cache/lop_bench``).
         source: ``"auto"``, ``"npy"``, ``"imagenet32"`` or ``"hf"``.
         hf_id: for ``source="hf"``: a hub id or a local directory (save_to_disk or parquet).
-        use_cache: reuse a load of the same, unchanged files in this process, and the
-            per-class layout's cached fingerprint.
+        use_cache: reuse a load of the same, unchanged files in this process
+            (:data:`~lop_bench.data.cache.MEMORY`), and the per-class layout's cached
+            fingerprint.
         progress: show progress bars (fingerprinting, converting).
 
     Raises:
@@ -737,34 +722,7 @@ def load_imagenet32(
         DatasetReadError: a file exists but cannot be read.
         DependencyNotInstalled: the source needs ``datasets``, ``pyarrow`` or PIL.
     """
-    if source not in SOURCES:
-        raise InvalidConfigError(
-            f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}."
-            + did_you_mean(str(source), SOURCES)
-        )
-    base = data_root(root)
-    found = _locate(base, source, hf_id)
-    if found is None:
-        raise _not_found(base, source)
-    kind, location, files = found
-    if kind == "npy":
-        assert isinstance(location, Path)
-        paths, n = _check_layout(location)
-        key: tuple = ("npy", tuple(map(tuple, _stat_list(paths))), str(location.resolve()))
-        if use_cache and key in _CACHE:
-            return _CACHE[key]
-        fp = _layout_fingerprint(location, paths, use_cache, progress)
-        data = ImageNet32Data(len(paths), n, fp, "npy", str(location), _ClassMaps(paths))
-    else:
-        key = (kind, str(location), tuple(map(tuple, _stat_list(files))))
-        if use_cache and key in _CACHE:
-            return _CACHE[key]
-        arrays = _convert(kind, location, files, base, progress)
-        data = _in_memory(arrays, "imagenet32" if kind == "batches" else "hf", str(location))
-    _CACHE[key] = data
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return data
+    return _LOADER.load(root, source, hf_id=hf_id, use_cache=use_cache, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -803,9 +761,10 @@ def prepare_imagenet32(
     src = Path(os.path.expandvars(os.path.expanduser(os.fspath(source_dir))))
     found: tuple[str, Path | str, list[Path]] | None
     if src.is_dir():
-        found = _locate(src, "imagenet32", HF_ID) or (
-            ("saved", src, []) if _is_saved_dataset(src) else
-            ("parquet", src, _parquet_files(src)) if _parquet_files(src) else None)
+        located = _LOADER.locate(src, "imagenet32", False)
+        found = (located.kind, located.location, list(located.files)) if located else (
+            ("saved", src, []) if is_saved_dataset(src) else
+            ("parquet", src, parquet_files(src, "train")) if parquet_files(src, "train") else None)
     elif src.exists():
         raise DatasetNotFoundError(f"{src} is a file; give the directory that holds the batches.")
     elif "/" in os.fspath(source_dir) and not os.path.isabs(os.fspath(source_dir)) \
@@ -837,5 +796,5 @@ def prepare_imagenet32(
     fp = fingerprint(arrays)
     _write_atomic(out / _FINGERPRINT_FILE,
                   json.dumps({"fingerprint": fp, "files": _stat_list(paths)}).encode())
-    clear_cache()
+    MEMORY.clear(ImageNet32Loader.NAME)
     return out

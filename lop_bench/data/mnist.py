@@ -27,45 +27,51 @@ differ are then listed in :attr:`MNISTData.md5_mismatches`). A truncated or malf
 file raises it too; a file that cannot be read raises
 :class:`~lop_bench.errors.DatasetReadError` naming it.
 torchvision itself only checks that the extracted files exist, so lop-bench identifies the
-data by the sha256 of the decoded arrays (:func:`fingerprint`), which every result records
-and which enters the stream's protocol hash. A dataset other than the official one (a
+data by the sha256 of the decoded arrays (:func:`~lop_bench.data._common.fingerprint`),
+which every result records and which enters the stream's protocol hash. A dataset other than the official one (a
 subset, a modified copy) runs, but its results carry its own fingerprint and are not
 ranked; when the official fingerprint is known (:data:`MNIST_TRAIN_FINGERPRINT`) a
 :class:`DatasetMismatchWarning` says so at load time.
 
 torchvision, ``datasets`` and PIL are imported only when a source needs them (the
-``lop-bench[data]`` extra); ``import lop_bench`` never imports them.
+``lop-bench[data]`` extra); ``import lop_bench`` never imports them. Loading is
+:class:`~lop_bench.data._common.Loader`'s, with MNIST's hooks (:class:`MNISTLoader`).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import math
 import os
 import struct
-import warnings
 import zlib
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lop_bench.data._common import allow_checksum_mismatch as _allow_mismatch
-from lop_bench.data._common import check_md5s, lru_put, read_error, require, save_hub_copy
-from lop_bench.data._common import is_saved_dataset as _is_saved_dataset
-from lop_bench.data._common import root_flag as _root_flag
-from lop_bench.data._common import stat_key as _stat_key
-from lop_bench.data.cache import data_root
-from lop_bench.errors import (
-    ChecksumError,
-    DatasetNotFoundError,
-    InvalidConfigError,
-    did_you_mean,
+from lop_bench.data._common import (
+    DatasetMismatchWarning,
+    Found,
+    LoadedData,
+    Loader,
+    check_md5s,
+    checksum_mismatch_allowed,
+    decode_images,
+    fingerprint,
+    hub_dataset,
+    is_saved_dataset,
+    not_found_error,
+    parquet_files,
+    read_error,
+    require,
+    root_flag,
+    save_hub_copy,
 )
+from lop_bench.data.cache import data_root
+from lop_bench.errors import ChecksumError, DatasetNotFoundError, InvalidConfigError
 
 __all__ = [
     "HF_ID",
@@ -78,13 +84,11 @@ __all__ = [
     "DOWNLOAD_COMMAND",
     "DatasetMismatchWarning",
     "MNISTData",
+    "MNISTLoader",
     "read_idx",
     "parse_idx",
-    "fingerprint",
-    "check_archives",
     "load_mnist",
     "download_mnist",
-    "clear_cache",
 ]
 
 HF_ID = "ylecun/mnist"
@@ -111,7 +115,8 @@ MNIST_MD5: dict[str, str] = {
 """md5 of the official ``.gz`` archives, checked whenever an archive is present."""
 
 MNIST_TRAIN_FINGERPRINT: str | None = None
-"""The fingerprint (:func:`fingerprint`) of the official 60,000-image training set.
+"""The fingerprint (:func:`~lop_bench.data._common.fingerprint` of the images, then the
+labels) of the official 60,000-image training set.
 
 TODO: must be filled in once computed on real MNIST (``lop-bench data verify`` prints it):
 no machine that built lop-bench could download MNIST. While it is ``None`` the official
@@ -125,44 +130,37 @@ _HF_COPY = ("MNIST", "hf")  # where ``download --source hf`` saves its copy, und
 _TV_RAW = ("MNIST", "raw")  # torchvision's layout, under the root
 
 
-class DatasetMismatchWarning(UserWarning):
-    """The loaded dataset is not the official one (its fingerprint differs): runs go on, but
-    their results record its fingerprint and are not ranked."""
-
-
 @dataclass(frozen=True, eq=False)
-class MNISTData:
+class MNISTData(LoadedData):
     """One MNIST split, decoded: the arrays, their fingerprint and where they came from.
 
     ``images`` is ``(N, 784)`` uint8 (rows are the 28 x 28 images, row-major), ``labels``
     ``(N,)`` uint8 in 0..9; both read-only and shared by every env that loads the same
-    files in this process (a task permutes an index into them, never a copy).
+    files in this process (a task permutes an index into them, never a copy). The md5s
+    checked are of the ``.gz`` archives, when present.
     """
+
+    NAME = "MNIST"
+    OFFICIAL = "MNIST training set"
+    OFFICIAL_CONSTANT = "lop_bench.data.mnist.MNIST_TRAIN_FINGERPRINT"
+    PUBLISHED = "archive"
 
     images: np.ndarray
     labels: np.ndarray
-    fingerprint: str
-    """``"sha256:..."`` of the decoded arrays (:func:`fingerprint`)."""
-    source: str
-    """``"torchvision"``, ``"hf"`` or ``"dir"``: the format actually read."""
-    location: str
-    """The directory, file or hub id read."""
     split: str = "train"
-    checked_archives: tuple[str, ...] = field(default=())
-    """The ``.gz`` archives whose md5 was checked (and matched)."""
-    md5_mismatches: tuple[str, ...] = field(default=())
-    """The ``.gz`` archives whose md5 differs from the published one, read because the
-    caller allowed it (``allow_checksum_mismatch``); empty otherwise."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     @property
-    def official(self) -> bool | None:
-        """True/False when the official fingerprint of this split is known, else None."""
-        if self.split != "train" or MNIST_TRAIN_FINGERPRINT is None:
-            return None
-        return self.fingerprint == MNIST_TRAIN_FINGERPRINT
+    def official_fingerprint(self) -> str | None:
+        """:data:`MNIST_TRAIN_FINGERPRINT` for the training split (the test split's is not
+        recorded)."""
+        return MNIST_TRAIN_FINGERPRINT if self.split == "train" else None
+
+    def summary(self) -> list[str]:
+        return [f"MNIST {self.split}: {len(self):,} images, read from {self.location} "
+                f"({self.source})"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,33 +225,6 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 _REFETCH = f"Delete it and fetch MNIST again: {DOWNLOAD_COMMAND}."
 
 
-def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    """``"sha256:<hex>"`` of the decoded arrays in a canonical byte order.
-
-    The bytes hashed are the images as uint8 in C order (image by image, each row-major
-    28 x 28), then the labels as uint8. So ``hashlib.sha256(x.tobytes() + y.tobytes())``
-    with ``x`` of shape (N, 28, 28) or (N, 784) and ``y`` of shape (N,), both uint8,
-    gives the same value whatever the files' format.
-    """
-    x = np.ascontiguousarray(images, dtype=np.uint8)
-    y = np.ascontiguousarray(labels, dtype=np.uint8)
-    h = hashlib.sha256()
-    h.update(memoryview(x).cast("B"))
-    h.update(memoryview(y).cast("B"))
-    return "sha256:" + h.hexdigest()
-
-
-def check_archives(directory: str | os.PathLike[str], *,
-                   allow_mismatch: bool = False) -> tuple[str, ...]:
-    """Check the md5 of every published ``.gz`` archive present in ``directory``.
-
-    Returns the names that match (absent archives are skipped). Raises
-    :class:`~lop_bench.errors.ChecksumError` naming the file, the expected and the actual
-    md5, unless ``allow_mismatch`` (then a differing archive is only left out).
-    """
-    return _check_archives(Path(directory), allow_mismatch)[0]
-
-
 def _check_archives(directory: Path, allow_mismatch: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(matched, mismatched)`` names of the published archives present in ``directory``."""
     present = [(directory / n, md5) for n, md5 in MNIST_MD5.items() if (directory / n).is_file()]
@@ -298,30 +269,12 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[n
     return x, y
 
 
-def _read_idx_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    pair = _idx_pair(directory, split)
-    if pair is None:
-        raise DatasetNotFoundError(f"{directory}: no MNIST {split} files ({DOWNLOAD_COMMAND}).")
-    images, labels = (read_idx(p) for p in pair)
-    return images, labels
-
-
 # ---------------------------------------------------------------------------------------
 # Hugging Face ``datasets`` copies (save_to_disk, parquet, hub)
 
 
 def _require(module: str) -> Any:
     return require(module, "MNIST")
-
-
-def _parquet_files(directory: Path, split: str) -> list[Path]:
-    """Parquet files of ``split`` in ``directory`` or one level below (the hub's layout
-    ``mnist/train-00000-of-00001.parquet``): names starting with the split, or in a folder
-    named after it."""
-    found = sorted(directory.glob("*.parquet")) + sorted(directory.glob("*/*.parquet"))
-    return [p for p in found
-            if p.name == f"{split}.parquet" or p.name.startswith(f"{split}-")
-            or p.name.startswith(f"{split}.") or (p.parent.name == split and p.parent != directory)]
 
 
 def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -332,30 +285,8 @@ def _decode_table(table: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise ChecksumError(
             f"{where}: columns {names}, expected 'image' and 'label' (the schema of {HF_ID})."
         )
-    image_col = table.column("image").combine_chunks()
-    try:
-        blobs = image_col.field("bytes").to_pylist()
-        paths = image_col.field("path").to_pylist()
-    except (KeyError, AttributeError, TypeError):
-        raise ChecksumError(
-            f"{where}: column 'image' is {image_col.type}, expected struct<bytes, path> "
-            f"(a datasets Image feature, as in {HF_ID})."
-        ) from None
-    Image = _require("PIL.Image")
-    images = np.empty((len(blobs), *IMAGE_SHAPE), dtype=np.uint8)
-    for i, (blob, path) in enumerate(zip(blobs, paths)):
-        try:
-            with Image.open(io.BytesIO(blob) if blob is not None else path) as im:
-                if im.mode != "L" or im.size != IMAGE_SHAPE:
-                    raise ChecksumError(
-                        f"{where}: image {i} is {im.mode} {im.size[0]}x{im.size[1]}, expected "
-                        "8-bit grayscale 28x28 (mode L)."
-                    )
-                images[i] = np.asarray(im)
-        except ChecksumError:
-            raise
-        except Exception as exc:  # PIL raises many types for a broken image
-            raise ChecksumError(f"{where}: image {i} cannot be decoded ({exc}). {_REFETCH}") from None
+    images = decode_images(table, "image", where, dataset="MNIST", size=IMAGE_SHAPE, mode="L",
+                           hf_id=HF_ID, fix=_REFETCH)
     labels = np.asarray(table.column("label").to_numpy(zero_copy_only=False))
     return images, labels
 
@@ -390,78 +321,114 @@ def _read_saved(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_hub(hf_id: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    datasets = _require("datasets")
-    try:
-        ds = datasets.load_dataset(hf_id, split=split, cache_dir=str(root / "huggingface"))
-    except Exception as exc:  # offline, unknown id, network: datasets raises many types
-        raise DatasetNotFoundError(
-            f"could not load {hf_id!r} (split {split!r}) with datasets: {type(exc).__name__}: "
-            f"{exc}. Fetch it with `{DOWNLOAD_COMMAND} --source hf{_root_flag(root)}` (saves a "
-            f"copy under {root / Path(*_HF_COPY)}), or use the torchvision files: "
-            f"`{DOWNLOAD_COMMAND}{_root_flag(root)}`."
-        ) from exc
+    flag = root_flag(root)
+    ds = hub_dataset(_require("datasets"), hf_id, split, root,
+                     f"Fetch it with `{DOWNLOAD_COMMAND} --source hf{flag}` (saves a copy under "
+                     f"{root / Path(*_HF_COPY)}), or use the torchvision files: "
+                     f"`{DOWNLOAD_COMMAND}{flag}`.")
     return _dataset_arrays(ds, hf_id)
 
 
 # ---------------------------------------------------------------------------------------
 # finding and loading
 
-_CACHE: OrderedDict[tuple, MNISTData] = OrderedDict()
-_CACHE_SIZE = 2
 
+class MNISTLoader(Loader[MNISTData]):
+    """MNIST's hooks of :class:`~lop_bench.data._common.Loader` (options: ``split``,
+    ``hf_id``)."""
 
-def clear_cache() -> None:
-    """Forget the decoded arrays kept in memory (each process keeps the last two loads)."""
-    _CACHE.clear()
+    NAME = "MNIST"
+    SOURCES = SOURCES
 
+    def locate(self, base: Path, source: str, allow: bool, *, split: str = "train",
+               hf_id: str = HF_ID) -> Found | None:
+        """The first copy found: torchvision's IDX files, the saved hub copy, then ``base``
+        itself as a directory of either format; with ``source="hf"``, the hub id when it is
+        not the default or no copy was saved."""
+        if source == "hf" and (hf_id != HF_ID or not is_saved_dataset(base / Path(*_HF_COPY))):
+            return Found("hub", hf_id)
+        candidates: list[tuple[str, Path]] = []
+        if source in ("auto", "torchvision"):
+            candidates.append(("idx", base / Path(*_TV_RAW)))
+        if source in ("auto", "hf"):
+            candidates.append(("saved", base / Path(*_HF_COPY)))
+        if source in ("auto", "dir"):
+            candidates += [("idx", base), ("idx", base / "raw"), ("saved", base),
+                           ("parquet", base)]
+            if source == "dir":
+                candidates += [("idx", base / Path(*_TV_RAW)), ("saved", base / Path(*_HF_COPY))]
+        for kind, d in candidates:
+            if not d.is_dir():
+                continue
+            if kind == "idx":
+                pair = _idx_pair(d, split)
+                if pair:  # and the archives whose md5 is checked, which then key the cache too
+                    archives = [d / n for n in MNIST_MD5 if (d / n).is_file() and d / n not in pair]
+                    return Found(kind, d, (*pair, *archives))
+            elif kind == "saved":
+                if is_saved_dataset(d):
+                    return Found(kind, d, tuple(sorted(p for p in d.rglob("*") if p.is_file())))
+            else:
+                files = parquet_files(d, split)
+                if files:
+                    return Found(kind, d, tuple(files))
+        return None
 
-def _not_found(root: Path, source: str, split: str) -> DatasetNotFoundError:
-    prefix = SPLITS[split]
-    tv = root / Path(*_TV_RAW)
-    looked = {
-        "torchvision": f"{tv}/{prefix}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's layout)",
-        "hf": f"{root / Path(*_HF_COPY)} (a saved `datasets` copy)",
-        "dir": f"MNIST files in {root} (IDX files, a save_to_disk copy, or {split}-*.parquet)",
-    }
-    where = [looked[s] for s in (("torchvision", "hf", "dir") if source == "auto" else (source,))]
-    flag = _root_flag(root)
-    return DatasetNotFoundError(
-        f"MNIST ({split}) not found. Looked for: {'; '.join(where)}. Fetch it with "
-        f"`{DOWNLOAD_COMMAND}{flag}` (torchvision's files; or `{DOWNLOAD_COMMAND} --source hf"
-        f"{flag}`), or pass root= a directory holding the IDX files or a `datasets` copy "
-        f"(columns image, label). The cache directory is $LOP_BENCH_DATA, default "
-        f"~/.cache/lop_bench (`lop-bench data path`)."
-    )
+    def cache_key(self, base: Path, found: Found, *, split: str = "train",
+                  hf_id: str = HF_ID) -> Hashable:
+        """The copy, its files, and the split."""
+        return (*super().cache_key(base, found), split)
 
+    def check_md5s(self, found: Found, allow: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The published ``.gz`` archives present beside IDX files."""
+        return _check_archives(found.location, allow) if found.kind == "idx" else ((), ())
 
-def _locate(root: Path, source: str, split: str) -> tuple[str, Path, list[Path]] | None:
-    """``(kind, location, files)`` of the first MNIST copy found, or None. ``kind`` is
-    ``"idx"``, ``"saved"`` or ``"parquet"``."""
-    candidates: list[tuple[str, Path]] = []
-    if source in ("auto", "torchvision"):
-        candidates.append(("idx", root / Path(*_TV_RAW)))
-    if source in ("auto", "hf"):
-        candidates.append(("saved", root / Path(*_HF_COPY)))
-    if source in ("auto", "dir"):
-        candidates += [("idx", root), ("idx", root / "raw"), ("saved", root),
-                       ("parquet", root)]
-        if source == "dir":
-            candidates += [("idx", root / Path(*_TV_RAW)), ("saved", root / Path(*_HF_COPY))]
-    for kind, d in candidates:
-        if not d.is_dir():
-            continue
-        if kind == "idx":
-            pair = _idx_pair(d, split)
-            if pair:
-                return kind, d, list(pair)
-        elif kind == "saved":
-            if _is_saved_dataset(d):
-                return kind, d, sorted(p for p in d.rglob("*") if p.is_file())
+    def read(self, base: Path, found: Found, *, checked: tuple[str, ...],
+             mismatched: tuple[str, ...], use_cache: bool, split: str = "train",
+             hf_id: str = HF_ID) -> MNISTData:
+        where = str(found.location)
+        if found.kind == "hub":
+            images, labels = _read_hub(hf_id, split, base)
+        elif found.kind == "idx":  # the images' and the labels' files come first
+            images, labels = read_idx(found.files[0]), read_idx(found.files[1])
+        elif found.kind == "saved":
+            images, labels = _read_saved(found.location, split)
         else:
-            files = _parquet_files(d, split)
-            if files:
-                return kind, d, files
-    return None
+            images, labels = _read_parquet(list(found.files), where)
+        x, y = _check_arrays(images, labels, where)
+        if found.kind == "hub" or found.location == base / Path(*_HF_COPY):
+            source = "hf"
+        else:
+            source = "torchvision" if found.location == base / Path(*_TV_RAW) else "dir"
+        return MNISTData(images=x, labels=y, split=split, fingerprint=fingerprint((x, y)),
+                         source=source, location=where, checked_files=checked,
+                         md5_mismatches=mismatched)
+
+    def not_found(self, base: Path, source: str, *, split: str = "train",
+                  hf_id: str = HF_ID) -> DatasetNotFoundError:
+        prefix = SPLITS[split]
+        tv = base / Path(*_TV_RAW)
+        looked = {
+            "torchvision": f"{tv}/{prefix}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's "
+                           "layout)",
+            "hf": f"{base / Path(*_HF_COPY)} (a saved `datasets` copy)",
+            "dir": f"MNIST files in {base} (IDX files, a save_to_disk copy, or "
+                   f"{split}-*.parquet)",
+        }
+        flag = root_flag(base)
+        return not_found_error(
+            f"MNIST ({split})",
+            [looked[s] for s in (("torchvision", "hf", "dir") if source == "auto" else (source,))],
+            f"Fetch it with `{DOWNLOAD_COMMAND}{flag}` (torchvision's files; or "
+            f"`{DOWNLOAD_COMMAND} --source hf{flag}`), or pass root= a directory holding the IDX "
+            "files or a `datasets` copy (columns image, label).",
+        )
+
+    def download(self, base: Path, allow: bool) -> Path:
+        return download_mnist(base, source="torchvision", allow_checksum_mismatch=allow)
+
+
+_LOADER = MNISTLoader()
 
 
 def load_mnist(
@@ -486,8 +453,8 @@ def load_mnist(
             ``datasets.load_dataset``, which uses its cache and the network as Hugging
             Face's settings allow (``HF_HUB_OFFLINE=1``: cache only).
         hf_id: the hub id, or a local directory of parquet files, for ``source="hf"``.
-        use_cache: reuse arrays already decoded in this process from the same, unchanged
-            files (the archives' md5s are checked again in any case).
+        use_cache: reuse the arrays already decoded in this process from the same, unchanged
+            files (:data:`~lop_bench.data.cache.MEMORY`).
         allow_checksum_mismatch: read ``.gz`` archives whose md5 differs from the published
             one, listing them in ``md5_mismatches``. None (default):
             ``$LOP_BENCH_ALLOW_CHECKSUM_MISMATCH`` decides (unset: no).
@@ -500,66 +467,10 @@ def load_mnist(
         DatasetReadError: a file exists but cannot be read (the message names it).
         DependencyNotInstalled: the source needs torchvision, datasets or PIL.
     """
-    if source not in SOURCES:
-        raise InvalidConfigError(
-            f"source must be one of {', '.join(map(repr, SOURCES))}, got {source!r}."
-            + did_you_mean(str(source), SOURCES)
-        )
     if split not in SPLITS:
         raise InvalidConfigError(f"split must be 'train' or 'test', got {split!r}.")
-    if download and source == "dir":
-        raise InvalidConfigError(
-            "download=True applies to source 'torchvision', 'hf' or 'auto'; a 'dir' is read as is."
-        )
-    allow = _allow_mismatch(allow_checksum_mismatch)
-    base = data_root(root)
-    if source == "hf" and (hf_id != HF_ID or not _is_saved_dataset(base / Path(*_HF_COPY))):
-        key = ("hub", hf_id, split, str(base))
-        if use_cache and key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        images, labels = _read_hub(hf_id, split, base)
-        x, y = _check_arrays(images, labels, hf_id)
-        return _finish(key, MNISTData(x, y, fingerprint(x, y), "hf", hf_id, split))
-
-    found = _locate(base, source, split)
-    if found is None and download:
-        download_mnist(base, source="torchvision", allow_checksum_mismatch=allow)
-        found = _locate(base, "torchvision", split)
-    if found is None:
-        raise _not_found(base, source, split)
-    kind, location, files = found
-    checked, mismatched = _check_archives(location, allow) if kind == "idx" else ((), ())
-    key = (kind, split, _stat_key(files), mismatched)
-    if use_cache and key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    where = str(location)
-    if kind == "idx":
-        images, labels = _read_idx_dir(location, split)
-    elif kind == "saved":
-        images, labels = _read_saved(location, split)
-    else:
-        images, labels = _read_parquet(files, where)
-    x, y = _check_arrays(images, labels, where)
-    tv_layout = location == base / Path(*_TV_RAW)
-    hf_layout = location == base / Path(*_HF_COPY)
-    src = "torchvision" if tv_layout and kind == "idx" else "hf" if hf_layout else "dir"
-    data = MNISTData(x, y, fingerprint(x, y), src, where, split, checked, mismatched)
-    return _finish(key, data)
-
-
-def _finish(key: tuple, data: MNISTData) -> MNISTData:
-    if data.official is False:
-        warnings.warn(
-            DatasetMismatchWarning(
-                f"MNIST at {data.location} is not the official training set: fingerprint "
-                f"{data.fingerprint}, official {MNIST_TRAIN_FINGERPRINT}. Runs on it go on, but "
-                "their results record its fingerprint and the leaderboard does not rank them."
-            ),
-            stacklevel=3,
-        )
-    return lru_put(_CACHE, key, data, _CACHE_SIZE)
+    return _LOADER.load(root, source, split=split, hf_id=hf_id, download=download,
+                        use_cache=use_cache, allow_checksum_mismatch=allow_checksum_mismatch)
 
 
 def download_mnist(
@@ -592,7 +503,7 @@ def download_mnist(
                 f"root= at a directory holding them."
             ) from exc
         raw = base / Path(*_TV_RAW)
-        _check_archives(raw, _allow_mismatch(allow_checksum_mismatch))
+        _check_archives(raw, checksum_mismatch_allowed(allow_checksum_mismatch))
         return raw
     if source == "hf":
         return save_hub_copy(_require("datasets"), hf_id, base, base / Path(*_HF_COPY),

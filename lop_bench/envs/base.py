@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -19,6 +19,9 @@ from lop_bench.errors import (
     did_you_mean,
 )
 from lop_bench.seeding import check_seed
+
+if TYPE_CHECKING:
+    from lop_bench.data._common import LoadedData
 
 __all__ = ["ContinualStream", "ContinualVectorStream"]
 
@@ -56,6 +59,8 @@ class ContinualStream(gymnasium.Env):
         base = self.TIERS[tier]
         self.config = replace_checked(base, what=f"{self.ENV_ID} config", **overrides)
         self.custom = self.config != base
+        self.dataset: LoadedData | None = None
+        """The dataset the stream reads (streams of a dataset set it), None if synthetic."""
         self.dataset_fingerprint: str | None = None
         self.stream_seed: int | None = None
         self._stream_started = False
@@ -227,6 +232,7 @@ class ContinualVectorStream(VectorEnv):
         self.num_envs = n = num_envs
         self.default_seeds = self._check_seeds(range(n) if seeds is None else seeds)
         self.config, self.tier, self.custom = t.config, t.tier, t.custom
+        self.dataset = t.dataset  # shared by every sub-env
         self.num_tasks, self.total_steps = t.num_tasks, t.total_steps
         self.single_observation_space = t.observation_space
         self.single_action_space = t.action_space

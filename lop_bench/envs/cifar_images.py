@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lop_bench.data.cache import MEMORY
 from lop_bench.data.cifar100 import CIFAR100Data
 from lop_bench.errors import InvalidConfigError
 
@@ -85,20 +85,23 @@ def crop_images(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+_GRIDS = "rotation grids"  # their kind in MEMORY
+_ON_DEVICE = "CIFAR-100 on a device"
 
 
 def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     """Pixel-centre coordinates relative to the image centre, (1, H*W, 3) with a ones column:
-    the base grid of torchvision's tensor ``rotate`` (``_gen_affine_grid``)."""
+    the base grid of torchvision's tensor ``rotate`` (``_gen_affine_grid``); kept in
+    :data:`~lop_bench.data.cache.MEMORY`."""
     key = (h, w, str(device))
-    if key not in _GRIDS:
+    grid = MEMORY.get(_GRIDS, key)
+    if grid is None:
         grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=device)
         grid[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=device))
         grid[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=device).unsqueeze(-1))
         grid[..., 2].fill_(1)
-        _GRIDS[key] = grid.view(1, h * w, 3)
-    return _GRIDS[key]
+        grid = MEMORY.put(_GRIDS, key, grid.view(1, h * w, 3), size=4)
+    return grid
 
 
 def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -169,24 +172,19 @@ class DeviceImages:
         self.generator.set_state(torch.as_tensor(state).cpu())
 
 
-_ON_DEVICE: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
-_ON_DEVICE_SIZE = 2
-
-
 def _tensors(data: CIFAR100Data, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(train images, train labels, test images) as uint8/int64 tensors on ``device``,
-    shared by every env of the process (on the CPU, views of the numpy arrays: no copy)."""
+    shared by every env of the process (on the CPU, views of the numpy arrays: no copy);
+    kept in :data:`~lop_bench.data.cache.MEMORY`."""
     key = (id(data), data.fingerprint, str(device))
-    if key not in _ON_DEVICE:
+    out = MEMORY.get(_ON_DEVICE, key)
+    if out is None:
         with warnings.catch_warnings():  # read-only arrays: the tensors are never written
             warnings.filterwarnings("ignore", message=".*not writable.*")
             arrays = (data.train.images, data.train.labels.astype(np.int64), data.test.images)
             out = tuple(torch.from_numpy(a).to(device) for a in arrays)
-        _ON_DEVICE[key] = out
-        while len(_ON_DEVICE) > _ON_DEVICE_SIZE:
-            _ON_DEVICE.popitem(last=False)
-    _ON_DEVICE.move_to_end(key)
-    return _ON_DEVICE[key]
+        MEMORY.put(_ON_DEVICE, key, out, size=2)
+    return out
 
 
 def check_device(device: Any) -> torch.device:

@@ -136,7 +136,7 @@ def configure(env: Any, agent: str, env_kwargs: Mapping[str, Any],
     identity = run_identity(env, agent, agent_obj, dict(agent_kwargs), seed=seeds[0],
                             diagnostics=diagnostics, diagnostics_every=diagnostics_every)
     identity.pop("seed")
-    checkpoints = bool(getattr(env, "supports_checkpoints", False)
+    checkpoints = bool(env.supports_checkpoints
                        and callable(getattr(agent_obj, "state_dict", None))
                        and callable(getattr(agent_obj, "load_state_dict", None)))
     return Configuration(
@@ -415,7 +415,7 @@ def _vector_support(config: Configuration) -> bool | None:
         return None
     if not getattr(agent, "vectorized", False):
         return None
-    return bool(getattr(envs.unwrapped, "supports_checkpoints", False)
+    return bool(envs.unwrapped.supports_checkpoints
                 and callable(getattr(agent, "state_dict", None))
                 and callable(getattr(agent, "load_state_dict", None)))
 
