@@ -121,7 +121,7 @@ labels) of the official 60,000-image training set.
 TODO: must be filled in once computed on real MNIST (``lop-bench data verify`` prints it):
 no machine that built lop-bench could download MNIST. While it is ``None`` the official
 fingerprint is unknown: every MNIST result records its own fingerprint and the leaderboard
-refuses them (the stream's ``DATASET_FINGERPRINT`` is this constant). The torchvision
+refuses them (the stream's declaration names this constant). The torchvision
 files and the ``ylecun/mnist`` parquet should give the same value (PNG is lossless, the
 order is the same); check both when filling it in.
 """
