@@ -330,11 +330,13 @@ def test_paper_and_cpu_presets(root, registered):
 
 def test_the_leaderboard_refuses_results_until_the_official_fingerprint_is_known(root, registered):
     from lop_bench.leaderboard import check_result
+    from tests.leaderboard_fixtures import TIER, ranked_mini_tier
 
-    r = lop_bench.run(MNIST, "linear", tier="smoke", seed=0, progress=False,
-                      env_kwargs={"root": str(root)})
-    with pytest.raises(SubmissionRejected, match="dataset_fingerprint"):
-        check_result(r)
+    with ranked_mini_tier(MNIST):  # the smoke tier under a ranked name (smoke is never ranked)
+        r = lop_bench.run(MNIST, "linear", tier=TIER, seed=0, progress=False,
+                          env_kwargs={"root": str(root)})
+        with pytest.raises(SubmissionRejected, match="dataset_fingerprint"):
+            check_result(r)
 
 
 # -- vector env --------------------------------------------------------------------------
