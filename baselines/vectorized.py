@@ -263,10 +263,11 @@ class VectorMLPAgent:
         numpy observations; for tensor observations a tensor on the agent's device (no
         host sync), never overwritten later."""
         x = self._input(obs)
-        cache = self._graphs.forward(x) if self._graphs is not None else None
+        graphs = self._graphs
+        cache = None if graphs is None else graphs.forward(x)
         if cache is None:
             cache = self._predict(x)
-        elif self._graphs is not None:  # a graph's output, which its next replay rewrites
+        else:  # the graph's outputs, which its next replay rewrites: copy the prediction
             cache = (*cache[:3], cache[3].clone())
         self._cache = cache
         pred = cache[3]

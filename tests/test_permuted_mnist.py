@@ -94,7 +94,9 @@ def test_spaces_tiers_and_paper_protocol(root):
     paper = TIERS["paper"]
     assert (paper.examples_per_task, paper.num_tasks, paper.batch_size) == (60_000, 800, 1)
     assert (paper.num_seeds, paper.probe_size) == (30, 2000)
-    assert TIERS["cpu"].num_seeds == 5 and set(TIERS) == {"smoke", "cpu", "paper"}
+    cpu = TIERS["cpu"]  # long enough for the effect on real digits (see its comment)
+    assert (cpu.examples_per_task, cpu.num_tasks, cpu.num_seeds) == (5000, 100, 5)
+    assert set(TIERS) == {"smoke", "cpu", "paper"}
 
 
 def test_the_stream_is_the_protocol_permutation_and_order(root):
@@ -324,6 +326,9 @@ def test_paper_and_cpu_presets(root, registered):
                           (continual_backprop, "continual_backprop")):
             _, cfg = select_preset(mod.PRESETS, spec, name)
             assert cfg.hidden == hidden and cfg.lr == 0.003
+        # The paper's rate at width 2000; at width 100 the rate the cpu tier's sweep chose.
+        _, cbp = select_preset(continual_backprop.PRESETS, spec, "continual_backprop")
+        assert cbp.replacement_rate == {"cpu": 1e-4, "paper": 1e-6}[tier]
         _, cfg = select_preset(linear.PRESETS, spec, "linear")
         assert cfg.lr == 0.003
 
