@@ -582,7 +582,8 @@ def _result_paths(out: str | Path | None, identities: Sequence[Mapping[str, Any]
 
 def _with_data_device(env_id: str, env_kwargs: dict[str, Any] | None, device: str) -> dict[str, Any]:
     """``env_kwargs`` plus ``device=device`` for a stream that can keep its data on the
-    agent's device (the image streams), unless the caller chose one."""
+    agent's device (the image streams, and the batch-1 streams), unless the caller chose
+    one. A vector env takes its single env's keywords, so this serves ``make_vec`` too."""
     kwargs = dict(env_kwargs or {})
     if str(device) != "cpu" and "device" not in kwargs:
         import inspect
@@ -779,7 +780,8 @@ def run_vectorized(
             f"out={str(out)!r} names one file, but {len(seeds)} seeds write one result each: "
             "pass a directory."
         )
-    envs = make_vec(env_id, num_envs=len(seeds), tier=tier, seeds=seeds, **(env_kwargs or {}))
+    envs = make_vec(env_id, num_envs=len(seeds), tier=tier, seeds=seeds,
+                    **_with_data_device(env_id, env_kwargs, device))
     venv = envs.unwrapped
     obs, infos = venv.reset(seed=list(seeds))
     agent_obj = make_agent(factory, envs, seed=seeds, device=device, **(agent_kwargs or {}))

@@ -302,3 +302,15 @@ def test_data_read_despite_a_checksum_mismatch_is_recorded_in_the_result(monkeyp
     assert "md5_mismatches_allowed" not in lop_bench.run(
         REG, make_mean_agent, tier="smoke", progress=False).data["run_info"]
     assert _dataset_notes(lop_bench.make(REG, tier="smoke").unwrapped) == {}
+
+
+def test_the_stream_s_data_follow_the_agent_to_its_device():
+    """run and run_vectorized hand a non-CPU device to streams that can keep their data there
+    (make and make_vec take the same keyword), unless the caller chose one."""
+    from lop_bench.runner import _with_data_device
+
+    for env_id in ("lop/PermutedMNIST-v0", REG, "lop/ContinualImageNet-v0"):
+        assert _with_data_device(env_id, None, "cuda:0") == {"device": "cuda:0"}
+        assert _with_data_device(env_id, {"device": "cpu"}, "cuda:0") == {"device": "cpu"}
+        assert _with_data_device(env_id, None, "cpu") == {}
+    assert _with_data_device("lop/ChangingFrictionAnt-v0", {"x": 1}, "cuda") == {"x": 1}
