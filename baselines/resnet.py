@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.continual_backprop import UnitStatistics, reset_optimizer_entries
+from baselines.unit_statistics import UnitStatistics, reset_optimizer_entries
 from lop_bench.config import check_choice
 from lop_bench.errors import InvalidConfigError
 
@@ -272,7 +272,7 @@ class ResidualGenerateAndTest(UnitStatistics):
        ``"adaptable_contribution"`` also takes ``|h - f|`` and divides by the mean
        ``|incoming weights|``. Units older than ``maturity_threshold`` are eligible; the
        count due (``replacement_rate * eligible`` in expectation, ``accumulate`` as in
-       :class:`~baselines.continual_backprop.UnitStatistics`) of lowest-utility eligible
+       :class:`~baselines.unit_statistics.UnitStatistics`) of lowest-utility eligible
        units are chosen.
     2. *Generate*, every layer: the chosen channels are replaced (:meth:`replace`).
 

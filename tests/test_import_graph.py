@@ -13,8 +13,6 @@ import ast
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lop_bench", "baselines")
 
@@ -133,8 +131,5 @@ def test_lop_bench_never_imports_baselines():
     assert {m: e for m, e in wrong.items() if e} == {}
 
 
-@pytest.mark.xfail(strict=True, reason="known cycle baselines.backprop -> incremental -> resnet "
-                   "-> continual_backprop -> backprop (issue 15, the baselines' layering); "
-                   "remove this mark when it is gone")
 def test_baselines_have_no_import_cycle():
     assert cycles(_within(import_graph(), "baselines")) == []
