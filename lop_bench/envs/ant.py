@@ -417,5 +417,6 @@ SPEC = StreamSpec(
     # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
     # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
     reference_agents=("ppo", "ppo_l2", "ppo_cbp"),
+    functional_tiers={"cpu": "5 frictions of 30,000 steps"},
 )
 """The stream's declaration (:mod:`lop_bench.streams`)."""
