@@ -30,6 +30,7 @@ from typing import Any
 
 from lop_bench.envs.base import ContinualStream, ContinualVectorStream
 from lop_bench.errors import InvalidConfigError
+from lop_bench.plasticity import check_scale
 
 __all__ = ["RANK_STATISTICS", "Finding", "StreamSpec"]
 
@@ -91,6 +92,14 @@ class StreamSpec:
         dataset_fingerprint: the fingerprint of the official dataset, which a ranked result
             must record; ``None`` for a synthetic stream, or while the official value is
             unknown (then the leaderboard ranks none of the stream's results).
+        fresh_agent: the registered name of the stream's fresh reference agent, a network
+            of the same architecture re-initialized at every task start
+            (:mod:`lop_bench.fresh`), against which the normalized plasticity score is
+            computed (:mod:`lop_bench.plasticity`); ``"fresh"`` unless the stream has its
+            own (incremental CIFAR-100: ``"from_scratch"``).
+        plasticity_scale: ``None``: the plasticity score is a ratio (a per-task score that
+            is never negative: accuracies, errors). A number > 0: a difference in units of
+            this many score points, for a metric that can be negative (the Ant's return).
     """
 
     env: type[ContinualStream]
@@ -103,6 +112,8 @@ class StreamSpec:
     findings: tuple[Finding, ...] = ()
     functional_tiers: Mapping[str, str] = field(default_factory=dict)
     dataset_fingerprint: str | None = None
+    fresh_agent: str = "fresh"
+    plasticity_scale: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.env, type) and issubclass(self.env, ContinualStream)):
@@ -133,6 +144,13 @@ class StreamSpec:
             raise InvalidConfigError(f"{what}: functional_tiers names unknown tiers {unknown}.")
         if self.vector_env is not None and self.vector_env.SINGLE is not self.env:
             raise InvalidConfigError(f"{what}: vector_env {self.vector_env.__name__} is not of it.")
+        if not isinstance(self.fresh_agent, str) or not self.fresh_agent:
+            raise InvalidConfigError(
+                f"{what}: fresh_agent must be the registered name of an agent, got "
+                f"{self.fresh_agent!r}."
+            )
+        object.__setattr__(self, "plasticity_scale",
+                           check_scale(self.plasticity_scale, f"{what}: plasticity_scale"))
         for name in ("reference_agents", "findings"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "functional_tiers", dict(self.functional_tiers))

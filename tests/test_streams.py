@@ -46,6 +46,10 @@ def test_what_the_streams_declare():
     assert (cifar.rank_by, cifar.gap_to) == ("last", "from_scratch")
     assert cifar.functional_tiers == {"cpu": "4 blocks of 4 epochs"}
     assert cifar.reference_agents[-1] == "from_scratch"
+    # the plasticity score's reference and its form (lop_bench.plasticity)
+    assert (cifar.fresh_agent, cifar.plasticity_scale) == ("from_scratch", None)
+    assert (reg.fresh_agent, reg.plasticity_scale) == ("fresh", None)
+    assert stream_spec("lop/ChangingFrictionAnt-v0").plasticity_scale == 1000.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         reg.bin_size = 3  # type: ignore[misc]
 
@@ -63,6 +67,7 @@ def test_a_declaration_is_checked():
     env = stream_spec("lop/SlowlyChangingRegression-v0").env
     ok = StreamSpec(env=env, label="error")
     assert ok.rank_by == "final" and ok.reference_agents == () and ok.dataset_fingerprint is None
+    assert StreamSpec(env=env, label="x", plasticity_scale=5).plasticity_scale == 5.0
     for bad, match in [
         (dict(label=""), "label"),
         (dict(label="x", bin_size=0), "bin_size"),
@@ -71,6 +76,10 @@ def test_a_declaration_is_checked():
         (dict(label="x", gap_to="backprop"), "gap_to"),
         (dict(label="x", functional_tiers={"huge": "1 task"}), "huge"),
         (dict(label="x", vector_env=stream_spec("lop/PermutedMNIST-v0").vector_env), "not of it"),
+        (dict(label="x", fresh_agent=""), "fresh_agent"),
+        (dict(label="x", plasticity_scale=0.0), "plasticity_scale"),
+        (dict(label="x", plasticity_scale=float("inf")), "plasticity_scale"),
+        (dict(label="x", plasticity_scale=True), "plasticity_scale"),
     ]:
         with pytest.raises(InvalidConfigError, match=match):
             StreamSpec(env=env, **bad)

@@ -418,5 +418,8 @@ SPEC = StreamSpec(
     # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
     reference_agents=("ppo", "ppo_l2", "ppo_cbp"),
     functional_tiers={"cpu": "5 frictions of 30,000 steps"},
+    # Returns can be negative (all are on the cpu tier): the plasticity score is a difference
+    # in units of 1,000 return, the healthy reward of a full-length episode.
+    plasticity_scale=1000.0,
 )
 """The stream's declaration (:mod:`lop_bench.streams`)."""

@@ -618,6 +618,7 @@ SPEC = StreamSpec(
     # 5-class with 100-class accuracy (DESIGN.md section 6).
     rank_by="last",
     gap_to="from_scratch",
+    fresh_agent="from_scratch",  # the normalized plasticity score's reference
     reference_agents=("backprop", "shrink_perturb", "continual_backprop", "head_reset",
                       "from_scratch"),
     findings=(
