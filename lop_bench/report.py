@@ -8,6 +8,12 @@ grid) are reported side by side, each labelled by the hyperparameters in which t
 differ, the best setting of each agent marked. Statistics over seeds are Student-t 95%
 intervals (:mod:`lop_bench.metrics`); comparisons between agents are paired by seed (the
 same seed gives both agents the same stream).
+
+When the results of a stream's fresh reference agent (its ``StreamSpec.fresh_agent``: a
+network re-initialized at every task, :mod:`lop_bench.fresh`) are among them, tables show
+each configuration's normalized plasticity score (:mod:`lop_bench.plasticity`, 1 = as
+plastic as a fresh network), paired by seed, and :func:`attach_plasticity` records it in
+the result files (``lop-bench reproduce``; ``lop-bench report --record-plasticity``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ from lop_bench.streams import Finding
 
 __all__ = [
     "Group",
+    "PlasticityRecord",
+    "attach_plasticity",
+    "fresh_reference",
+    "plasticity_by_seed",
     "group_results",
     "format_table",
     "plot",
@@ -212,6 +222,7 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
         better = "higher" if m.higher_is_better else "lower"
         lines.append(f"{env_id}  tier={tier}  metric={m.metric} ({better} is better; "
                      "mean ± 95% CI half-width over seeds)")
+        fresh = fresh_reference(gs, env_id, tier)
         if m.rank_by != "last":
             header = ["agent", "seeds", *_STATS]
             rows = [header]
@@ -229,6 +240,10 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
                              _fmt(seed_stats(list(g.stat("last").values()))),
                              _paired_gap(g, ref),
                              _fmt(seed_stats(list(g.stat("mean").values())))])
+        if fresh is not None:
+            header.append(_PLASTICITY_COLUMN)
+            for row, g in zip(rows[1:], gs):
+                row.append(_plasticity_cell(g, fresh))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for j, r in enumerate(rows):
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -237,8 +252,152 @@ def format_table(groups: Sequence[Group], order: Sequence[str] | None = None) ->
         if any(g.best for g in gs):
             lines.append(f"* the best setting of its agent by the seed mean of "
                          f"{rank_statistic(env_id)!r}")
+        if fresh is None:
+            lines.append(_no_fresh_hint(env_id, tier))
+        else:
+            how = ("a ratio oriented by the metric's direction" if m.plasticity_scale is None
+                   else f"1 + the difference in units of {m.plasticity_scale:g} {m.metric}")
+            lines.append(f"{_PLASTICITY_COLUMN}: per task, {how}, against "
+                         f"{fresh.name} (the same seed), averaged over tasks")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+_PLASTICITY_COLUMN = "plasticity (1 = fresh)"
+
+
+def fresh_reference(groups: Sequence[Group], env_id: str, tier: str) -> Group | None:
+    """The group of the stream's fresh reference agent (``StreamSpec.fresh_agent``) on
+    ``env_id`` and ``tier`` among ``groups``: its best setting when it has several (else
+    the first by settings hash), or ``None`` when it has no results there."""
+    agent = stream_spec(env_id).fresh_agent
+    refs = [g for g in groups if (g.env_id, g.tier, g.agent) == (env_id, tier, agent)]
+    if not refs:
+        return None
+    return next((g for g in refs if g.best), min(refs, key=lambda g: g.settings))
+
+
+def plasticity_by_seed(g: Group, fresh: Group) -> dict[int, np.ndarray]:
+    """Seed -> the per-task plasticity of ``g``'s result against ``fresh``'s result of the
+    same seed and protocol (:func:`lop_bench.plasticity.plasticity_scores`); seeds without
+    such a reference, or where the score is undefined (a fresh accuracy of 0), are left
+    out."""
+    from lop_bench.errors import InvalidConfigError
+    from lop_bench.plasticity import plasticity_scores
+
+    spec = stream_spec(g.env_id)
+    refs = {r.seed: r for r in fresh.results}
+    out = {}
+    for r in g.results:
+        f = refs.get(r.seed)
+        if f is None or f.data["protocol_hash"] != r.data["protocol_hash"]:
+            continue
+        try:
+            out[r.seed] = plasticity_scores(r.per_task, f.per_task,
+                                            higher_is_better=spec.higher_is_better,
+                                            scale=spec.plasticity_scale)
+        except InvalidConfigError:
+            continue
+    return out
+
+
+def _plasticity_cell(g: Group, fresh: Group) -> str:
+    from lop_bench.metrics import seed_stats
+
+    scores = plasticity_by_seed(g, fresh)
+    if not scores:
+        return "-"
+    cell = _fmt(seed_stats([float(np.mean(p)) for p in scores.values()]))
+    return cell if len(scores) == len(g.results) else f"{cell} ({len(scores)} seeds)"
+
+
+def _no_fresh_hint(env_id: str, tier: str) -> str:
+    agent = stream_spec(env_id).fresh_agent
+    return (f"{_PLASTICITY_COLUMN}: no results of {agent}, the stream's fresh reference agent "
+            f"(re-initialized at every task); add them to see it: lop-bench reproduce "
+            f"{env_id} --tier {tier.split(' ')[0]} --agents <the agents>,{agent}")
+
+
+@dataclass
+class PlasticityRecord:
+    """What :func:`attach_plasticity` did: the result files it wrote a block into, those
+    whose block was already up to date, and those it could not score (with why)."""
+
+    written: list[Path]
+    current: list[Path]
+    skipped: list[str]
+
+    def describe(self) -> str:
+        """One line for the command line."""
+        n = len(self.written) + len(self.current)
+        text = (f"plasticity recorded in {n} result files ({len(self.written)} written, "
+                f"{len(self.current)} already up to date)")
+        if self.skipped:
+            text += f"; {len(self.skipped)} not scored: " + "; ".join(self.skipped[:3])
+            text += " ..." if len(self.skipped) > 3 else ""
+        return text
+
+
+def _result_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    return files
+
+
+def attach_plasticity(paths: Sequence[str | os.PathLike[str]]) -> PlasticityRecord:
+    """Record the plasticity block in the result files ``paths`` (files, or directories
+    searched for ``*.json``), atomically, through :func:`lop_bench.results.save`.
+
+    A result is scored against the result of its stream's fresh reference agent with the
+    same stream, tier, protocol hash and seed **in the same directory** (that agent's best
+    setting when it has several, as the tables choose): ``{"reference": {"agent",
+    "settings", "file"}, "per_task": [...], "score": mean}``. A file whose block is
+    already this one is not rewritten; a result without such a reference, or whose score
+    is undefined, is left as it is (its old block, if any, stays). The block is not part
+    of the result's identity, nor of its deterministic part.
+    """
+    from lop_bench.errors import InvalidConfigError
+    from lop_bench.plasticity import plasticity_scores
+    from lop_bench.results import load, save
+
+    record = PlasticityRecord([], [], [])
+    by_dir: dict[Path, list[tuple[Path, Result]]] = defaultdict(list)
+    for f in _result_files(paths):
+        by_dir[f.parent].append((f, load(f)))
+    for loaded in by_dir.values():
+        where = {id(r): f for f, r in loaded}
+        groups = group_results([r for _, r in loaded])
+        for g in groups:
+            fresh = fresh_reference(groups, g.env_id, g.tier)
+            if fresh is None:
+                continue
+            spec = stream_spec(g.env_id)
+            refs = {r.seed: r for r in fresh.results}
+            for r in g.results:
+                path, f = where[id(r)], refs.get(r.seed)
+                if f is None or f.data["protocol_hash"] != r.data["protocol_hash"]:
+                    record.skipped.append(f"{path.name} (no {fresh.agent} result of seed {r.seed})")
+                    continue
+                try:
+                    scores = plasticity_scores(r.per_task, f.per_task,
+                                               higher_is_better=spec.higher_is_better,
+                                               scale=spec.plasticity_scale)
+                except InvalidConfigError as exc:
+                    record.skipped.append(f"{path.name} ({exc})")
+                    continue
+                block = {
+                    "reference": {"agent": f.agent_name, "settings": fresh.settings,
+                                  "file": where[id(f)].name},
+                    "per_task": [float(x) for x in scores],
+                    "score": float(np.mean(scores)),
+                }
+                if r.data.get("plasticity") == block:
+                    record.current.append(path)
+                    continue
+                save({**r.data, "plasticity": block}, path)
+                record.written.append(path)
+    return record
 
 
 def _marked(g: Group) -> str:

@@ -12,6 +12,11 @@ the umask).
 Numbers are finite everywhere. A diverged measurement is not a number: the runner records a
 task's diagnostics as ``null`` when the network's activations or weights are not finite,
 and per-task scores are always finite (the streams refuse a non-finite prediction).
+
+A result may carry a ``plasticity`` block, attached after the run
+(:func:`lop_bench.report.attach_plasticity`): the normalized plasticity score against the
+stream's fresh reference agent. It is not part of the result's identity and, like
+``run_info``, not of its deterministic part (:data:`NONDETERMINISTIC_FIELDS`).
 """
 
 from __future__ import annotations
@@ -99,6 +104,9 @@ class Result:
     custom = property(lambda self: self.data["custom"])
     agent_name = property(lambda self: self.data["agent"]["name"])
     diagnostics = property(lambda self: self.data["diagnostics"])
+    plasticity = property(lambda self: self.data.get("plasticity"))
+    """The attached plasticity block (``None`` when there is none): ``reference`` (the fresh
+    result's agent, settings hash and file name), ``per_task`` and ``score``."""
 
     def to_json(self) -> str:
         """The result as JSON text (sorted keys, indented, no NaN)."""
@@ -216,6 +224,21 @@ def validate(data: Any, source: str = "result") -> None:
         )
     from lop_bench.metrics import summarize
 
+    block = data.get("plasticity")
+    if block is not None:
+        scores = block["per_task"]
+        if len(scores) != len(curve):
+            raise InvalidResultError(
+                f"{source}: plasticity.per_task has {len(scores)} entries but the per-task "
+                f"curve has {len(curve)} (a block of another result: run lop-bench report "
+                "--record-plasticity again)."
+            )
+        mean = math.fsum(scores) / len(scores)
+        if not math.isclose(block["score"], mean, rel_tol=SUMMARY_RTOL, abs_tol=1e-12):
+            raise InvalidResultError(
+                f"{source}: plasticity.score is {block['score']!r} but the mean of "
+                f"plasticity.per_task is {mean!r} (edited or corrupt file)."
+            )
     expected = summarize(curve, data["higher_is_better"])
     for key in ("initial", "final", "drop", "mean"):
         got, want = data["summary"][key], expected[key]

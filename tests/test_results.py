@@ -27,7 +27,38 @@ def result():
 def test_schema_is_published_and_declares_nondeterministic_fields():
     s = results.schema()
     assert s["$schema"].startswith("https://json-schema.org/")
-    assert results.NONDETERMINISTIC_FIELDS == ("run_info",)
+    # the plasticity block is attached after the run (from another result): not the run's
+    assert results.NONDETERMINISTIC_FIELDS == ("run_info", "plasticity")
+
+
+def _block(n, score=None, **reference):
+    per_task = [1.0 - 0.1 * i for i in range(n)]
+    ref = {"agent": "fresh", "settings": "0123abcd",
+           "file": "SlowlyChangingRegression-v0__smoke__fresh__0123abcd__seed0.json", **reference}
+    return {"reference": ref, "per_task": per_task,
+            "score": sum(per_task) / n if score is None else score}
+
+
+def test_the_plasticity_block_is_validated_and_left_out_of_the_deterministic_part(tmp_path,
+                                                                                 result):
+    n = len(result.per_task)
+    data = {**json.loads(result.to_json()), "plasticity": _block(n)}
+    loaded = results.load(results.save(data, tmp_path / "r.json"))
+    assert loaded.plasticity == data["plasticity"] and result.plasticity is None
+    assert results.deterministic_part(loaded.data) == results.deterministic_part(result.data)
+    from lop_bench.identity import result_identity
+
+    assert result_identity(loaded.data) == result_identity(result.data)
+    for bad, says in [
+        (_block(n - 1), "plasticity.per_task has"),
+        (_block(n, score=0.5), "plasticity.score is 0.5"),
+        (_block(n, settings="xyz"), "plasticity/reference/settings"),
+        ({**_block(n), "extra": 1}, "plasticity"),
+        ({k: v for k, v in _block(n).items() if k != "score"}, "plasticity"),
+        ({**_block(n), "per_task": []}, "plasticity/per_task"),
+    ]:
+        with pytest.raises(InvalidResultError, match=says):
+            results.validate({**data, "plasticity": bad})
 
 
 def test_roundtrip(tmp_path, result):
