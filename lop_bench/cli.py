@@ -237,7 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report(paths: Sequence[str | Path], plot_path: str | Path | None,
-            order: Sequence[str] | None = None, bin_size: int | None = None) -> int:
+            order: Sequence[str] | None = None, bin_size: int | None = None,
+            record_plasticity: bool = False) -> int:
     from lop_bench.report import check_findings, format_table, group_results, plot
     from lop_bench.results import load_many
 
@@ -249,12 +250,24 @@ def _report(paths: Sequence[str | Path], plot_path: str | Path | None,
     if plot_path:
         p = plot(groups, plot_path, bin_size=bin_size, order=order)
         print(f"plot: {p}")
+    if record_plasticity:
+        _record_plasticity(paths)
     return 0
+
+
+def _record_plasticity(paths: Sequence[str | Path]) -> None:
+    """Record the plasticity block in the results (lop_bench.report.attach_plasticity)."""
+    from lop_bench.report import attach_plasticity
+
+    record = attach_plasticity(paths)
+    if record.written or record.current or record.skipped:
+        print(record.describe())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_plot(args.plot)
-    return _report(args.results, args.plot, bin_size=args.bin)
+    return _report(args.results, args.plot, bin_size=args.bin,
+                   record_plasticity=args.record_plasticity)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -290,7 +303,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     result = sweep(spec, backend=args.backend, address=args.address, jobs=args.jobs,
                    retries=args.retries, checkpoint_every=args.checkpoint_every,
                    progress=sys.stderr, plot=args.plot, order=agents)
-    return _print_sweep(result)
+    code = _print_sweep(result)
+    if any(out.glob("*.json")):
+        _record_plasticity([out])  # against the stream's fresh agent, when it ran too
+    return code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -464,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("results", nargs="+", metavar="RESULTS", help="result files or directories")
     sp.add_argument("--plot", metavar="FILE", help="write a paper-style plot (png, pdf, svg)")
     sp.add_argument("--bin", type=int, metavar="TASKS", help="bin size in tasks for the plot")
+    sp.add_argument("--record-plasticity", action="store_true",
+                    help="write each result's plasticity score (against the result of the "
+                         "stream's fresh agent with the same seed, in the same directory) "
+                         "into its file, as reproduce does")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser(
