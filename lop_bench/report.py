@@ -502,8 +502,10 @@ def _diag_curves(g: Group, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 def summary_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     """One row per configuration: its stream, tier, agent, settings and label, whether it
     is its agent's best, and the mean and 95% CI over seeds of the stream's ranked
-    statistic; then a column ``hp.<name>`` per hyperparameter that differs between
-    settings of an agent (empty where it does not apply), and every hyperparameter as JSON."""
+    statistic; its plasticity score (the mean over seeds, 95% CI and the number of seeds
+    scored; empty without results of the stream's fresh agent: :func:`fresh_reference`);
+    then a column ``hp.<name>`` per hyperparameter that differs between settings of an
+    agent (empty where it does not apply), and every hyperparameter as JSON."""
     from lop_bench.metrics import seed_stats
 
     varying: list[str] = []
@@ -527,6 +529,11 @@ def summary_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
             "higher_is_better": m.higher_is_better, "seeds": len(g.results),
             "mean": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
         }
+        fresh = fresh_reference(groups, g.env_id, g.tier)
+        scores = plasticity_by_seed(g, fresh) if fresh is not None else {}
+        p = seed_stats([float(np.mean(v)) for v in scores.values()]) if scores else {}
+        row.update({"plasticity": p.get("mean"), "plasticity_ci_low": p.get("ci_low"),
+                    "plasticity_ci_high": p.get("ci_high"), "plasticity_seeds": len(scores)})
         for k in varying:
             value = record.get(k)
             row[f"hp.{k}"] = "" if value is None else (

@@ -267,3 +267,16 @@ def test_factory_names():
     assert named == "fresh:tests.helpers:make_mean_agent"
     assert resolve_factory(fresh(make_mean_agent))[0] == named
     assert resolve_factory(fresh_target(named))[1] is make_mean_agent
+
+
+def test_a_vectorized_inner_agent_is_rebuilt_for_all_seeds_at_once():
+    """reproduce runs seeds vectorized where the inner agent can: info['task'] is then an
+    array; the scores match the single-seed runs within float tolerance (batched sums)."""
+    factory = fresh(_backprop(), name="backprop")
+    group = lop_bench.run_vectorized(REG, factory, tier="smoke", seeds=[0, 1], progress=False,
+                                     diagnostics=False)
+    for seed, r in zip((0, 1), group):
+        assert r.data["agent"]["vectorized"] is True and r.agent_name == "fresh:backprop"
+        one = lop_bench.run(REG, factory, tier="smoke", seed=seed, progress=False,
+                            diagnostics=False)
+        np.testing.assert_allclose(r.per_task, one.per_task, rtol=1e-5)

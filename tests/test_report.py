@@ -180,3 +180,24 @@ def test_report_command_records_plasticity_when_asked(reg_dir, tmp_path, capsys)
     assert "plasticity recorded in 3 result files (3 written" in capsys.readouterr().out
     linear = load(next(d.glob("*__linear__*")))
     assert json.dumps(linear.plasticity["reference"]["agent"]) == '"fresh"'
+
+
+def test_the_summary_file_has_the_plasticity_columns(reg_dir, tmp_path):
+    import csv
+
+    from lop_bench.report import write_summary
+
+    rs = [load(p) for p in sorted(reg_dir.glob("*.json"))]
+    rows = {r["agent"]: r for r in csv.DictReader(write_summary(group_results(rs),
+                                                                tmp_path / "s.csv").open())}
+    by = {(r.agent_name, r.seed): r for r in rs}
+    scores = [plasticity_score(by["linear", s].per_task, by["fresh", s].per_task,
+                               higher_is_better=False) for s in (0, 1)]
+    stats = seed_stats(scores)
+    assert float(rows["linear"]["plasticity"]) == pytest.approx(stats["mean"], rel=1e-12)
+    assert float(rows["linear"]["plasticity_ci_low"]) == pytest.approx(stats["ci_low"], rel=1e-12)
+    assert rows["linear"]["plasticity_seeds"] == "2" and rows["backprop"]["plasticity_seeds"] == "2"
+    assert float(rows["fresh"]["plasticity"]) == 1.0
+    alone = write_summary(group_results([by["linear", 0]]), tmp_path / "alone.csv")
+    (row,) = csv.DictReader(alone.open())
+    assert (row["plasticity"], row["plasticity_seeds"]) == ("", "0")
