@@ -14,7 +14,8 @@ network, PPO on the Ant; incremental CIFAR-100 has its own, ``from_scratch``)::
     lop_bench.run("lop/SlowlyChangingRegression-v0", make_fresh_backprop, tier="smoke")
 
 On the command line ``--agent fresh:<agent>`` wraps any agent by name (``fresh:backprop``,
-``fresh:my_pkg.agents:make``; :func:`fresh_target` parses it).
+``fresh:my_pkg.agents:make``; :func:`resolve_fresh`, called by
+:func:`lop_bench.agents.resolve_factory`).
 
 **When it re-initializes.** A task starts at the first ``act`` or ``learn`` whose
 ``info["task"]`` differs from the task the current agent learns (task 0 included: the
@@ -50,22 +51,15 @@ import numpy as np
 
 from lop_bench.errors import CheckpointError, UnknownAgentError
 
-__all__ = ["FRESH_PREFIX", "FreshAgent", "FreshFactory", "fresh", "fresh_target"]
+__all__ = ["FRESH_PREFIX", "FreshAgent", "FreshFactory", "fresh", "fresh_target",
+           "resolve_fresh"]
 
 FRESH_PREFIX = "fresh:"
 """``--agent fresh:<agent>``: the fresh version of ``<agent>``."""
 
 
 def fresh_target(agent: Any) -> str | None:
-    """The inner agent named by ``"fresh:<agent>"``, or ``None`` for any other agent.
-
-    The hook of :func:`lop_bench.agents.resolve_factory`::
-
-        inner = fresh_target(agent)
-        if inner is not None:
-            name, factory = resolve_factory(inner)
-            return FRESH_PREFIX + name, fresh(factory, name=name)
-    """
+    """The inner agent named by ``"fresh:<agent>"``, or ``None`` for any other agent."""
     if not isinstance(agent, str) or not agent.startswith(FRESH_PREFIX):
         return None
     inner = agent[len(FRESH_PREFIX):]
@@ -76,6 +70,24 @@ def fresh_target(agent: Any) -> str | None:
     if inner.startswith(FRESH_PREFIX):
         raise UnknownAgentError(f"{agent!r}: an agent is made fresh once (fresh:<agent>).")
     return inner
+
+
+def resolve_fresh(agent: Any, resolve: Callable[[str], tuple[str, Callable[..., Any]]]
+                  ) -> tuple[str, FreshFactory] | None:
+    """``("fresh:<name>", fresh(factory))`` for ``agent = "fresh:<agent>"``, the inner agent
+    found with ``resolve`` (:func:`lop_bench.agents.resolve_factory`); ``None`` for any
+    other agent. The hook at the top of ``resolve_factory`` (passed in, since
+    ``lop_bench.agents`` imports this module)::
+
+        found = resolve_fresh(agent, resolve_factory)
+        if found is not None:
+            return found
+    """
+    inner = fresh_target(agent)
+    if inner is None:
+        return None
+    name, factory = resolve(inner)
+    return FRESH_PREFIX + name, fresh(factory, name=name)
 
 
 def _task_of(info: Mapping[str, Any]) -> int:
@@ -221,6 +233,7 @@ def fresh(factory: Callable[..., Any], name: str | None = None) -> FreshFactory:
         raise UnknownAgentError(f"fresh() wraps an agent factory (a callable), got {factory!r}.")
     inner = name or getattr(factory, "agent_name", None)
     if not inner:  # "module:function", which resolve_factory (and fresh:<agent>) can find
-        module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+        module = getattr(factory, "__module__", None)
+        qualname = getattr(factory, "__qualname__", None)
         inner = f"{module}:{qualname}" if module and qualname else repr(factory)
     return FreshFactory(factory, inner)

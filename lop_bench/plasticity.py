@@ -93,7 +93,9 @@ def plasticity_scores(per_task: Sequence[float] | np.ndarray,
             negative or the ratio's denominator is 0.
     """
     if not isinstance(higher_is_better, (bool, np.bool_)):
-        raise InvalidConfigError(f"higher_is_better must be True or False, got {higher_is_better!r}.")
+        raise InvalidConfigError(
+            f"higher_is_better must be True or False, got {higher_is_better!r}."
+        )
     scale = check_scale(scale, "scale")
     m = _scores(per_task, "the agent")
     f = _scores(fresh_per_task, "the fresh reference agent")

@@ -10,7 +10,7 @@ import torch
 import lop_bench
 from lop_bench.agents import resolve_factory
 from lop_bench.errors import CheckpointError, UnknownAgentError
-from lop_bench.fresh import FRESH_PREFIX, FreshAgent, fresh, fresh_target
+from lop_bench.fresh import FRESH_PREFIX, FreshAgent, fresh, fresh_target, resolve_fresh
 from lop_bench.registration import make
 from tests.helpers import FAKE_PHASES, make_mean_agent
 
@@ -280,3 +280,15 @@ def test_a_vectorized_inner_agent_is_rebuilt_for_all_seeds_at_once():
         one = lop_bench.run(REG, factory, tier="smoke", seed=seed, progress=False,
                             diagnostics=False)
         np.testing.assert_allclose(r.per_task, one.per_task, rtol=1e-5)
+
+
+def test_fresh_colon_agent_resolves_to_the_wrapped_registered_agent():
+    assert resolve_fresh("backprop", resolve_factory) is None
+    name, factory = resolve_fresh("fresh:backprop", resolve_factory)
+    assert name == "fresh:backprop" and factory.inner_factory is _backprop()
+    assert resolve_factory(factory)[0] == "fresh:backprop"  # a callable keeps the name
+    name, factory = resolve_fresh("fresh:tests.helpers:make_mean_agent", resolve_factory)
+    assert name == "fresh:tests.helpers:make_mean_agent"
+    assert factory.inner_factory is make_mean_agent
+    with pytest.raises(UnknownAgentError, match="unknown agent 'backprob'"):
+        resolve_fresh("fresh:backprob", resolve_factory)
