@@ -360,12 +360,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from lop_bench.leaderboard.submission import check_submission, submit_files
 
     if args.dry_run:
-        entries = check_submission(args.results, args.dir, source=args.source)
+        entries = check_submission(args.results, args.dir, source=args.source,
+                                   reference=args.reference)
         n = sum(len(e.results) for e in entries)
         print(f"{n} result file(s) in {len(entries)} new entr{'y' if len(entries) == 1 else 'ies'} "
               "pass every check (dry run: nothing copied).")
         return 0
-    done = submit_files(args.results, args.dir, source=args.source)
+    done = submit_files(args.results, args.dir, source=args.source, reference=args.reference)
     written = done.written
     entries = sorted({p.parent for p in written})
     print(f"accepted {len(written)} result file(s) in {len(entries)} "
@@ -374,7 +375,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"  {d}/")
     for d in done.unchanged:
         print(f"already on the leaderboard with the same results, left as it is: {d}/")
-    if written:
+    for m in done.marked:
+        print(f"marked as a reference entry: {m.parent}/")
+    if args.reference and written:
+        print("the new entries are marked as reference entries")
+    if written or done.marked:
         print(f"Next: lop-bench leaderboard build --dir {args.dir}")
     return 0
 
@@ -583,6 +588,7 @@ def _add_leaderboard_commands(subparsers: Any) -> None:
               lop-bench submit mine/ --dry-run
               lop-bench submit mine/ --source https://github.com/me/my-agent/tree/<commit sha>
               lop-bench submit mine/*.json --source my-agent==1.2.0
+              lop-bench submit results/SlowlyChangingRegression-v0-cpu --reference
               lop-bench leaderboard build
         """))
     sp.add_argument("results", nargs="+", metavar="RESULTS",
@@ -595,6 +601,12 @@ def _add_leaderboard_commands(subparsers: Any) -> None:
                          "copied: a URL with a commit (https://github.com/me/my-agent/tree/"
                          "<sha>) or a package with its version (my-agent==1.2.0); the pages "
                          "link it")
+    sp.add_argument("--reference", action="store_true",
+                    help="the project's own results: mark the entries as the reference entries "
+                         "of their agents (a stream's reference agents and fresh agent only), "
+                         "against which the board diffs hyperparameters and computes the "
+                         "plasticity score; entries already there with the same results get "
+                         "the mark")
     sp.set_defaults(func=cmd_submit)
 
     lp = subparsers.add_parser(

@@ -638,17 +638,39 @@ def test_build_ranks_by_final_and_is_byte_identical(tmp_path, runs):
     finals = {e.hparams["lr"]: sum(e.stat("final")) / 2 for e in entries}
     best = min(finals, key=finals.get)  # regression: the error, lower is better
     text = readme.read_text()
-    assert [row[4] for row in _table_rows(text)] == [f"lr={best}",
-                                                     f"lr={max(finals, key=finals.get)}"]
+    hp = [row[2] for row in _table_rows(text)]
+    assert [h.endswith(f"lr={lr}</details>") for h, lr in
+            zip(hp, [best, max(finals, key=finals.get)])] == [True, True], hp
+    # no reference entry of the agent on this board: nothing to diff against
+    assert all(h.startswith("<details><summary>custom agent</summary>") for h in hp)
     assert "lower is better" in text
-    assert "| # | agent | source | preset | hyperparameters | seeds | final | final IQM |" in text
+    assert ("| # | agent | hyperparameters | source | seeds | final | P(> next) | final IQM | "
+            "plasticity (1 = fresh) | initial | drop | versions | date | result files (by seed) |"
+            in text)
     created = max(json.loads(f.read_text())["run_info"]["created"]
                   for f in runs["good"].glob("*.json"))
     assert created[:10] in text and "lop-bench 0.1.0" in text
     html = index.read_text()
-    assert html.count("<svg") == 1 and html.count("<table") == 1
-    assert "<script" not in html and "src=" not in html and "<link" not in html
-    assert "http-equiv=\"Content-Security-Policy\"" in html
+    assert html.count('<svg class="swatch"') == 2  # one per row
+    assert html.count("<svg") == 3 and html.count("<table") == 1
+    assert_only_the_sort_script(html)
+
+
+def assert_only_the_sort_script(html: str) -> None:
+    """The page runs one inline script, the sorter, allowed by its hash and nothing else; it
+    loads nothing."""
+    import base64
+    import hashlib
+
+    from lop_bench.leaderboard.html_page import SORT_SCRIPT
+
+    assert html.count("<script") == 1 and f"<script>{SORT_SCRIPT}</script>" in html
+    digest = base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode()
+    assert (f"content=\"default-src 'none'; style-src 'unsafe-inline'; "
+            f"script-src 'sha256-{digest}'\"") in html
+    assert "src=" not in html.replace("script-src", "").replace("default-src", "").replace(
+        "style-src", "")
+    assert "<link" not in html and "url(http" not in html and "@import" not in html
 
 
 def _fake_entry(agent: str, finals: list[float]) -> lb.Entry:
@@ -683,11 +705,11 @@ def test_submitted_strings_are_escaped(tmp_path, runs):
     assert "&lt;img src=x onerror=alert\\(2\\)&gt;" in readme.read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index.read_text()
     assert "&lt;img src=x onerror=alert(2)&gt;" in index.read_text()
-    assert "<script" not in index.read_text()
+    assert_only_the_sort_script(index.read_text().replace("&lt;img src=x", ""))
     assert "&lt;b&gt;bold&lt;/b&gt; \\| pipe" in readme.read_text()  # the table stays a table
     assert ("odd &#36;x^{ name\\\\&#36; with spaces &amp; \\`ticks\\` \\*stars\\*"
             in readme.read_text())
-    assert all(len(row) == 12 for row in _table_rows(readme.read_text()))
+    assert all(len(row) == 14 for row in _table_rows(readme.read_text()))
 
 
 # Characters that start Markdown syntax on GitHub: each must come escaped out of a name.
@@ -729,10 +751,15 @@ def test_markdown_syntax_in_names_renders_as_text(tmp_path, runs):
     lb.submit(entries, board)
     readme, _ = lb.build(board)
     rows = _table_rows(readme.read_text())
-    assert len(rows) == len(NAMES) and all(len(row) == 12 for row in rows)
+    assert len(rows) == len(NAMES) and all(len(row) == 14 for row in rows)
     for row in rows:
-        agent, preset, hparams = row[1], row[3], row[4]
-        for cell in (agent, preset, hparams):
+        agent, hparams = row[1], row[2]
+        # the cell's own markup: the hyperparameters open with a click
+        assert hparams.startswith("<details><summary>custom agent</summary>preset ")
+        assert hparams.endswith("</details>")
+        hparams = hparams.removeprefix("<details><summary>custom agent</summary>")
+        hparams = hparams.removesuffix("</details>")
+        for cell in (agent, hparams):
             assert _unescaped_markdown(cell.replace("&#36;", "").replace("&lt;", "")
                                        .replace("&gt;", "").replace("&amp;", "")) == [], cell
     names = {html_unescape_md(row[1]) for row in rows}
@@ -774,8 +801,9 @@ def test_submit_reference(tmp_path, runs):
     copy_entry(runs["fast"], results / "b", rename("not_a_reference_agent"))
     board = tmp_path / "board"
     written = lb.submit_reference(results, board, tier=TIER)
-    assert len(written) == 2 and (board / "README.md").is_file()
-    assert [e.agent for e in lb.load_board(board)] == ["backprop"]
+    assert [p.name for p in written] == ["seed0.json", "seed1.json", "REFERENCE"]
+    assert (board / "README.md").is_file()
+    assert [(e.agent, e.reference) for e in lb.load_board(board)] == [("backprop", True)]
     assert lb.submit_reference(results, board, tier=TIER) == []  # idempotent
     with pytest.raises(LopBenchError, match="no result of a reference agent on tier 'cpu'"):
         lb.submit_reference(results, board, tier="cpu")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lop_bench.errors import LopBenchError
 from lop_bench.leaderboard.checks import (
     copies,
     load_files,
@@ -13,13 +14,22 @@ from lop_bench.leaderboard.checks import (
     seed_set_problems,
     source_problems,
 )
-from lop_bench.leaderboard.entries import Entry, group_by_entry, make_entry
+from lop_bench.leaderboard.entries import (
+    REFERENCE_MARK,
+    Entry,
+    EntryKey,
+    describe_key,
+    group_by_entry,
+    make_entry,
+)
 from lop_bench.leaderboard.html_page import index_html
 from lop_bench.leaderboard.markdown import readme
 from lop_bench.leaderboard.ranking import tables
-from lop_bench.results import atomic_write_text
+from lop_bench.registration import stream_spec
+from lop_bench.results import Result, atomic_write_text
 
-__all__ = ["DEFAULT_DIR", "SUBMISSIONS", "board_files", "load_board", "build"]
+__all__ = ["DEFAULT_DIR", "SUBMISSIONS", "board_files", "load_board", "build",
+           "reference_names", "reference_problems"]
 
 DEFAULT_DIR = Path("leaderboard")
 """The leaderboard directory the command line uses unless given ``--dir``."""
@@ -58,10 +68,60 @@ def load_board(board_dir: str | os.PathLike = DEFAULT_DIR) -> list[Entry]:
     reasons.extend(copies(loaded, {}))
     reasons.extend(source_problems(groups))
     reasons.extend(seed_set_problems(seeds))
+    marked = {key: _marked(members) for key, members in groups.items()}
+    reasons.extend(reference_problems(
+        [k for k, m in marked.items() if m],
+        {str(Path(w).parent) for members in groups.values() for w, _ in members},
+        board))
     if reasons:
         raise rejected(f"the leaderboard in {board} holds submissions that fail the checks; "
                         "fix or remove them", reasons)
-    return [make_entry(key, [r for _, r in members]) for key, members in groups.items()]
+    return [make_entry(key, [r for _, r in members],
+                       [Path(w).relative_to(board).as_posix() for w, _ in members],
+                       marked[key])
+            for key, members in groups.items()]
+
+
+def _marked(members: list[tuple[str, Result]]) -> bool:
+    """Whether every folder holding an entry's files holds the reference mark."""
+    return all((Path(w).parent / REFERENCE_MARK).is_file() for w, _ in members)
+
+
+def reference_names(env_id: str) -> frozenset[str]:
+    """The agents of a stream that may have a reference entry: its reference agents and its
+    fresh agent (none for an unknown stream)."""
+    try:
+        spec = stream_spec(env_id)
+    except LopBenchError:
+        return frozenset()
+    return frozenset((*spec.reference_agents, spec.fresh_agent))
+
+
+def reference_problems(marked: list[EntryKey], folders: set[str],
+                       board: Path) -> list[tuple[str, str]]:
+    """What is wrong with the reference marks of a board: a mark on an entry whose agent is
+    not one of its stream's reference agents (nor its fresh agent), two reference entries
+    of one agent on one stream and tier, a mark in a folder that holds no results."""
+    out: list[tuple[str, str]] = []
+    seen: dict[tuple[str, str, str], EntryKey] = {}
+    for key in marked:
+        env_id, tier, agent = key[0], key[1], key[2]
+        if agent not in reference_names(env_id):
+            out.append((describe_key(key), f"it is marked as a reference entry ({REFERENCE_MARK}) "
+                        f"but {agent!r} is not a reference agent of {env_id}: only the "
+                        f"project's own agents are; remove the mark."))
+        other = seen.setdefault((env_id, tier, agent), key)
+        if other is not key:
+            out.append((describe_key(key), f"a second reference entry of {agent!r} on {env_id} "
+                        f"[{tier}] (the other: {describe_key(other)}); an agent has one "
+                        "reference entry per stream and tier: remove one mark."))
+    root = board / SUBMISSIONS
+    if root.is_dir():
+        for mark in sorted(root.rglob(REFERENCE_MARK)):
+            if not hidden(mark.relative_to(root)) and str(mark.parent) not in folders:
+                out.append((str(mark), "a reference mark in a folder that holds no result "
+                                       "files; remove it."))
+    return out
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

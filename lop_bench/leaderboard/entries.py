@@ -14,7 +14,19 @@ from typing import Any
 from lop_bench.config import canonical_json
 from lop_bench.results import Result, deterministic_part
 
-__all__ = ["Entry", "EntryKey", "entry_key", "entry_id", "entry_dir", "make_entry"]
+__all__ = ["REFERENCE_MARK", "Entry", "EntryKey", "entry_key", "entry_id", "entry_dir",
+           "make_entry"]
+
+REFERENCE_MARK = "REFERENCE"
+"""The file that marks an entry's folder as a reference entry of the project: written by
+``lop-bench submit --reference`` (:func:`~lop_bench.leaderboard.submit` with
+``reference=True``) for results of a stream's reference agents or fresh agent. The board
+diffs other entries' hyperparameters against the reference entry of their agent and
+computes the plasticity score against the reference entry of the fresh agent."""
+
+REFERENCE_TEXT = ("A reference entry of lop-bench: results of the project's own agent with its "
+                  "preset,\nmarked by `lop-bench submit --reference`.\n")
+"""What :data:`REFERENCE_MARK` holds (its content is not read back: the file marks)."""
 
 EntryKey = tuple[str, str, str, "str | None", str]
 """(stream, tier, agent name, preset, canonical JSON of the hyperparameters)."""
@@ -24,7 +36,10 @@ EntryKey = tuple[str, str, str, "str | None", str]
 class Entry:
     """One ranked line: an agent with its preset and hyperparameters on a stream and tier.
 
-    ``results`` holds one validated result per seed of the tier's seed set, sorted by seed.
+    ``results`` holds one validated result per seed of the tier's seed set, sorted by seed;
+    ``files`` their paths relative to the leaderboard directory (POSIX, in the same order;
+    empty for an entry not read from a board); ``reference`` whether the project marked the
+    entry as one of its reference results (:data:`REFERENCE_MARK` in its folder).
     """
 
     env_id: str
@@ -33,6 +48,8 @@ class Entry:
     preset: str | None
     hparams: dict[str, Any]
     results: tuple[Result, ...]
+    files: tuple[str, ...] = ()
+    reference: bool = False
 
     @property
     def key(self) -> EntryKey:
@@ -147,8 +164,13 @@ def describe_key(key: EntryKey) -> str:
             f"[{tier}]")
 
 
-def make_entry(key: EntryKey, results: list[Result]) -> Entry:
-    """The :class:`Entry` of ``key`` holding ``results`` (sorted by seed)."""
-    rs = tuple(sorted(results, key=lambda r: r.seed))
+def make_entry(key: EntryKey, results: list[Result], files: list[str] | None = None,
+               reference: bool = False) -> Entry:
+    """The :class:`Entry` of ``key`` holding ``results`` (sorted by seed), with the paths of
+    their files (``files[i]`` of ``results[i]``, relative to the board) if known."""
+    order = sorted(range(len(results)), key=lambda i: results[i].seed)
+    rs = tuple(results[i] for i in order)
+    paths = tuple(files[i] for i in order) if files is not None else ()
     a = rs[0].data["agent"]
-    return Entry(key[0], key[1], a["name"], a["preset"], dict(a["hparams"]), rs)
+    return Entry(key[0], key[1], a["name"], a["preset"], dict(a["hparams"]), rs, paths,
+                 reference)

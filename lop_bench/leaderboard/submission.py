@@ -10,17 +10,22 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lop_bench.errors import (
     InvalidResultError,
     LopBenchError,
     SubmissionRejected,
-    UnknownEnvError,
 )
-from lop_bench.leaderboard.board import DEFAULT_DIR, SUBMISSIONS, board_files, build, hidden
+from lop_bench.leaderboard.board import (
+    DEFAULT_DIR,
+    SUBMISSIONS,
+    board_files,
+    build,
+    hidden,
+    reference_names,
+)
 from lop_bench.leaderboard.checks import (
     HeldCurve,
     copies,
@@ -30,6 +35,8 @@ from lop_bench.leaderboard.checks import (
     source_problems,
 )
 from lop_bench.leaderboard.entries import (
+    REFERENCE_MARK,
+    REFERENCE_TEXT,
     Entry,
     EntryKey,
     describe_key,
@@ -39,7 +46,6 @@ from lop_bench.leaderboard.entries import (
     make_entry,
     result_fingerprint,
 )
-from lop_bench.registration import stream_spec
 from lop_bench.results import Result, atomic_write_text, check_source, load, read_json
 
 __all__ = ["LOCK_TIMEOUT_S", "Submitted", "check_submission", "submit", "submit_files",
@@ -75,6 +81,7 @@ class _Checked:
 
     groups: dict[EntryKey, list[tuple[str, Result]]]
     unchanged: list[Path]
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,12 @@ class _BoardIndex:
     seeds: dict[EntryKey, dict[int, str]]
     folders: dict[EntryKey, str]
     curves: dict[bytes, HeldCurve]
+    references: dict[tuple[str, str, str], EntryKey]
 
 
 def _index_board(board: Path) -> _BoardIndex:
     """Index what is on the board (unreadable files left out: ``build`` reports them)."""
-    index = _BoardIndex(defaultdict(dict), {}, {})
+    index = _BoardIndex(defaultdict(dict), {}, {}, {})
     valid: list[tuple[str, Result]] = []
     for f in board_files(board):
         try:
@@ -100,12 +108,35 @@ def _index_board(board: Path) -> _BoardIndex:
         index.seeds[key][r.seed] = result_fingerprint(r.data)
         index.folders.setdefault(key, str(f.parent))
         valid.append((str(f), r))
+        if (f.parent / REFERENCE_MARK).is_file():
+            index.references.setdefault(key[:3], key)
     copies(valid, index.curves)  # the board's own copies are build's to report
     return index
 
 
+def _reference_reasons(groups: dict[EntryKey, list[tuple[str, Result]]],
+                       on_board: _BoardIndex) -> list[tuple[str, str]]:
+    """Why entries submitted as reference entries may not be: an agent that is not one of
+    its stream's reference agents (nor its fresh agent), or one that has another reference
+    entry on the board already."""
+    out = []
+    for key in groups:
+        env_id, tier, agent = key[:3]
+        names = reference_names(env_id)
+        if agent not in names:
+            out.append((describe_key(key), f"--reference marks the project's own agents only: "
+                        f"{agent!r} is not a reference agent of {env_id} "
+                        f"({', '.join(sorted(names)) or 'none'}); submit it without --reference."))
+        other = on_board.references.get((env_id, tier, agent))
+        if other is not None and other != key:
+            out.append((describe_key(key), f"{agent!r} already has a reference entry on "
+                        f"{env_id} [{tier}] ({on_board.folders[other]}); remove that folder "
+                        "first to replace it."))
+    return out
+
+
 def _check(paths: Iterable[str | os.PathLike], board: Path,
-           source: str | None = None) -> _Checked:
+           source: str | None = None, reference: bool = False) -> _Checked:
     """Every check of :func:`submit`; raises :class:`SubmissionRejected` listing them all."""
     if source is not None:
         try:
@@ -133,6 +164,8 @@ def _check(paths: Iterable[str | os.PathLike], board: Path,
     reasons.extend(copies(fresh, on_board.curves))
     reasons.extend(source_problems(groups))
     reasons.extend(seed_set_problems(seeds))
+    if reference:
+        reasons.extend(_reference_reasons(groups, on_board))
     if not files and not reasons:
         reasons.append(("(no files)", "nothing to submit."))
     if reasons:
@@ -140,7 +173,7 @@ def _check(paths: Iterable[str | os.PathLike], board: Path,
         raise rejected(f"submission refused ({bad} file(s) or entries with problems, "
                         f"{len(files)} file(s) given); nothing was copied", reasons)
     return _Checked({k: v for k, v in groups.items() if k not in unchanged},
-                    [Path(on_board.folders[k]) for k in unchanged])
+                    [Path(on_board.folders[k]) for k in unchanged], reference)
 
 
 def check_submission(
@@ -148,6 +181,7 @@ def check_submission(
     board_dir: str | os.PathLike = DEFAULT_DIR,
     *,
     source: str | None = None,
+    reference: bool = False,
 ) -> list[Entry]:
     """Check result files as :func:`submit` does, copy nothing; return the entries they form
     (without those already on the leaderboard with the very same results).
@@ -155,7 +189,7 @@ def check_submission(
     Raises:
         SubmissionRejected: every refused file or entry with its reason (``.reasons``).
     """
-    checked = _check(paths, Path(board_dir), source)
+    checked = _check(paths, Path(board_dir), source, reference)
     return [make_entry(key, [r for _, r in members]) for key, members in checked.groups.items()]
 
 
@@ -165,6 +199,7 @@ def submit(
     *,
     dry_run: bool = False,
     source: str | None = None,
+    reference: bool = False,
 ) -> list[Path]:
     """Check result files and copy them all under ``<board_dir>/submissions/``, or none.
 
@@ -179,9 +214,16 @@ def submit(
         source: where the agent's code is, recorded as ``agent.source`` in every file
             written: a URL with a commit or a package with its version (a file that names
             another source is refused).
+        reference: mark the entries as reference entries of the project
+            (:data:`~lop_bench.leaderboard.entries.REFERENCE_MARK` in their folders, also in
+            those of entries already there with the same results): only results of a
+            stream's reference agents or fresh agent, one reference entry per agent, stream
+            and tier. The board diffs other entries' hyperparameters against them and
+            computes the plasticity score against the fresh agent's.
 
     Returns:
-        The paths written, ``submissions/<Stream-vN>/<tier>/<agent>__<id>/seed<k>.json``.
+        The paths written, ``submissions/<Stream-vN>/<tier>/<agent>__<id>/seed<k>.json``
+        (and the reference marks written).
 
     Raises:
         SubmissionRejected: a file or entry failed a check; ``.reasons`` lists every
@@ -190,18 +232,21 @@ def submit(
             leaderboard directory cannot be written. Nothing was written.
     """
     if dry_run:
-        _check(paths, Path(board_dir), source)
+        _check(paths, Path(board_dir), source, reference)
         return []
-    return submit_files(paths, board_dir, source=source).written
+    done = submit_files(paths, board_dir, source=source, reference=reference)
+    return done.written + done.marked
 
 
 @dataclass(frozen=True)
 class Submitted:
-    """What :func:`submit_files` did: the files it wrote, and the folders of the entries
-    that were already on the leaderboard with the same results (left as they are)."""
+    """What :func:`submit_files` did: the files it wrote, the folders of the entries that
+    were already on the leaderboard with the same results (left as they are), and the
+    reference marks it added to those (``reference=True``)."""
 
     written: list[Path]
     unchanged: list[Path]
+    marked: list[Path] = field(default_factory=list)
 
 
 def submit_files(
@@ -209,13 +254,22 @@ def submit_files(
     board_dir: str | os.PathLike = DEFAULT_DIR,
     *,
     source: str | None = None,
+    reference: bool = False,
 ) -> Submitted:
     """:func:`submit` (not a dry run), saying also which entries were already there."""
     board = Path(board_dir)
     root = board / SUBMISSIONS
     with _submit_lock(root):
-        checked = _check(paths, board, source)
-        return Submitted(_write(checked, root), checked.unchanged)
+        checked = _check(paths, board, source, reference)
+        written = _write(checked, root)
+        marked = []
+        if reference:
+            for folder in checked.unchanged:
+                mark = folder / REFERENCE_MARK
+                if not mark.is_file():
+                    atomic_write_text(mark, REFERENCE_TEXT)
+                    marked.append(mark)
+        return Submitted(written, checked.unchanged, marked)
 
 
 try:
@@ -277,6 +331,8 @@ def _write(checked: _Checked, root: Path) -> list[Path]:
                 rel = entry_dir(members[0][1].data)
                 for _, r in members:
                     atomic_write_text(staging / rel / f"seed{r.seed}.json", r.to_json())
+                if checked.reference:
+                    atomic_write_text(staging / rel / REFERENCE_MARK, REFERENCE_TEXT)
             for _, members in checked.groups.items():
                 rel = entry_dir(members[0][1].data)
                 target = root / rel
@@ -285,6 +341,8 @@ def _write(checked: _Checked, root: Path) -> list[Path]:
                 moved.append(target)
                 written.extend(target / f"seed{r.seed}.json"
                                for r in sorted((r for _, r in members), key=lambda r: r.seed))
+                if checked.reference:
+                    written.append(target / REFERENCE_MARK)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException as exc:
@@ -308,12 +366,15 @@ def submit_reference(
     """Submit the reference agents' results of ``tier`` found under ``results_dir``.
 
     Picks the result files of every stream's reference agents (its declaration's
-    ``reference_agents``) on ``tier``, leaves out entries already on
-    the leaderboard (so it can be run again as more streams get results), submits the rest
-    with every check of :func:`submit`, and rebuilds the pages unless ``build_pages=False``.
+    ``reference_agents``) and fresh agent (``fresh_agent``) on ``tier``, submits them as
+    reference entries (:func:`submit` with ``reference=True``: every check, and the mark)
+    and rebuilds the pages unless ``build_pages=False``. Entries already on the leaderboard
+    with the same results are left as they are (and marked, if they were not), so it can
+    be run again as more streams get results.
 
     Returns:
-        The paths written (``[]`` when every entry was already on the leaderboard).
+        The paths written, marks included (``[]`` when every entry was already on the
+        leaderboard as a reference entry).
 
     Raises:
         LopBenchError: no reference result of ``tier`` under ``results_dir``.
@@ -323,39 +384,21 @@ def submit_reference(
     files, reasons = _expand([results_dir])
     if reasons:
         raise LopBenchError(f"{results_dir}: {reasons[0][1]}")
-    on_board = set()
-    for bf in board_files(board):
-        try:
-            on_board.add(entry_key(read_json(bf)))
-        except (InvalidResultError, KeyError, TypeError, AttributeError):
-            continue
-    picked, matched = [], 0
+    picked = []
     for f in files:
         try:
             data = read_json(f)
-            env_id, name = data["env_id"], data["agent"]["name"]
-            if data["tier"] != tier or name not in _reference_agents(env_id):
-                continue
-            matched += 1
-            if entry_key(data) in on_board:
+            if data["tier"] != tier or data["agent"]["name"] not in reference_names(data["env_id"]):
                 continue
         except (InvalidResultError, KeyError, TypeError, AttributeError):
             pass  # submit reports why
         picked.append(f)
-    if not matched and not picked:
+    if not picked:
         raise LopBenchError(
             f"{results_dir}: no result of a reference agent on tier {tier!r}; run "
             f"`lop-bench reproduce ENV --tier {tier}` first."
         )
-    written = submit(picked, board) if picked else []
+    written = submit(picked, board, reference=True)
     if build_pages:
         build(board)
     return written
-
-
-def _reference_agents(env_id: Any) -> tuple[str, ...]:
-    """The reference agents of the stream ``env_id`` names (none for an unknown stream)."""
-    try:
-        return stream_spec(env_id).reference_agents
-    except UnknownEnvError:
-        return ()
