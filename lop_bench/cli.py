@@ -368,9 +368,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     done = submit_files(args.results, args.dir, source=args.source, reference=args.reference)
     written = done.written
+    written = [p for p in written if p.suffix == ".json"]  # not the reference marks
     entries = sorted({p.parent for p in written})
     print(f"accepted {len(written)} result file(s) in {len(entries)} "
-          f"entr{'y' if len(entries) == 1 else 'ies'}:")
+          f"entr{'y' if len(entries) == 1 else 'ies'}{':' if entries else ''}")
     for d in entries:
         print(f"  {d}/")
     for d in done.unchanged:

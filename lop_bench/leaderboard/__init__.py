@@ -26,19 +26,36 @@ An entry may name where its code is, ``agent.source``: a URL with a commit or a 
 with its version (``lop-bench submit --source URL`` records it in every file submitted);
 the pages link it (http(s) URLs only) and mark entries without one "no source".
 
-``lop-bench leaderboard build`` (:func:`build`) regenerates ``<dir>/README.md`` (one table per
-stream and tier, ranked by ``final``, or by the last task for the streams that declare so) and ``<dir>/index.html`` (the same tables and, per
-stream and tier, every entry's seed-mean curve in bins with a 95% band, as inline SVG: a
-static page with no scripts and no external resources). Every submitted string is escaped:
-HTML on both pages, and Markdown syntax (emphasis, strikethrough, math, links, autolinks,
-table pipes) in ``README.md``. Two builds of the same submissions give byte-identical
-files: no timestamps (the date shown is the newest ``run_info.created`` of an entry),
-sorted iteration, a seeded bootstrap and fixed float formatting.
+Reference entries are the project's own results of a stream's reference agents and of its
+fresh agent (``StreamSpec.fresh_agent``): ``lop-bench submit --reference`` (and
+:func:`submit_reference`) writes the mark ``REFERENCE`` into their folders, for those agents
+only and one per agent, stream and tier; a build checks the marks again.
+
+``lop-bench leaderboard build`` (:func:`build`) regenerates ``<dir>/README.md`` and
+``<dir>/index.html``: per stream and tier a table, ranked by ``final`` (or by the last task
+for the streams that declare so), in *rank groups* (an entry whose 95% Student-t interval
+of the ranking statistic overlaps the one of the entry above shares its rank) with each
+entry's probability of improvement over the next (rliable's, with a seeded
+stratified-bootstrap interval); its hyperparameters as the difference from its agent's
+reference entry ("preset", "custom agent"), the full set one click away (``<details>``);
+its plasticity score (:mod:`lop_bench.plasticity`) recomputed against the fresh agent's
+reference entry, seed by seed (a ``plasticity`` block in a submitted file is never
+trusted); links to its result files. Functional-check tiers (``StreamSpec.functional_tiers``)
+are listed apart, by name, "functional check, not ranked". ``index.html`` adds, per stream
+and ranked tier, every entry's seed-mean curve in bins with a 95% band, as inline SVG with
+the legend beside the axes; its tables sort by a click on a header (one inline script,
+allowed by its hash in the page's Content Security Policy; no external resources). Every
+submitted string is escaped: HTML on both pages, and Markdown syntax (emphasis,
+strikethrough, math, links, autolinks, table pipes) in ``README.md``. Two builds of the
+same submissions give byte-identical files: no timestamps (the date shown is the newest
+``run_info.created`` of an entry), sorted iteration, seeded bootstraps and fixed float
+formatting.
 
 Layout of a leaderboard directory (default ``leaderboard/``, relative to the working
 directory)::
 
     submissions/<Stream-vN>/<tier>/<agent>__<entry id>/seed<k>.json
+    submissions/<Stream-vN>/<tier>/<agent>__<entry id>/REFERENCE   (reference entries)
     submissions/.lock
     README.md
     index.html
@@ -63,8 +80,14 @@ from __future__ import annotations
 from lop_bench.errors import SubmissionRejected
 from lop_bench.leaderboard.board import DEFAULT_DIR, build, load_board
 from lop_bench.leaderboard.checks import UNRANKED_TIERS, check_result
-from lop_bench.leaderboard.entries import Entry
-from lop_bench.leaderboard.ranking import IQM_MIN_SEEDS, rank_entries
+from lop_bench.leaderboard.entries import REFERENCE_MARK, Entry
+from lop_bench.leaderboard.ranking import (
+    IQM_MIN_SEEDS,
+    improvement_ci,
+    probability_of_improvement,
+    rank_entries,
+    rank_groups,
+)
 from lop_bench.leaderboard.submission import (
     LOCK_TIMEOUT_S,
     check_submission,
@@ -76,6 +99,7 @@ __all__ = [
     "DEFAULT_DIR",
     "IQM_MIN_SEEDS",
     "UNRANKED_TIERS",
+    "REFERENCE_MARK",
     "LOCK_TIMEOUT_S",
     "SubmissionRejected",
     "Entry",
@@ -85,5 +109,8 @@ __all__ = [
     "submit_reference",
     "load_board",
     "rank_entries",
+    "rank_groups",
+    "probability_of_improvement",
+    "improvement_ci",
     "build",
 ]
