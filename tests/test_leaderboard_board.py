@@ -200,7 +200,7 @@ def test_hyperparameter_cells_name_the_preset_a_reference_or_a_custom_agent():
                      ("mine", "width=7", "custom agent")]
     assert [r["legend"] for r in t.rows] == ["1 backprop: lr=0.1 (preset 0.01)",
                                              "1 backprop", "1 backprop",
-                                             "2 mine: custom agent"]
+                                             "2 mine"]
 
 
 def test_functional_check_tiers_are_listed_by_name_without_ranks(monkeypatch):
@@ -371,10 +371,10 @@ def test_rebuilds_are_byte_identical_whatever_the_listing_order(tmp_path, runs, 
 
 
 # -- the plot with many entries -------------------------------------------------------------
-def twelve_entries() -> list[lb.Entry]:
+def many_entries(n: int) -> list[lb.Entry]:
     rng = np.random.default_rng(3)
     out = []
-    for i in range(12):
+    for i in range(n):
         base = 0.5 + 0.08 * i
         curves = [list(base + 0.05 * rng.standard_normal(20) + np.linspace(0, 0.3, 20))
                   for _ in range(3)]
@@ -386,11 +386,12 @@ def boxes_overlap(a, b) -> bool:
     return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5
 
 
-def test_the_legend_of_twelve_entries_stays_off_the_curves_and_apart():
+@pytest.mark.parametrize("n", [12, 30])
+def test_the_legend_of_many_entries_stays_off_the_curves_and_apart(n):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.transforms import Bbox
 
-    (t,) = ranking.tables(twelve_entries())
+    (t,) = ranking.tables(many_entries(n))
     assert len({html_page.line_style(i) for i in range(40)}) == 40
     fig = html_page.plot_figure(t, 0)
     FigureCanvasAgg(fig).draw()
@@ -400,7 +401,7 @@ def test_the_legend_of_twelve_entries_stays_off_the_curves_and_apart():
     legend = ax.get_legend()
     items = [Bbox.union([h.get_window_extent(renderer), x.get_window_extent(renderer)])
              for h, x in zip(legend.legend_handles, legend.get_texts())]
-    assert len(items) == 12
+    assert len(items) == n
     assert [x.get_text() for x in legend.get_texts()] == [
         ranking_legend[:43] + "…" if len(ranking_legend) > 44 else ranking_legend
         for ranking_legend in (r["legend"] for r in t.rows)]
@@ -414,6 +415,6 @@ def test_the_legend_of_twelve_entries_stays_off_the_curves_and_apart():
     # and in the SVG: every entry's line and label carry their ids, in table order
     svg = html_page._svg(t, 0)
     assert svg.count('id="plot-area-0"') == 1
-    assert [int(m) for m in re.findall(r'id="legend-0-(\d+)-text"', svg)] == list(range(12))
+    assert [int(m) for m in re.findall(r'id="legend-0-(\d+)-text"', svg)] == list(range(n))
     dashed = re.findall(r"stroke-dasharray: ([0-9.,\s]+);", svg)
     assert dashed  # entries 11 and 12 are dashed (the 10 colours come round again)

@@ -161,7 +161,7 @@ th,td{border:1px solid #ddd;padding:.3rem .45rem;text-align:left;vertical-align:
 th{background:#f4f4f4;white-space:nowrap;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;white-space:nowrap}
-td.agent{min-width:9rem;max-width:14rem;overflow-wrap:anywhere;font-weight:600}
+td.agent{min-width:11rem;max-width:16rem;overflow-wrap:anywhere;font-weight:600}
 td.small{font-size:.78rem;color:#333;overflow-wrap:anywhere}
 td.hp{min-width:9rem;max-width:20rem}td.ver{min-width:7rem;max-width:12rem}
 td.date{white-space:nowrap}td.src{min-width:7rem;max-width:14rem}.nosrc{color:#888;font-style:italic}

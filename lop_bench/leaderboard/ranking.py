@@ -359,7 +359,7 @@ def _row(rank: str, e: Entry, *, by: str, below: Entry | None, ref: Entry | None
         "versions": _versions_text(e.versions),
         "date": DASH if created is None else created[:10],
         "files": "\n".join(e.files),
-        "legend": f"{rank} {e.agent}" if summary in ("preset", "same as preset")
+        "legend": f"{rank} {e.agent}" if summary in ("preset", "same as preset", "custom agent")
         else f"{rank} {e.agent}: {summary}",
     }
     keys = {
