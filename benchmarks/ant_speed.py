@@ -65,14 +65,10 @@ def stream(actions: np.ndarray, constant_friction: float | None = None) -> float
 
 def ppo_training(agent_name: str, steps: int) -> float:
     """(c) Steps/s of PPO (preset ``agent_name``) learning on the stream for ``steps`` steps."""
-    from baselines import ppo
+    from lop_bench.agents import resolve_factory
 
     env = ChangingFrictionAntEnv(tier="cpu", steps_per_task=10_000, num_tasks=1_000)
-    factory = {
-        "ppo": ppo.make_agent, "ppo_proper_adam": ppo.make_proper_adam_agent,
-        "ppo_l2": ppo.make_l2_agent, "ppo_cbp": ppo.make_cbp_agent,
-        "ppo_shrink_perturb": ppo.make_shrink_perturb_agent,
-    }[agent_name]
+    factory = resolve_factory(agent_name)[1]  # ppo, ppo_l2, ppo_cbp, ... (or canonical names)
     spec = EnvSpec(id=ANT, entry_point="x:y", kwargs={"tier": "cpu"})
     agent = factory(spec, env.observation_space, env.action_space, 0, "cpu")
     obs, info = env.reset(seed=0)

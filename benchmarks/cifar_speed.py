@@ -34,15 +34,15 @@ import numpy as np
 import torch
 
 import lop_bench
-from baselines import incremental as inc
+from baselines import backprop, continual_backprop, from_scratch, head_reset, shrink_perturb
 
 ENV = "lop/IncrementalCIFAR100-v0"
 FACTORIES = {
-    "backprop": inc.make_backprop_agent,
-    "shrink_perturb": inc.make_shrink_perturb_agent,
-    "continual_backprop": inc.make_continual_backprop_agent,
-    "head_reset": inc.make_head_reset_agent,
-    "from_scratch": inc.make_from_scratch_agent,
+    "backprop": backprop.make_agent,
+    "shrink_perturb": shrink_perturb.make_agent,
+    "continual_backprop": continual_backprop.make_agent,
+    "head_reset": head_reset.make_agent,
+    "from_scratch": from_scratch.make_agent,
 }
 MAX_OVERHEAD = 0.10
 

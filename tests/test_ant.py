@@ -295,12 +295,12 @@ def test_make_by_id_custom_and_hash(ant_id):
 
 @needs_mujoco
 def test_run_end_to_end_with_ppo(ant_id):
-    pytest.importorskip("baselines.ppo")
-    a = lop_bench.run(ant_id, "baselines.ppo:make_agent", tier="smoke", seed=0, progress=False)
+    pytest.importorskip("baselines.agents.ppo")
+    a = lop_bench.run(ant_id, "baselines.backprop:make_ppo_agent", tier="smoke", seed=0, progress=False)
     assert len(a.per_task) == TIERS["smoke"].num_tasks
     assert all(np.isfinite(a.per_task)) and a.data["steps"] >= 3_000
     assert a.data["agent"]["hparams"]["lr"] == 1e-4
-    b = lop_bench.run(ant_id, "baselines.ppo:make_agent", tier="smoke", seed=0, progress=False)
+    b = lop_bench.run(ant_id, "baselines.backprop:make_ppo_agent", tier="smoke", seed=0, progress=False)
     assert a.per_task == b.per_task  # same seed, same run
 
 

@@ -133,3 +133,45 @@ def test_lop_bench_never_imports_baselines():
 
 def test_baselines_have_no_import_cycle():
     assert cycles(_within(import_graph(), "baselines")) == []
+
+
+def _layer_violations(graph: dict[str, set[str]], layer: str,
+                      allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """The ``baselines`` modules that modules of ``baselines.<layer>`` import outside the
+    ``allowed`` packages."""
+    def inside(name: str) -> bool:
+        return any(name == a or name.startswith(a + ".") for a in allowed)
+
+    out = {}
+    for module, edges in graph.items():
+        if module == f"baselines.{layer}" or module.startswith(f"baselines.{layer}."):
+            wrong = sorted(e for e in edges if e.split(".")[0] == "baselines" and not inside(e))
+            if wrong:
+                out[module] = wrong
+    return out
+
+
+def test_baselines_core_modules_are_leaves():
+    """``baselines.core`` (networks, optimizers, generate-and-test, per-step methods) imports
+    nothing from ``baselines`` outside ``core``."""
+    graph = import_graph()
+    assert "baselines.core.nets" in graph["baselines.core.gnt"]
+    assert _layer_violations(graph, "core", ("baselines.core",)) == {}
+
+
+def test_agent_classes_import_no_algorithm_file():
+    """``baselines.agents`` imports ``baselines.core`` and other agent modules only: never an
+    algorithm's table (``baselines.backprop``, ...) nor the table machinery."""
+    graph = import_graph()
+    assert "baselines.core.gnt" in graph["baselines.agents.supervised"]
+    assert _layer_violations(graph, "agents", ("baselines.core", "baselines.agents")) == {}
+
+
+def test_the_layer_checks_fail_on_a_wrong_import():
+    graph = {"baselines.core.gnt": {"baselines.agents.ppo", "baselines.core.nets", "torch"},
+             "baselines.agents.ppo": {"baselines.backprop", "baselines.core.nets"},
+             "baselines.backprop": {"baselines.agents.ppo"}}
+    assert _layer_violations(graph, "core", ("baselines.core",)) == {
+        "baselines.core.gnt": ["baselines.agents.ppo"]}
+    assert _layer_violations(graph, "agents", ("baselines.core", "baselines.agents")) == {
+        "baselines.agents.ppo": ["baselines.backprop"]}

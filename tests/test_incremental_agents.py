@@ -1,4 +1,4 @@
-"""The ResNet-18 agents of class-incremental CIFAR-100 (baselines/incremental.py).
+"""The ResNet-18 agents of class-incremental CIFAR-100 (baselines/agents/incremental.py and the tables of baselines/<algorithm>.py).
 
 They run here against a small stand-in of ``lop/IncrementalCIFAR100-v0`` that follows the
 stream's protocol (phases, context keys, val_metrics, task_end, padding), with tiny images
@@ -14,13 +14,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from baselines import incremental as inc
-from baselines.incremental import (
-    INCREMENTAL_CIFAR,
-    IncrementalConfig,
-    learning_rate,
-    lr_milestone_epochs,
-)
+from baselines import backprop, continual_backprop, from_scratch, head_reset, shrink_perturb
+from baselines.agents.incremental import IncrementalConfig, learning_rate, lr_milestone_epochs
+from baselines.presets import INCREMENTAL_CIFAR
 from lop_bench.errors import (
     InvalidActionError,
     InvalidConfigError,
@@ -29,11 +25,11 @@ from lop_bench.errors import (
 )
 
 FACTORIES = {
-    "backprop": inc.make_backprop_agent,
-    "shrink_perturb": inc.make_shrink_perturb_agent,
-    "continual_backprop": inc.make_continual_backprop_agent,
-    "head_reset": inc.make_head_reset_agent,
-    "from_scratch": inc.make_from_scratch_agent,
+    "backprop": backprop.make_agent,
+    "shrink_perturb": shrink_perturb.make_agent,
+    "continual_backprop": continual_backprop.make_agent,
+    "head_reset": head_reset.make_agent,
+    "from_scratch": from_scratch.make_agent,
 }
 SMALL = {"width": 1 / 16}
 
@@ -221,14 +217,14 @@ def test_factory_errors(monkeypatch):
         _agent(env, lr_milestones=[0.5, 0.2])
     with pytest.raises(InvalidConfigError, match="no preset"):
         spec = types.SimpleNamespace(id="lop/PermutedMNIST-v0", kwargs={"tier": "cpu"})
-        inc.make_backprop_agent(spec, env.observation_space, env.action_space, 0)
+        head_reset.make_agent(spec, env.observation_space, env.action_space, 0)
     # epochs per block: the spec's override, else the registered stream's tier
     for tier, epochs in (("paper", 200), ("cpu", 4)):
         spec = types.SimpleNamespace(id=INCREMENTAL_CIFAR, kwargs={"tier": tier})
-        agent = inc.make_backprop_agent(spec, env.observation_space, env.action_space, 0,
+        agent = backprop.make_agent(spec, env.observation_space, env.action_space, 0,
                                         width=0.0625)
         assert agent.cfg.epochs_per_block == epochs
-    agent = inc.make_backprop_agent(spec, env.observation_space, env.action_space, 0,
+    agent = backprop.make_agent(spec, env.observation_space, env.action_space, 0,
                                     epochs_per_block=7, width=0.0625)
     assert agent.cfg.epochs_per_block == 7 and lr_milestone_epochs(agent.cfg) == (2, 4, 6)
     import lop_bench.registration as registration
@@ -238,11 +234,11 @@ def test_factory_errors(monkeypatch):
 
     monkeypatch.setattr(registration, "env_class", unknown)
     with pytest.raises(InvalidConfigError, match="epochs_per_block"):
-        inc.make_backprop_agent(spec, env.observation_space, env.action_space, 0)
+        backprop.make_agent(spec, env.observation_space, env.action_space, 0)
     vec = types.SimpleNamespace(id=INCREMENTAL_CIFAR,
                                 kwargs={"tier": "cpu", "vectorization_mode": "vector_entry_point"})
     with pytest.raises(VectorizationNotSupported):
-        inc.make_backprop_agent(vec, env.observation_space, env.action_space, 0)
+        backprop.make_agent(vec, env.observation_space, env.action_space, 0)
     with pytest.raises(InvalidConfigError, match="MultiDiscrete"):
         _agent(types.SimpleNamespace(spec=env.spec, observation_space=env.observation_space,
                                      action_space=spaces.Discrete(10)))
@@ -445,10 +441,13 @@ def test_features_are_eval_mode_and_change_nothing():
 
 # -- checkpoint and resume -------------------------------------------------------------------
 def _roundtrip(state):
+    """What the runner does with a state: numpy to torch, torch.save, weights-only load."""
+    from lop_bench.checkpoint import decode, encode
+
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(encode(state), buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    return decode(torch.load(buf, weights_only=True))
 
 
 @pytest.mark.parametrize("name,split", [
@@ -520,7 +519,7 @@ def test_resume_on_the_real_stream_is_bit_identical(cifar_root):
 
     def make():
         env = lop_bench.make(INCREMENTAL_CIFAR, tier="smoke", root=cifar_root).unwrapped
-        agent = lop_bench.make_agent(inc.make_continual_backprop_agent, env, seed=3)
+        agent = lop_bench.make_agent(continual_backprop.make_agent, env, seed=3)
         return env, agent
 
     env, agent = make()
@@ -582,7 +581,7 @@ def test_killed_and_resumed_run_gives_the_same_result(name, cifar_root, tmp_path
     import lop_bench
     from lop_bench.results import NONDETERMINISTIC_FIELDS
 
-    agent = f"baselines.incremental:make_{name}_agent"
+    agent = f"baselines.{name}:make_agent"
     kw = dict(tier="smoke", seed=2, progress=False, env_kwargs={"root": cifar_root})
     a, b = tmp_path / "a", tmp_path / "b"
     lop_bench.run(INCREMENTAL_CIFAR, agent, out=a, **kw)  # uninterrupted

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from baselines import incremental as inc
-from baselines.nets import ConvNet
+import importlib
+from baselines.core.nets import ConvNet
+from baselines.presets import INCREMENTAL_CIFAR
 
 torch.set_num_threads(1)
 SHAPES = [  # (width, image size, batch): where each one is used
@@ -55,14 +56,14 @@ classes = 10
 for width, size, batch in SHAPES:
     obs_space = spaces.Box(-np.inf, np.inf, (batch, 3, size, size), np.float32)
     act_space = spaces.MultiDiscrete([classes] * batch)
-    spec = types.SimpleNamespace(id=inc.INCREMENTAL_CIFAR,
+    spec = types.SimpleNamespace(id=INCREMENTAL_CIFAR,
                                  kwargs={"tier": "smoke", "epochs_per_block": 1})
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
     y = rng.integers(0, classes, batch)
     info = {"phase": "train", "task": 0, "epoch": 0, "active_classes": np.arange(classes)}
     for name in VARIANTS if width == SHAPES[0][0] else ["continual_backprop"]:
-        make = getattr(inc, f"make_{name}_agent")
+        make = importlib.import_module(f"baselines.{name}").make_agent
         agent = make(spec, obs_space, act_space, 0, "cpu", width=width, maturity_threshold=0)
         for _ in range(2):
             action = agent.act(x, info)

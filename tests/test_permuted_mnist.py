@@ -320,16 +320,14 @@ def test_paper_and_cpu_presets(root, registered):
     for tier, hidden in (("cpu", (100, 100, 100)), ("paper", (2000, 2000, 2000))):
         spec = gymnasium.envs.registration.EnvSpec(MNIST, kwargs={"tier": tier})
         from baselines import backprop, continual_backprop, l2, linear, shrink_perturb
-        from lop_bench.agents import select_preset
 
-        for mod, name in ((backprop, "backprop"), (l2, "l2"), (shrink_perturb, "shrink_perturb"),
-                          (continual_backprop, "continual_backprop")):
-            _, cfg = select_preset(mod.PRESETS, spec, name)
+        for mod in (backprop, l2, shrink_perturb, continual_backprop):
+            cfg = mod.ALGORITHM.config(spec)
             assert cfg.hidden == hidden and cfg.lr == 0.003
         # The paper's rate at width 2000; at width 100 the rate the cpu tier's sweep chose.
-        _, cbp = select_preset(continual_backprop.PRESETS, spec, "continual_backprop")
+        cbp = continual_backprop.ALGORITHM.config(spec)
         assert cbp.replacement_rate == {"cpu": 1e-4, "paper": 1e-6}[tier]
-        _, cfg = select_preset(linear.PRESETS, spec, "linear")
+        cfg = linear.ALGORITHM.config(spec)
         assert cfg.lr == 0.003
 
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.resnet import ChannelLayer, ResidualGenerateAndTest, ResNet18, stage_channels
+from baselines.core.gnt import GenerateAndTest, SingleSeed, resnet_units
+from baselines.core.nets import ChannelLayer, ResNet18, stage_channels
+from baselines.core.optim import OptimizerEntries
 from lop_bench.errors import InvalidConfigError
 
 
@@ -109,11 +111,17 @@ def test_same_generator_same_network():
 
 
 # -- generate-and-test -----------------------------------------------------------------------
+def _residual_gnt(layers, opt, generator, **settings):
+    """Generate-and-test over a ResNet's channel layers, one seed (as the agent builds it)."""
+    return SingleSeed(GenerateAndTest(resnet_units(layers), [generator], OptimizerEntries(opt),
+                                      **settings))
+
+
 def _trained_net_and_gnt(rate=0.0, maturity=0, utility="contribution", coverage="first_convs"):
     torch.manual_seed(0)  # only for the data below; the net uses its own generator
     net = _net(0, width=0.125)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    gnt = ResidualGenerateAndTest(net.channel_layers(coverage), opt,
+    gnt = _residual_gnt(net.channel_layers(coverage), opt,
                                   torch.Generator().manual_seed(7), replacement_rate=rate,
                                   decay_rate=0.99, maturity_threshold=maturity, utility=utility)
     return net, opt, gnt
@@ -325,9 +333,9 @@ def test_all_convs_replace_stem_and_both_block_convs_with_their_batch_norms_rese
     # 8 channels), channel 1 the lowest utility.
     state = gnt.state_dict()
     for i in range(len(layers)):
-        state["age"][i].fill_(20 if i in picks else 0)
+        state["birth"][i][0, :] = gnt.step_count - (20 if i in picks else 0)  # ages 20 or 0
         state["utility"][i].fill_(1.0)
-        state["utility"][i][1] = 0.0
+        state["utility"][i][0, 1] = 0.0
     gnt.maturity_threshold, gnt.replacement_rate = 10, 1.0 / 8
     gnt.load_state_dict(state)  # (recounts the eligible units)
     net.eval()  # (a train-mode forward would move the running statistics)

@@ -9,6 +9,7 @@ import torch
 from gymnasium.spaces import Box, Discrete, MultiDiscrete
 
 from baselines import backprop, continual_backprop, l2, linear, shrink_perturb
+from baselines.core.optim import EntrywiseAdam
 from lop_bench.agents import resolve_factory
 from lop_bench.config import config_to_dict
 from lop_bench.errors import InvalidConfigError
@@ -44,7 +45,7 @@ OUT_OF_RANGE = {
 def test_preset_for_the_regression_stream(name):
     agent = make(AGENTS[name])
     assert agent.preset == f"{name}/{REG}/*"
-    assert agent.hparams == config_to_dict(AGENTS[name].PRESETS[(REG, "*")])
+    assert agent.hparams == config_to_dict(AGENTS[name].ALGORITHM.presets[(REG, "*")].config)
     assert agent.hparams["lr"] == 0.01
     x = np.zeros((1, 20), np.float32)
     pred = agent.act(x, TRAIN)
@@ -209,7 +210,7 @@ def test_entrywise_adam_equals_torch_adam():
     torch.manual_seed(0)
     p1 = torch.nn.Parameter(torch.randn(4, 3))
     p2 = torch.nn.Parameter(p1.detach().clone())
-    ours = backprop.EntrywiseAdam([p1], lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-3)
+    ours = EntrywiseAdam([p1], lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-3)
     ref = torch.optim.Adam([p2], lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-3)
     for _ in range(50):
         g = torch.randn(4, 3)
@@ -222,7 +223,7 @@ def test_entrywise_adam_equals_torch_adam():
 
 def test_adam_option_trains():
     agent = make(backprop, optimizer="adam", lr=1e-2)
-    assert isinstance(agent.optimizer, backprop.EntrywiseAdam)
+    assert isinstance(agent.optimizer, EntrywiseAdam)
     errors = train(agent, *data(1500, seed=1))
     assert np.mean(errors[-300:]) < 0.05 * np.mean(errors[:200])
 
@@ -310,7 +311,7 @@ def test_runs_the_regression_stream(name):
 @pytest.mark.parametrize("name", ["backprop", "shrink_perturb", "continual_backprop"])
 def test_incremental_cifar_gets_the_resnet_version_of_the_agent(name):
     import lop_bench
-    from baselines.incremental import IncrementalAgent
+    from baselines.agents.incremental import IncrementalAgent
 
     env = lop_bench.make("lop/IncrementalCIFAR100-v0", tier="smoke")
     agent = lop_bench.make_agent(name, env, seed=0, lr=0.05)

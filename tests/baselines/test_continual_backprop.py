@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from baselines import backprop, continual_backprop
-from baselines.continual_backprop import reset_optimizer_entries
+from baselines.core.gnt import DenseUnits, GenerateAndTest, SingleSeed
+from baselines.core.optim import OptimizerEntries, reset_optimizer_entries
 
 from . import TRAIN, data, make, params, same, train
 
@@ -185,11 +186,11 @@ def test_coin_flip_count_below_one_unit_and_integer_part_above():
 
 
 def test_presets_count_rule_is_the_public_runs():
-    from baselines.continual_backprop import PRESETS
-
+    presets = continual_backprop.ALGORITHM.presets
     assert make(continual_backprop).cfg.accumulate is False  # regression: expr.py, gnt.py
-    assert PRESETS["lop/PermutedMNIST-v0", "*"].accumulate is True  # online_expr.py
-    assert PRESETS["lop/ContinualImageNet-v0", "*"].accumulate is True  # convGnT.py
+    assert presets["lop/PermutedMNIST-v0", "*"].config.accumulate is True  # online_expr.py
+    assert presets["lop/ContinualImageNet-v0", "*"].config.accumulate is True  # convGnT.py
+    assert presets["lop/ChangingFrictionAnt-v0", "*"].config.accumulate is False  # rl/ppo.py
 
 
 def _two_layer_gnt(w1_rows):
@@ -201,13 +202,16 @@ def _two_layer_gnt(w1_rows):
         l1.weight.copy_(torch.tensor(w1_rows))
         l2.weight.copy_(torch.tensor([[1.0, 1.0, 2.0][: len(w1_rows)]]))
     layers = [l0, l1, l2]
+    return _gnt_over([(l0, l1), (l1, l2)], layers), layers
+
+
+def _gnt_over(pairs, layers):
     opt = torch.optim.SGD([p for m in layers for p in m.parameters()], lr=0.1)
-    pairs = [(l0, l1), (l1, l2)]
-    gnt = continual_backprop.GenerateAndTest(
-        pairs, [0.5, 0.5], opt, torch.Generator().manual_seed(0), replacement_rate=1 / 3,
+    units = [DenseUnits.of(layer, nxt, 0.5) for layer, nxt in pairs]
+    return SingleSeed(GenerateAndTest(
+        units, [torch.Generator().manual_seed(0)], OptimizerEntries(opt), replacement_rate=1 / 3,
         decay_rate=0.0, maturity_threshold=0, utility="adaptable_contribution",
-    )
-    return gnt, layers
+    ))
 
 
 def test_every_layer_is_scored_before_any_unit_is_replaced():
@@ -232,9 +236,8 @@ def test_every_layer_is_scored_before_any_unit_is_replaced():
     assert (layers[2].weight[:, 0] == 0).all()
     # The other order, for contrast: layer 1 scored with column 0 already zeroed.
     w1_after = [[0.0, 0.1, 0.1], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
-    late, _ = _two_layer_gnt(w1_after)
-    late.pairs, late.init_bounds = late.pairs[1:], late.init_bounds[1:]
-    late._init_statistics([late.pairs[0][0].weight])
+    _, layers = _two_layer_gnt(w1_after)
+    late = _gnt_over([(layers[1], layers[2])], layers)
     late.step([h1])
     assert late.age[0].tolist() == [1, 0, 1]  # unit 1, not unit 0
 
@@ -266,8 +269,8 @@ def test_lowest_utility_eligible_units_are_replaced():
     agent = _agent(maturity_threshold=10)
     gnt = agent.gnt
     state = gnt.state_dict()
-    state["age"][0][:] = 50
-    state["age"][0][3] = 5  # lowest utility but not mature: must be kept
+    state["birth"][0][0, :] = gnt.step_count - 50  # age 50
+    state["birth"][0][0, 3] = gnt.step_count - 5  # lowest utility but not mature: must be kept
     state["bias_correction"][0][:] = 1.0
     state["utility"][0][:] = torch.tensor([5.0, 1.0, 3.0, 0.5, 4.0])
     gnt.load_state_dict(state)
@@ -292,7 +295,9 @@ def test_buffers_and_no_update_on_test_batches():
     agent = make(continual_backprop)
     train(agent, *data(20))
     buffers = agent.buffers()
-    assert len(buffers) == 3 and buffers[2].dtype == torch.long
+    assert len(buffers) == 3  # utilities, mean activations, bias corrections (1 - eta ** age)
+    assert same([b[0] for b in buffers],
+                [agent.gnt.utility[0], agent.gnt.mean_act[0], agent.gnt.bias_correction[0]])
     before = [b.clone() for b in buffers]
     x = np.ones((1, 20), np.float32)
     agent.learn(x, agent.act(x, {"phase": "test"}), 0.0, x, False, False, {"phase": "test"})

@@ -31,9 +31,9 @@ def _train(agent, steps, seed=0):
 
 def _outgoing_cols(gnt, i, c):
     """The next layer's dim-1 entries that read unit ``c`` of layer ``i``."""
-    if gnt._next_conv[i]:
+    if gnt.layers[i].next_conv:
         return torch.tensor([c])
-    g = gnt._group[i]
+    g = gnt.layers[i].group
     return torch.arange(c * g, (c + 1) * g)
 
 
@@ -141,7 +141,7 @@ def test_next_layer_changes_only_by_the_removed_channels_deviation(layer_index):
 
     def next_input(feats):  # what the next layer reads, and its pre-activation
         h = feats[layer_index]
-        if gnt._next_conv[layer_index]:
+        if gnt.layers[layer_index].next_conv:
             return h, F.conv2d(h, nxt.weight, nxt.bias)
         return h, F.linear(h.flatten(1), nxt.weight, nxt.bias)
 
@@ -151,7 +151,7 @@ def test_next_layer_changes_only_by_the_removed_channels_deviation(layer_index):
         m = gnt.mean_activation(layer_index)[c]
         deviation = h[:, c : c + 1] - m
         assert deviation.abs().max() > 0.1  # not constant: the output must change
-        if gnt._next_conv[layer_index]:
+        if gnt.layers[layer_index].next_conv:
             expected = -F.conv2d(deviation, nxt.weight[:, c : c + 1])
         else:
             cols = _outgoing_cols(gnt, layer_index, c)
@@ -215,13 +215,13 @@ def test_lowest_utility_eligible_channels_are_replaced():
     agent = _agent(maturity_threshold=10)
     gnt = agent.gnt
     state = gnt.state_dict()
-    state["age"][0][:] = 50
-    state["age"][0][3] = 5  # lowest utility but not mature: kept
+    state["birth"][0][0, :] = gnt.step_count - 50  # age 50
+    state["birth"][0][0, 3] = gnt.step_count - 5  # lowest utility but not mature: kept
     state["bias_correction"][0][:] = 1.0
-    state["utility"][0][:] = torch.arange(32, dtype=torch.float32) + 10.0
-    state["utility"][0][3] = 0.0
-    state["utility"][0][7] = 1.0
-    state["utility"][0][20] = 2.0
+    state["utility"][0][0, :] = torch.arange(32, dtype=torch.float32) + 10.0
+    state["utility"][0][0, 3] = 0.0
+    state["utility"][0][0, 7] = 1.0
+    state["utility"][0][0, 20] = 2.0
     gnt.load_state_dict(state)
     gnt.replacement_rate = 2 / 31  # 31 eligible channels -> 2 replaced this step
     _train(agent, 1)
@@ -255,10 +255,12 @@ def test_replacements_in_a_run_keep_the_network_finite_and_learning(utility, rat
         acc.append(np.mean(pred == y[i : i + 10]))
         agent.learn(x[i : i + 10], pred, 0.0, None, False, False, {**TRAIN0, "target": y[i : i + 10]})
     assert all(n >= least for n in agent.gnt.num_replaced)
-    # the host-side count of eligible units, kept without reading the ages back, is exact
-    counted = list(agent.gnt._num_mature)
+    # the host-side count of eligible units, kept between recounts, is exact
+    gnt = agent.gnt.gnt
+    counted = [n.copy() for n in gnt._num_mature]
     for i in range(5):
-        agent.gnt._recount(i)
-    assert agent.gnt._num_mature == counted
+        gnt._recount(i)
+    assert [n.tolist() for n in gnt._num_mature] == [n.tolist() for n in counted]
+    assert [n.tolist() for n in counted] == [(gnt.ages(i) > 5).sum(1).tolist() for i in range(5)]
     assert all(torch.isfinite(p).all() for p in agent.parameters())
     assert np.mean(acc[-10:]) >= 0.9 > np.mean(acc[:10])

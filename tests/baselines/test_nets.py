@@ -1,11 +1,11 @@
-"""baselines.nets: the MLP's init, features and independence from the global RNG."""
+"""baselines.core.nets: the MLP's init, features and independence from the global RNG."""
 
 import math
 
 import pytest
 import torch
 
-from baselines.nets import ACTIVATIONS, MLP, activation_gain, kaiming_uniform_bound
+from baselines.core.nets import ACTIVATIONS, MLP, activation_gain, kaiming_uniform_bound
 from lop_bench.errors import InvalidConfigError
 
 

@@ -1,4 +1,4 @@
-"""baselines.ppo: GAE, the clipped loss, the Gaussian log-density, presets, determinism,
+"""baselines.agents.ppo: GAE, the clipped loss, the Gaussian log-density, presets, determinism,
 generate-and-test on both networks, diagnostics and resume. No MuJoCo needed: transitions
 come from a small fake dynamics."""
 
@@ -13,8 +13,10 @@ import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.spaces import Box
 
-from baselines import ppo
-from baselines.ppo import ANT, PPOAgent, PPOConfig, clipped_policy_loss, compute_gae
+from baselines import backprop, continual_backprop, l2, shrink_perturb
+from baselines.agents import ppo
+from baselines.agents.ppo import PPOAgent, PPOConfig, clipped_policy_loss, compute_gae
+from baselines.presets import ANT
 from lop_bench.diagnostics import measure
 from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
 
@@ -107,11 +109,11 @@ def test_gaussian_log_prob_matches_torch():
 @pytest.mark.parametrize(
     "factory, betas, wd, rr, noise",
     [
-        (ppo.make_agent, (0.9, 0.999), 0.0, 0.0, 0.0),
-        (ppo.make_proper_adam_agent, (0.99, 0.99), 0.0, 0.0, 0.0),
-        (ppo.make_l2_agent, (0.99, 0.99), 1e-3, 0.0, 0.0),
-        (ppo.make_cbp_agent, (0.99, 0.99), 1e-4, 1e-4, 0.0),
-        (ppo.make_shrink_perturb_agent, (0.99, 0.99), 1e-3, 0.0, 1e-5),
+        (backprop.make_ppo_agent, (0.9, 0.999), 0.0, 0.0, 0.0),
+        (backprop.make_proper_adam_agent, (0.99, 0.99), 0.0, 0.0, 0.0),
+        (l2.make_ppo_l2_agent, (0.99, 0.99), 1e-3, 0.0, 0.0),
+        (continual_backprop.make_ppo_cbp_agent, (0.99, 0.99), 1e-4, 1e-4, 0.0),
+        (shrink_perturb.make_ppo_shrink_perturb_agent, (0.99, 0.99), 1e-3, 0.0, 1e-5),
     ],
 )
 def test_presets_hold_the_papers_settings(factory, betas, wd, rr, noise):
@@ -136,13 +138,13 @@ def test_presets_hold_the_papers_settings(factory, betas, wd, rr, noise):
 
 @pytest.mark.parametrize("tier", ["paper", "cpu"])
 def test_ant_preset_first_layer_bound_is_the_papers(tier):
-    a = ppo.make_cbp_agent(spec(tier=tier), OBS, ACT, 0)
+    a = continual_backprop.make_ppo_cbp_agent(spec(tier=tier), OBS, ACT, 0)
     assert a.policy.layers[0].in_features == 27
     assert a.policy.init_bounds[0] == pytest.approx(math.sqrt(3 / 111)) == pytest.approx(0.1644, abs=1e-4)
     w = a.policy.layers[0].weight
     assert 0.15 < w.abs().max() <= 0.1644  # not sqrt(3 / 27) = 0.333
     # continual backprop re-initializes the first layer from the same bound
-    assert a.gnt[0].init_bounds[0] == a.policy.init_bounds[0]
+    assert a.gnt[0].layers[0].init_bound == a.policy.init_bounds[0]
     a.gnt[0].replace(0, torch.arange(256))
     assert 0.15 < a.policy.layers[0].weight.abs().max() <= 0.1644
     plain = PPOAgent(PPOConfig(), OBS, ACT, 0)  # input_fan_in 0: the observation's size
@@ -151,14 +153,14 @@ def test_ant_preset_first_layer_bound_is_the_papers(tier):
 
 def test_factory_errors():
     with pytest.raises(InvalidConfigError, match="no preset"):
-        ppo.make_agent(spec("lop/SlowlyChangingRegression-v0"), OBS, ACT, 0)
+        backprop.make_ppo_agent(spec("lop/SlowlyChangingRegression-v0"), OBS, ACT, 0)
     with pytest.raises(VectorizationNotSupported, match="separate processes"):
-        ppo.make_agent(spec(vectorization_mode="vector_entry_point", num_envs=2), OBS, ACT, 0)
+        backprop.make_ppo_agent(spec(vectorization_mode="vector_entry_point", num_envs=2), OBS, ACT, 0)
     with pytest.raises(InvalidConfigError, match="multiple of num_minibatches"):
-        ppo.make_agent(spec(), OBS, ACT, 0, batch_size=100)
+        backprop.make_ppo_agent(spec(), OBS, ACT, 0, batch_size=100)
     with pytest.raises(InvalidConfigError, match="unknown ppo hyperparameter"):
-        ppo.make_agent(spec(), OBS, ACT, 0, learning_rate=1e-3)
-    a = ppo.make_agent(spec(), OBS, ACT, 0, betas=[0.9, 0.9], hidden=[32])
+        backprop.make_ppo_agent(spec(), OBS, ACT, 0, learning_rate=1e-3)
+    a = backprop.make_ppo_agent(spec(), OBS, ACT, 0, betas=[0.9, 0.9], hidden=[32])
     assert a.cfg.betas == (0.9, 0.9) and a.hparams["hidden"] == [32]
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lop_bench
-from baselines.vectorized import _CudaGraphStep
+from baselines.agents.vectorized import _CudaGraphStep
 from lop_bench.runner import run_vectorized
 
 MNIST = "lop/PermutedMNIST-v0"
@@ -26,7 +26,7 @@ def _copy_into(dst, src):
 
 
 class _ReplayOnCPU:
-    """Stands in for :class:`baselines.vectorized._CudaGraph` on the CPU: like a capture it
+    """Stands in for :class:`baselines.agents.vectorized._CudaGraph` on the CPU: like a capture it
     runs nothing when made; each replay runs the function again and writes its outputs
     into the first replay's tensors, as a CUDA graph's replays rewrite its static outputs."""
 

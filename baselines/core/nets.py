@@ -12,12 +12,26 @@ layers are created on the ``meta`` device (no default init) and filled afterward
 keeps torch's default init of ``nn.Conv2d`` / ``nn.Linear``: weights *and* biases
 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (:func:`default_init_bound`); its continual-backprop
 code draws fresh units from the same bound (``get_layer_bound``, ``init="default"``).
+
+:class:`ResNet18` (class-incremental CIFAR-100) follows the paper's code
+(``lop/nets/torchvision_modified_resnet.py``, a modified ``torchvision.models.resnet18``): a
+3x3 stride-1 stem convolution with batch norm and ReLU, **no max-pool**, four stages of two
+BasicBlocks (64, 128, 256, 512 channels; stages 2-4 start with stride 2 and a 1x1 conv +
+batch-norm shortcut), global average pooling and a linear head. Every convolution has a bias
+(the paper's code sets ``bias=True`` where torchvision has none). ``width`` scales the
+channel counts (the cpu and smoke presets use a narrow net; ``width=1`` is the paper's).
+Its init is ``kaiming_init_resnet_module`` of the paper's code: conv weights
+Kaiming-normal with ReLU's gain and fan-in, ``N(0, 2 / fan_in)``; the head ``N(0, 1 /
+fan_in)``; all biases 0; batch-norm weight 1, bias 0, running mean 0, running variance 1.
+
+A leaf of ``baselines``: imports torch and ``lop_bench`` only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +48,13 @@ __all__ = [
     "default_init_bound",
     "MLP",
     "ConvNet",
+    "STAGE_CHANNELS",
+    "COVERAGES",
+    "stage_channels",
+    "conv_std",
+    "BasicBlock",
+    "ChannelLayer",
+    "ResNet18",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -289,3 +310,209 @@ class ConvNet(nn.Module):
         generate-and-test needs them: a conv channel's outgoing weights are the next conv's
         input-channel slice or, across the flatten, the first fc layer's columns of it."""
         return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]
+
+
+# -- ResNet-18 (class-incremental CIFAR-100) ----------------------------------------------
+STAGE_CHANNELS = (64, 128, 256, 512)
+"""Channels of ResNet-18's four stages at ``width=1`` (the stem has as many as stage 1)."""
+
+COVERAGES = ("all_convs", "first_convs")
+"""Which convolutions' channels generate-and-test replaces (:meth:`ResNet18.channel_layers`)."""
+
+_RELU_GAIN = math.sqrt(2.0)
+
+
+def stage_channels(width: float) -> tuple[int, int, int, int]:
+    """The four stage widths for a width factor: ``round(c * width)``, at least 1."""
+    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+        raise InvalidConfigError(f"width must be a number > 0, got {width!r}.")
+    return tuple(max(1, int(round(c * width))) for c in STAGE_CHANNELS)  # type: ignore[return-value]
+
+
+def conv_std(conv: nn.Conv2d) -> float:
+    """Kaiming-normal standard deviation (ReLU gain, fan-in) of a conv layer's weights."""
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return _RELU_GAIN / math.sqrt(fan_in)
+
+
+@torch.no_grad()
+def _reset_bn(bn: nn.BatchNorm2d) -> None:
+    bn.weight.fill_(1.0)
+    bn.bias.zero_()
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0)
+    bn.num_batches_tracked.zero_()
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with batch norm; ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
+
+    The shortcut is the identity, or a 1x1 conv (stride ``stride``) and batch norm when the
+    shape changes. :meth:`forward_with_mid` also returns the first conv's activation (the
+    units of generate-and-test).
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        meta = {"device": "meta"}
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=True, **meta)
+        self.bn1 = nn.BatchNorm2d(channels, **meta)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=True, **meta)
+        self.bn2 = nn.BatchNorm2d(channels, **meta)
+        self.downsample: nn.Sequential | None = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, 0, bias=True, **meta),
+                nn.BatchNorm2d(channels, **meta),
+            )
+
+    def forward_with_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(block output, activation after conv1 -> bn1 -> ReLU)``."""
+        mid = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(mid))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity), mid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output."""
+        return self.forward_with_mid(x)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelLayer:
+    """A convolution whose output channels generate-and-test may replace.
+
+    Channel ``c``'s incoming weights are ``conv.weight[c]``, ``conv.bias[c]`` and ``bn``'s
+    affine pair and running statistics of ``c``; its outgoing weights are ``next``'s input
+    slice: ``next.weight[:, c]``, a conv's whole kernel (read through ``next_bn``) or the
+    head's column (``next`` a linear layer reading the globally pooled channels,
+    ``next_bn`` ``None``).
+    """
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
+    next: nn.Conv2d | nn.Linear
+    next_bn: nn.BatchNorm2d | None
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images: 3x3 stem, no max-pool, 4 x 2 BasicBlocks, linear head.
+
+    ``blocks`` lists the eight BasicBlocks in forward order; ``fc`` is the head.
+    ``forward_with_features`` returns the logits and the hidden activations the paper's
+    analysis uses: the stem's output, each block's first-conv activation and output (the
+    last block's output replaced by its global average, the head's input), 17 tensors.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> net = ResNet18(100, width=0.125, generator=g)
+    >>> logits, feats = net.forward_with_features(torch.zeros(2, 3, 32, 32))  # (2, 100)
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 100,
+        width: float = 1.0,
+        *,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes <= 0:
+            raise InvalidConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        self.width = float(width)
+        self.channels = stage_channels(width)
+        c0 = self.channels[0]
+        self.conv1 = nn.Conv2d(in_channels, c0, 3, 1, 1, bias=True, device="meta")
+        self.bn1 = nn.BatchNorm2d(c0, device="meta")
+        blocks = []
+        prev = c0
+        for stage, c in enumerate(self.channels):
+            for j in range(2):
+                stride = 2 if stage > 0 and j == 0 else 1
+                blocks.append(BasicBlock(prev, c, stride))
+                prev = c
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(prev, num_classes, device="meta")
+        self.to_empty(device=device if device is not None else generator.device)
+        object.__setattr__(self, "_blocks", tuple(self.blocks))
+        self.reset_parameters(generator)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs of the head."""
+        return self.fc.out_features
+
+    # -- initialization ------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Re-initialize every layer from ``generator`` (module order; head last)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0.0, conv_std(m), generator=generator)
+                m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                _reset_bn(m)
+        self.reset_head(generator)
+
+    @torch.no_grad()
+    def reset_head(self, generator: torch.Generator) -> None:
+        """Kaiming-normal (gain 1) head weights from ``generator``, zero head bias."""
+        self.fc.weight.normal_(0.0, 1.0 / math.sqrt(self.fc.in_features), generator=generator)
+        self.fc.bias.zero_()
+
+    # -- forward -------------------------------------------------------------------------
+    def forward_with_features(
+        self, x: torch.Tensor, *, all_features: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and hidden activations (see the class docstring) from one forward pass.
+
+        With ``all_features=False`` the list holds only the eight blocks' first-conv
+        activations. Either list is aligned with :meth:`channel_layers`: ``"all_convs"``
+        reads the 17 tensors of ``all_features=True``, ``"first_convs"`` the eight of
+        ``all_features=False``.
+        """
+        h = F.relu(self.bn1(self.conv1(x)))
+        feats = [h] if all_features else []
+        last = len(self._blocks) - 1
+        for i, block in enumerate(self._blocks):
+            h, mid = block.forward_with_mid(h)
+            feats.append(mid)
+            if all_features and i < last:
+                feats.append(h)
+        pooled = h.mean(dim=(2, 3))
+        if all_features:
+            feats.append(pooled)
+        return F.linear(pooled, self.fc.weight, self.fc.bias), feats
+
+    def channel_layers(self, coverage: str = "all_convs") -> list[ChannelLayer]:
+        """The convolutions whose channels generate-and-test replaces, in forward order.
+
+        ``"all_convs"`` (the paper's code, ``res_gnt.py``'s ``get_weight_layers``): every
+        convolution outside the downsample shortcuts, 17 at depth 18: the stem, read by
+        block 0's first conv; each block's first conv, read by its second; each block's
+        second conv, read by the next block's first conv or, for the last block, by the
+        head (through the global pooling). The stem's and the second convs' channels are
+        also read by the next block's shortcut, which is left alone (see
+        :func:`baselines.core.gnt.resnet_units`). ``"first_convs"``: each block's first conv
+        only, read by the block's second conv alone.
+        """
+        check_choice("coverage", coverage, COVERAGES)
+        blocks = self._blocks
+        if coverage == "first_convs":
+            return [ChannelLayer(b.conv1, b.bn1, b.conv2, b.bn2) for b in blocks]
+        layers = [ChannelLayer(self.conv1, self.bn1, blocks[0].conv1, blocks[0].bn1)]
+        for k, b in enumerate(blocks):
+            layers.append(ChannelLayer(b.conv1, b.bn1, b.conv2, b.bn2))
+            if k + 1 < len(blocks):
+                layers.append(ChannelLayer(b.conv2, b.bn2, blocks[k + 1].conv1, blocks[k + 1].bn1))
+            else:
+                layers.append(ChannelLayer(b.conv2, b.bn2, self.fc, None))
+        return layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` for images ``(N, 3, 32, 32)``."""
+        h = F.relu(self.bn1(self.conv1(x)))
+        for block in self._blocks:
+            h = block(h)
+        return self.fc(h.mean(dim=(2, 3)))

@@ -3,15 +3,15 @@
 The learner of Dohare et al. (Nature 2024), "Incremental CIFAR-100", after the public code
 ``lop/incremental_cifar/incremental_cifar_experiment.py`` (cited as *the code* below) and
 its configs ``lop/incremental_cifar/cfg/*.json``. One agent class, :class:`IncrementalAgent`,
-and one config, :class:`IncrementalConfig`; the five variants are presets of it:
+and one config, :class:`IncrementalConfig`; the five algorithms on this stream are presets
+of it (in ``baselines/<algorithm>.py``):
 
-- ``make_backprop_agent``: the base (``base_deep_learning_system.json``);
-- ``make_shrink_perturb_agent``: noise 1e-5 after every step (``shrink_and_perturb.json``);
-- ``make_continual_backprop_agent``: generate-and-test over the channels of every conv
-  outside the downsample shortcuts (``continual_backpropagation.json``);
-- ``make_head_reset_agent``: the head re-initialized at every new block
-  (``head_resetting.json``);
-- ``make_from_scratch_agent``: network and optimizer re-initialized at every block
+- ``backprop``: the base (``base_deep_learning_system.json``);
+- ``shrink_perturb``: noise 1e-5 after every step (``shrink_and_perturb.json``);
+- ``continual_backprop``: generate-and-test over the channels of every conv outside the
+  downsample shortcuts (``continual_backpropagation.json``);
+- ``head_reset``: the head re-initialized at every new block (``head_resetting.json``);
+- ``from_scratch``: network and optimizer re-initialized at every block
   (``retrained_network.json``).
 
 Protocol (DESIGN.md section 4; the stream ``lop/IncrementalCIFAR100-v0``):
@@ -54,7 +54,7 @@ Differences from the code, and why:
   running means and variances; they matter in eval mode until training has replaced them).
 - Continual backprop replaces the channels of the code's layers (the stem and both convs
   of every block, ``cbp_layers="all_convs"``), scoring every layer before replacing; see
-  :class:`baselines.resnet.ResidualGenerateAndTest` for how the channels that feed the
+  :mod:`baselines.core.gnt` (:class:`~baselines.core.gnt.ResidualUnits`) for how the channels that feed the
   residual stream are handled and for its differences (the code never resets the
   momentum of replaced units, drops their mean contribution, counts the units due over
   all channels, not the eligible ones).
@@ -78,41 +78,24 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from baselines.resnet import (
-    COVERAGES,
-    UTILITIES,
-    ResidualGenerateAndTest,
-    ResNet18,
-    stage_channels,
-)
-from lop_bench.agents import is_vector_spec, select_preset, tier_of
-from lop_bench.config import (
-    check_choice,
-    check_positive,
-    check_range,
-    config_to_dict,
-    replace_checked,
-)
-from lop_bench.errors import InvalidActionError, InvalidConfigError, VectorizationNotSupported
+from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, resnet_units
+from baselines.core.nets import COVERAGES, ResNet18, stage_channels
+from baselines.core.optim import OptimizerEntries
+from lop_bench.agents import tier_of
+from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
+from lop_bench.errors import InvalidActionError, InvalidConfigError
 from lop_bench.seeding import check_seed, spawn_generators
 
 __all__ = [
-    "INCREMENTAL_CIFAR",
     "GENERATOR_PURPOSES",
+    "CPU_WIDTH",
     "IncrementalConfig",
-    "PRESETS",
     "learning_rate",
     "lr_milestone_epochs",
     "resolve_memory_format",
     "IncrementalAgent",
-    "make_backprop_agent",
-    "make_shrink_perturb_agent",
-    "make_continual_backprop_agent",
-    "make_head_reset_agent",
-    "make_from_scratch_agent",
 ]
 
-INCREMENTAL_CIFAR = "lop/IncrementalCIFAR100-v0"
 GENERATOR_PURPOSES = ("init", "gnt", "noise")
 """The agent's torch generators, in spawn order (new purposes are only ever appended)."""
 
@@ -120,7 +103,7 @@ _EPOCH_FIELD = "epochs_per_block"  # the stream's tier-config field (Incremental
 
 
 @dataclass(frozen=True)
-class IncrementalConfig:
+class IncrementalConfig(GnTFields):
     """Hyperparameters of the incremental CIFAR-100 agents (defaults: the paper's base)."""
 
     lr: float = 0.1
@@ -151,20 +134,16 @@ class IncrementalConfig:
     ``cbp_layers``)."""
     cbp_layers: str = "all_convs"
     """The convs whose channels generate-and-test replaces
-    (:meth:`~baselines.resnet.ResNet18.channel_layers`). ``"all_convs"``: the code's
+    (:meth:`~baselines.core.nets.ResNet18.channel_layers`). ``"all_convs"``: the code's
     (``lop/algos/res_gnt.py``, ``get_weight_layers``): the stem and both convs of every
     block, outside the downsample shortcuts, each next conv (or the head) taking the
     outgoing weights. ``"first_convs"``: each block's first conv only, whose channels only
     the block's second conv reads (a fresh channel is then hidden from the output, which
     a fresh stem or block-output channel, also read by the next shortcut, is not)."""
-    accumulate: bool = True
-    """Continual backprop's count rule: the fraction of ``replacement_rate * eligible``
-    carries over to later steps, as the code's ``ResGnT`` accumulates (False: a coin flip
-    below one unit, :class:`~baselines.continual_backprop.ContinualBackpropConfig`)."""
+    # Generate-and-test's fields (GnTFields): the count accumulates, as the code's ResGnT
+    # (accumulate True); decay 0.99 (ResGnT(decay_rate=0.99)).
     replacement_rate: float = 1e-5
     """Continual backprop's replacement rate (``continual_backpropagation.json``: 1e-5)."""
-    decay_rate: float = 0.99
-    """Decay of the utility and mean activation (the code's ``ResGnT(decay_rate=0.99)``)."""
     maturity_threshold: int = 1000
     """Steps before a unit may be replaced (``continual_backpropagation.json``: 1000)."""
     utility: str = "contribution"
@@ -213,15 +192,8 @@ class IncrementalConfig:
             )
         stage_channels(self.width)  # raises InvalidConfigError on a bad width
         check_positive("noise_std", self.noise_std, allow_zero=True)
-        check_range("replacement_rate", self.replacement_rate, 0.0, 1.0)
-        check_range("decay_rate", self.decay_rate, 0.0, 1.0)
-        if self.decay_rate >= 1.0:
-            raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
-        check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
-        check_choice("utility", self.utility, UTILITIES)
+        check_gnt_fields(self)
         check_choice("cbp_layers", self.cbp_layers, COVERAGES)
-        if not isinstance(self.accumulate, bool):
-            raise InvalidConfigError(f"accumulate must be true or false, got {self.accumulate!r}.")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise InvalidConfigError(
                 f"channels_last must be true, false or null (channels-last on CUDA only), got "
@@ -252,55 +224,13 @@ def resolve_memory_format(channels_last: bool | None, device: torch.device) -> t
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-_CPU_WIDTH = 0.125
-# The cpu and smoke tiers use a ResNet-18 of 1/8 width (8/16/32/64 channels, 0.18M
-# parameters): about 60 ms per training batch of 90 on one CPU thread (width 1/4: about
-# 130 ms; benchmarks/cifar_speed.py), so a cpu-tier run (200 training and 46 eval batches)
-# takes about 26 CPU-seconds on average over the five agents, and `lop-bench reproduce
-# ... --tier cpu --jobs 2` (25 runs) about 6 minutes on 2 idle cores (the measurement is
-# in the stream's cpu tier, lop_bench/envs/incremental_cifar.py).
-_BASE = IncrementalConfig()
-_SP = dataclasses.replace(_BASE, noise_std=1e-5)
-_CBP = dataclasses.replace(_BASE, continual_backprop=True)
-_HEAD = dataclasses.replace(_BASE, reset_head=True)
-_SCRATCH = dataclasses.replace(_BASE, reset_network=True)
-
-
-def _presets(
-    cfg: IncrementalConfig, cpu: dict[str, Any] | None = None, smoke: dict[str, Any] | None = None
-) -> dict[tuple[str, str], IncrementalConfig]:
-    return {
-        (INCREMENTAL_CIFAR, "*"): cfg,  # paper: the full ResNet-18
-        (INCREMENTAL_CIFAR, "cpu"): dataclasses.replace(cfg, width=_CPU_WIDTH, **(cpu or {})),
-        (INCREMENTAL_CIFAR, "smoke"): dataclasses.replace(cfg, width=_CPU_WIDTH, **(smoke or {})),
-    }
-
-
-PRESETS: dict[str, dict[tuple[str, str], IncrementalConfig]] = {
-    # lr 0.1, momentum 0.9, weight decay 5e-4, early stopping (base_deep_learning_system.json).
-    "backprop": _presets(_BASE),
-    # The base plus noise 1e-5 on every parameter after each step (shrink_and_perturb.json).
-    "shrink_perturb": _presets(_SP),
-    # The base plus generate-and-test: rate 1e-5, maturity 1000, contribution utility,
-    # decay 0.99 (continual_backpropagation.json; ResGnT's default decay), over the code's
-    # layers (cbp_layers "all_convs": the stem and both convs of every block; "first_convs"
-    # is the narrower option) with its accumulated count (accumulate). The paper's run
-    # has about 1,050,000 train steps (its units are replaced about 10 times each); the cpu
-    # tier has 200 and the smoke tier 18, where maturity 1000 would never be reached and
-    # the agent would equal backprop bit for bit. So these functional tiers scale the two
-    # step counts to their length: maturity 20 (cpu; 5 for smoke) and rate 5e-3 (each unit
-    # replaced about once in a cpu run). --hp replacement_rate=1e-5 maturity_threshold=1000
-    # gives the paper's values.
-    "continual_backprop": _presets(
-        _CBP,
-        cpu={"replacement_rate": 5e-3, "maturity_threshold": 20},
-        smoke={"replacement_rate": 5e-3, "maturity_threshold": 5},
-    ),
-    # The base with the head re-initialized at each new block (head_resetting.json).
-    "head_reset": _presets(_HEAD),
-    # A fresh network and optimizer at each block (retrained_network.json).
-    "from_scratch": _presets(_SCRATCH),
-}
+CPU_WIDTH = 0.125
+"""The width of the ResNet-18 of the cpu and smoke presets: 1/8 (8/16/32/64 channels, 0.18M
+parameters): about 60 ms per training batch of 90 on one CPU thread (width 1/4: about 130
+ms; benchmarks/cifar_speed.py), so a cpu-tier run (200 training and 46 eval batches) takes
+about 26 CPU-seconds on average over the five agents, and `lop-bench reproduce ... --tier
+cpu --jobs 2` (25 runs) about 6 minutes on 2 idle cores (the measurement is in the stream's
+cpu tier, lop_bench/envs/incremental_cifar.py)."""
 
 
 def lr_milestone_epochs(cfg: IncrementalConfig, epochs_per_block: int | None = None) -> tuple[int, ...]:
@@ -355,12 +285,28 @@ class IncrementalAgent:
 
     Attributes: ``cfg`` (the frozen :class:`IncrementalConfig`, ``epochs_per_block``
     resolved), ``preset``, ``hparams`` (the config as a dict), ``net``
-    (:class:`~baselines.resnet.ResNet18`), ``memory_format`` (its layout on the agent's
+    (:class:`~baselines.core.nets.ResNet18`), ``memory_format`` (its layout on the agent's
     device, :func:`resolve_memory_format`), ``optimizer`` (``torch.optim.SGD``),
-    ``generators`` (purpose -> ``torch.Generator``), ``gnt``
-    (:class:`~baselines.resnet.ResidualGenerateAndTest` or ``None``), ``best_accuracy``
+    ``generators`` (purpose -> ``torch.Generator``), ``gnt`` (generate-and-test over the
+    conv channels, a :class:`~baselines.core.gnt.SingleSeed`, or ``None``), ``best_accuracy``
     (the block's best validation accuracy so far, or ``None``), ``last_loss``.
     """
+
+    @classmethod
+    def for_stream(cls, cfg: IncrementalConfig, env_spec: Any, observation_space: Any,
+                   action_space: Any, seed: int, device: str | torch.device,
+                   preset: str | None) -> IncrementalAgent:
+        """The agent for a stream: ``epochs_per_block`` 0 is read from the stream (an
+        override in the spec's kwargs, else its tier's)."""
+        if cfg.epochs_per_block == 0:
+            epochs = _stream_epochs(env_spec)
+            if epochs is None:
+                raise InvalidConfigError(
+                    f"cannot read the epochs per block of {getattr(env_spec, 'id', env_spec)!r}: "
+                    "pass epochs_per_block=... as a hyperparameter."
+                )
+            cfg = dataclasses.replace(cfg, epochs_per_block=epochs)
+        return cls(cfg, observation_space, action_space, seed, device, preset=preset)
 
     def __init__(
         self,
@@ -391,7 +337,7 @@ class IncrementalAgent:
             self.net.to(memory_format=torch.channels_last)
         self._milestones = lr_milestone_epochs(cfg)
         self.optimizer = self._make_optimizer()
-        self.gnt: ResidualGenerateAndTest | None = None
+        self.gnt: SingleSeed | None = None
         if cfg.continual_backprop:
             self.gnt = self._make_gnt()
         # A train step keeps all 17 hidden activations only when generate-and-test reads them.
@@ -419,14 +365,10 @@ class IncrementalAgent:
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
 
-    def _make_gnt(self) -> ResidualGenerateAndTest:
+    def _make_gnt(self) -> SingleSeed:
         cfg = self.cfg
-        return ResidualGenerateAndTest(
-            self.net.channel_layers(cfg.cbp_layers), self.optimizer, self.generators["gnt"],
-            replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
-            maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
-            accumulate=cfg.accumulate,
-        )
+        return SingleSeed.of(resnet_units(self.net.channel_layers(cfg.cbp_layers)),
+                             self.generators["gnt"], OptimizerEntries(self.optimizer), cfg)
 
     # -- the online protocol -------------------------------------------------------------
     def _set_active(self, active: Any) -> None:
@@ -569,7 +511,7 @@ class IncrementalAgent:
 
     # -- diagnostics and checkpoints -------------------------------------------------------
     def features(self, x: Any) -> list[torch.Tensor]:
-        """Hidden activations (17 tensors, see :class:`~baselines.resnet.ResNet18`) in eval mode."""
+        """Hidden activations (17 tensors, see :class:`~baselines.core.nets.ResNet18`) in eval mode."""
         was_training = self.net.training
         self.net.eval()
         try:
@@ -625,7 +567,7 @@ class IncrementalAgent:
         self._out, self._mids = None, []
 
 
-# -- factories ------------------------------------------------------------------------------
+# -- the stream's epochs ------------------------------------------------------------------
 def _stream_epochs(env_spec: Any) -> int | None:
     """The stream's ``epochs_per_block``: an override in the spec's kwargs, else the tier's."""
     kwargs = getattr(env_spec, "kwargs", None) or {}
@@ -639,84 +581,3 @@ def _stream_epochs(env_spec: Any) -> int | None:
         return None
     value = getattr(tier_cfg, _EPOCH_FIELD, None)
     return int(value) if isinstance(value, int) else None
-
-
-def _build(
-    variant: str,
-    env_spec: Any,
-    observation_space: Any,
-    action_space: Any,
-    seed: int,
-    device: str | torch.device,
-    hparams: dict[str, Any],
-) -> IncrementalAgent:
-    if is_vector_spec(env_spec):
-        raise VectorizationNotSupported(
-            f"the {variant!r} agent of {INCREMENTAL_CIFAR} has no vectorized version; run "
-            "seeds as separate processes."
-        )
-    preset, cfg = select_preset(PRESETS[variant], env_spec, variant)
-    cfg = replace_checked(cfg, what=f"{variant} hyperparameter", **hparams)
-    if cfg.epochs_per_block == 0:
-        epochs = _stream_epochs(env_spec)
-        if epochs is None:
-            raise InvalidConfigError(
-                f"cannot read the epochs per block of {getattr(env_spec, 'id', env_spec)!r}: "
-                "pass epochs_per_block=... as a hyperparameter."
-            )
-        cfg = dataclasses.replace(cfg, epochs_per_block=epochs)
-    return IncrementalAgent(cfg, observation_space, action_space, seed, device, preset=preset)
-
-
-def make_backprop_agent(
-    env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-    device: str | torch.device = "cpu", **hparams: Any,
-) -> IncrementalAgent:
-    """The base ResNet-18 learner (SGD, lr schedule, early stopping); ``hparams`` override
-    :class:`IncrementalConfig`."""
-    return _build("backprop", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_shrink_perturb_agent(
-    env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-    device: str | torch.device = "cpu", **hparams: Any,
-) -> IncrementalAgent:
-    """The base learner plus Gaussian noise (std 1e-5) on every parameter after each step."""
-    return _build("shrink_perturb", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_continual_backprop_agent(
-    env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-    device: str | torch.device = "cpu", **hparams: Any,
-) -> IncrementalAgent:
-    """The base learner plus generate-and-test over the ResNet's conv channels."""
-    return _build(
-        "continual_backprop", env_spec, observation_space, action_space, seed, device, hparams
-    )
-
-
-def make_head_reset_agent(
-    env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-    device: str | torch.device = "cpu", **hparams: Any,
-) -> IncrementalAgent:
-    """The base learner whose head is re-initialized (Kaiming) at every new block."""
-    return _build("head_reset", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_from_scratch_agent(
-    env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-    device: str | torch.device = "cpu", **hparams: Any,
-) -> IncrementalAgent:
-    """A fresh network and optimizer at every block (the "retrained" reference)."""
-    return _build("from_scratch", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-for _name, _factory in (
-    ("backprop", make_backprop_agent),
-    ("shrink_perturb", make_shrink_perturb_agent),
-    ("continual_backprop", make_continual_backprop_agent),
-    ("head_reset", make_head_reset_agent),
-    ("from_scratch", make_from_scratch_agent),
-):
-    _factory.agent_name = _name  # type: ignore[attr-defined]
-del _name, _factory

@@ -24,16 +24,22 @@ one unit is due), as the paper's runs.
 
 What lop-bench does differently from the paper's code: a time-limit end (``truncated``)
 bootstraps from the value of the last state, while a termination does not (the code treated
-both as terminal); Adam is :class:`~baselines.backprop.EntrywiseAdam`, so continual
+both as terminal); Adam is :class:`~baselines.core.optim.EntrywiseAdam`, so continual
 backprop resets a replaced unit's Adam state and step count (torch's Adam in the paper's
 code was never reset), and the replaced unit's mean contribution moves into the next
-layer's bias (:mod:`baselines.continual_backprop`; the code's correction never happened).
+layer's bias (:mod:`baselines.core.gnt`; the code's correction never happened).
 
-Variants (entry points; presets in :data:`PRESETS`): ``ppo`` (standard Adam), ``ppo_proper_adam``
-(betas 0.99, 0.99), ``ppo_l2`` (weight decay), ``ppo_cbp`` (continual backprop:
-generate-and-test on both networks after every minibatch update, with that minibatch's
-hidden activations) and ``ppo_shrink_perturb`` (weight decay and Gaussian noise after every
+The algorithms on the Ant are presets of :class:`PPOConfig` (in ``baselines/<algorithm>.py``;
+the names ``ppo``, ``ppo_l2``, ... are aliases): ``backprop`` (standard PPO, Adam),
+``ppo_proper_adam`` (betas 0.99, 0.99), ``l2`` (weight decay), ``continual_backprop``
+(generate-and-test on both networks after every minibatch update, with that minibatch's
+hidden activations) and ``shrink_perturb`` (weight decay and Gaussian noise after every
 update; beyond the paper, which has no shrink-and-perturb run on the Ant).
+
+Where things happen (for adding an option): the networks are built in ``__init__``
+(:class:`~baselines.core.nets.MLP`, policy then value), the optimizer there too (one
+:class:`~baselines.core.optim.EntrywiseAdam`); :meth:`PPOAgent._update` runs each
+minibatch's ``loss.backward()``, the optimizer step, then generate-and-test and the noise.
 
 Agent protocol: ``act`` samples from the policy with the agent's own ``torch.Generator``
 and returns the sample (clipped with ``clip_actions``); ``learn`` stores the transition
@@ -50,7 +56,6 @@ than half that speed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -60,42 +65,30 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from baselines.backprop import EntrywiseAdam
-from baselines.continual_backprop import UTILITIES, GenerateAndTest
-from baselines.nets import ACTIVATIONS, INITS, MLP
-from lop_bench.agents import is_vector_spec, select_preset
-from lop_bench.config import (
-    check_choice,
-    check_positive,
-    check_range,
-    config_to_dict,
-    replace_checked,
-)
+from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, network_units
+from baselines.core.nets import ACTIVATIONS, INITS, MLP
+from baselines.core.optim import EntrywiseAdam, OptimizerEntries
+from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
 from lop_bench.diagnostics import Network
-from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
+from lop_bench.errors import InvalidConfigError
 from lop_bench.seeding import check_seed
 
 __all__ = [
-    "ANT",
+    "PROPER_BETAS",
     "PPOConfig",
-    "PRESETS",
     "PPOAgent",
     "compute_gae",
     "gaussian_log_prob",
     "clipped_policy_loss",
-    "make_agent",
-    "make_proper_adam_agent",
-    "make_l2_agent",
-    "make_cbp_agent",
-    "make_shrink_perturb_agent",
 ]
 
-ANT = "lop/ChangingFrictionAnt-v0"
+PROPER_BETAS = (0.99, 0.99)
+"""The paper's "proper" Adam: equal betas (``cfg/ant/ns.yml``, "NS Adam"; PROTOCOLS.md)."""
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(GnTFields):
     """Hyperparameters of PPO (defaults: standard PPO on the Ant, the paper's ``std.yml``)."""
 
     hidden: tuple[int, ...] = (256, 256)
@@ -144,19 +137,18 @@ class PPOConfig:
     """Weight of the squared value error in the loss (the paper's code adds it unweighted)."""
     max_grad_norm: float = 0.0
     """Global gradient-norm clip, 0 for none (the paper's code clips at 1e9: never)."""
+    # Generate-and-test's fields (GnTFields; decay 0.99, ``decay_rate: 0.99``):
     replacement_rate: float = 0.0
     """Continual backprop: fraction of the mature units replaced per update (``rr``: 1e-4
     for CBP, 0 otherwise: no generate-and-test)."""
     maturity_threshold: int = 10_000
     """Continual backprop: updates before a unit may be replaced (``mt: 10000``)."""
-    decay_rate: float = 0.99
-    """Continual backprop: decay of the running utilities (``decay_rate: 0.99``)."""
     utility: str = "contribution"
     """Continual backprop's utility (``util_type_pol``/``util_type_val: 'contribution'``)."""
     accumulate: bool = False
-    """Continual backprop's count rule (:class:`~baselines.continual_backprop.ContinualBackpropConfig`):
-    False, ``gnt.py``'s default, which ``lop/algos/rl/ppo.py`` uses (a coin flip: with at
-    most 256 eligible units x 1e-4, fewer than one unit is due per update)."""
+    """Continual backprop's count rule (:class:`~baselines.core.gnt.GnTFields`): False,
+    ``gnt.py``'s default, which ``lop/algos/rl/ppo.py`` uses (a coin flip: with at most 256
+    eligible units x 1e-4, fewer than one unit is due per update)."""
     noise_std: float = 0.0
     """Shrink and perturb: std of the Gaussian noise added to every weight and bias of both
     networks after every update (``perturb_scale``; 0: none)."""
@@ -190,50 +182,10 @@ class PPOConfig:
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_positive("value_loss_coef", self.value_loss_coef, allow_zero=True)
         check_positive("max_grad_norm", self.max_grad_norm, allow_zero=True)
-        check_range("replacement_rate", self.replacement_rate, 0.0, 1.0)
-        check_positive("maturity_threshold", self.maturity_threshold, allow_zero=True)
-        check_range("decay_rate", self.decay_rate, 0.0, 1.0)
-        if self.decay_rate >= 1.0:
-            raise InvalidConfigError(f"decay_rate must be < 1, got {self.decay_rate!r}.")
-        check_choice("utility", self.utility, UTILITIES)
+        check_gnt_fields(self)
         check_positive("noise_std", self.noise_std, allow_zero=True)
-        for name in ("clip_actions", "accumulate"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-
-
-_PROPER = (0.99, 0.99)
-# Every Ant preset: the first layers' init as on the paper's 111-dim Ant-v3 observation;
-# the env gets the raw Gaussian sample (clip_actions False), as in the paper's code.
-_ANT = PPOConfig(input_fan_in=111)
-
-
-def _ant(**changes: Any) -> PPOConfig:
-    return dataclasses.replace(_ANT, **changes)
-
-
-PRESETS: dict[str, dict[tuple[str, str], PPOConfig]] = {
-    # Standard PPO: Adam with torch's betas (0.9, 0.999) (cfg/ant/std.yml; PROTOCOLS.md).
-    "ppo": {(ANT, "*"): _ANT},
-    # "Proper" Adam: equal betas (0.99, 0.99) (cfg/ant/ns.yml, "NS Adam"; PROTOCOLS.md).
-    "ppo_proper_adam": {(ANT, "*"): _ant(betas=_PROPER)},
-    # L2: Adam's coupled weight decay 1e-3, betas (0.99, 0.99) (cfg/ant/l2.yml; PROTOCOLS.md).
-    "ppo_l2": {(ANT, "*"): _ant(betas=_PROPER, weight_decay=1e-3)},
-    # Continual backprop: replacement rate 1e-4, maturity 10,000 updates, contribution
-    # utility on both networks, weight decay 1e-4, betas (0.99, 0.99) (cfg/ant/cbp.yml),
-    # gnt.py's coin-flip count (accumulate False, PPOConfig's default).
-    "ppo_cbp": {
-        (ANT, "*"): _ant(
-            betas=_PROPER, weight_decay=1e-4, replacement_rate=1e-4, maturity_threshold=10_000
-        )
-    },
-    # Shrink and perturb, beyond the paper (no such run on the Ant): L2's shrink (weight
-    # decay 1e-3, betas 0.99, 0.99) plus noise of std 1e-5 after every update, the noise
-    # the paper uses for shrink-and-perturb on its supervised streams. Not tuned on the Ant.
-    "ppo_shrink_perturb": {
-        (ANT, "*"): _ant(betas=_PROPER, weight_decay=1e-3, noise_std=1e-5)
-    },
-}
+        if not isinstance(self.clip_actions, bool):
+            raise InvalidConfigError(f"clip_actions must be True or False, got {self.clip_actions!r}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,10 +264,17 @@ class PPOAgent:
     Attributes: ``cfg``, ``preset``, ``hparams``, ``policy`` and ``value`` (:class:`MLP`),
     ``log_std``, ``optimizer`` (one :class:`EntrywiseAdam` over all parameters),
     ``generator`` (the agent's own ``torch.Generator``: init, action noise, minibatch
-    shuffles, fresh units, perturbations), ``gnt`` (``[policy, value]``
-    :class:`GenerateAndTest`, or ``[]``), ``num_updates``, ``last_losses``
+    shuffles, fresh units, perturbations), ``gnt`` (``[policy, value]`` generate-and-test,
+    :class:`~baselines.core.gnt.SingleSeed`, or ``[]``), ``num_updates``, ``last_losses``
     (``{"policy": ..., "value": ...}`` of the last minibatch, floats, or ``None``).
     """
+
+    @classmethod
+    def for_stream(cls, cfg: PPOConfig, env_spec: Any, observation_space: Any,
+                   action_space: Any, seed: int, device: str | torch.device,
+                   preset: str | None) -> PPOAgent:
+        """The agent for a stream (:class:`baselines.presets.Preset` builds it so)."""
+        return cls(cfg, observation_space, action_space, seed, device, preset=preset)
 
     def __init__(
         self,
@@ -353,17 +312,11 @@ class PPOAgent:
         self.optimizer = EntrywiseAdam(
             self._params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
-        self.gnt: list[GenerateAndTest] = []
+        self.gnt: list[SingleSeed] = []
         if cfg.replacement_rate > 0:
-            self.gnt = [
-                GenerateAndTest(
-                    net.linear_pairs(), net.init_bounds[:-1], self.optimizer, self.generator,
-                    replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
-                    maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
-                    accumulate=cfg.accumulate,
-                )
-                for net in (self.policy, self.value)
-            ]
+            reset = OptimizerEntries(self.optimizer)
+            self.gnt = [SingleSeed.of(network_units(net), self.generator, reset, cfg)
+                        for net in (self.policy, self.value)]
         self._perturbed = [*self.policy.parameters(), *self.value.parameters()]
 
         # The rollout: host tensors with numpy views for cheap per-step writes.
@@ -598,61 +551,3 @@ class PPOAgent:
         self.num_updates = int(state["num_updates"])
         self.last_losses = state["last_losses"]
         self._std = torch.exp(self.log_std.detach()).cpu()
-
-
-# ---------------------------------------------------------------------------------------
-# factories (entry points of the ``lop_bench.agents`` group)
-
-
-def build_agent(
-    name: str,
-    env_spec: Any,
-    observation_space: Any,
-    action_space: Any,
-    seed: int,
-    device: str | torch.device,
-    hparams: dict[str, Any],
-) -> PPOAgent:
-    """The ``name`` variant's preset for ``env_spec``, with ``hparams`` applied (checked)."""
-    if is_vector_spec(env_spec):
-        raise VectorizationNotSupported(
-            f"{name} has no vectorized version: run MuJoCo seeds as separate processes "
-            "(lop-bench run ... --seeds 0-4 --jobs N)."
-        )
-    preset, cfg = select_preset(PRESETS[name], env_spec, name)
-    cfg = replace_checked(cfg, what=f"{name} hyperparameter", **hparams)
-    return PPOAgent(cfg, observation_space, action_space, seed, device, preset=preset)
-
-
-def make_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-               device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
-    """Standard PPO (Adam betas 0.9, 0.999); ``hparams`` override :class:`PPOConfig`."""
-    return build_agent("ppo", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_proper_adam_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-                           device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
-    """PPO with "proper" Adam (betas 0.99, 0.99); ``hparams`` override :class:`PPOConfig`."""
-    return build_agent("ppo_proper_adam", env_spec, observation_space, action_space, seed,
-                       device, hparams)
-
-
-def make_l2_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-                  device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
-    """PPO with L2 (weight decay 1e-3, betas 0.99); ``hparams`` override :class:`PPOConfig`."""
-    return build_agent("ppo_l2", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_cbp_agent(env_spec: Any, observation_space: Any, action_space: Any, seed: int,
-                   device: str | torch.device = "cpu", **hparams: Any) -> PPOAgent:
-    """PPO with continual backprop (generate-and-test on both networks); ``hparams``
-    override :class:`PPOConfig`."""
-    return build_agent("ppo_cbp", env_spec, observation_space, action_space, seed, device, hparams)
-
-
-def make_shrink_perturb_agent(env_spec: Any, observation_space: Any, action_space: Any,
-                              seed: int, device: str | torch.device = "cpu",
-                              **hparams: Any) -> PPOAgent:
-    """PPO with shrink and perturb (beyond the paper); ``hparams`` override :class:`PPOConfig`."""
-    return build_agent("ppo_shrink_perturb", env_spec, observation_space, action_space, seed,
-                       device, hparams)

@@ -9,15 +9,15 @@ Seed ``i`` is the single-seed agent of seed ``seeds[i]``, as far as floating poi
 it be: the same initial weights (drawn from a ``torch.Generator`` seeded the same way, in
 the same order), the same fresh units and noise (drawn from the same generator), the
 same update rules (SGD with coupled weight decay and momentum, as ``torch.optim.SGD``;
-generate-and-test as :class:`baselines.continual_backprop.GenerateAndTest`). Batched
+generate-and-test: the same :class:`baselines.core.gnt.GenerateAndTest`, N seeds). Batched
 products add in another order than autograd's, so the weights differ by rounding; the
 per-task curves agree within the tolerance the equivalence tests state.
 
 Supported: SGD (``momentum``, coupled ``weight_decay``), the activations of
-:mod:`baselines.nets`, and two heads: regression (``Box`` actions of shape (batch,
+:mod:`baselines.core.nets`, and two heads: regression (``Box`` actions of shape (batch,
 outputs), the mean squared error) and classification (``MultiDiscrete([n] * batch)``
 actions, the argmax; cross-entropy against the integer labels, as
-:class:`~baselines.backprop.BackpropAgent`). So the reference agents run many seeds of
+:class:`~baselines.agents.supervised.SupervisedAgent`). So the reference agents run many seeds of
 slowly-changing regression and of online permuted MNIST. The factories raise
 ``VectorizationNotSupported`` otherwise.
 
@@ -50,46 +50,26 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from baselines.nets import kaiming_uniform_bound
+from baselines.agents.supervised import (
+    ContinualBackpropConfig,
+    ShrinkPerturbConfig,
+    SupervisedConfig,
+)
+from baselines.core.gnt import DenseUnits, GenerateAndTest
+from baselines.core.nets import kaiming_uniform_bound
+from baselines.core.optim import noise_chunk_size
+from lop_bench.agents import vector_seeds
+from lop_bench.config import config_to_dict
 from lop_bench.errors import VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
 __all__ = [
     "FUSED_MIN_WEIGHTS",
     "VectorMLPAgent",
-    "build_vectorized",
-    "noise_chunk_size",
-    "coin_flip",
 ]
 
-_NOISE_CHUNK_ELEMENTS = 1 << 20
 FUSED_MIN_WEIGHTS = 256
 """Layers with at least this many weights per seed take the fused SGD step (module docstring)."""
-
-
-def noise_chunk_size(num_params: int) -> int:
-    """Steps of shrink-and-perturb noise drawn at once (same rule single and vectorized)."""
-    return max(1, min(1024, _NOISE_CHUNK_ELEMENTS // max(1, num_params)))
-
-
-def coin_flip(generator: torch.Generator) -> float:
-    """One uniform draw in ``[0, 1)`` from ``generator`` (on its device): the coin of
-    generate-and-test's ``accumulate=False`` (same rule single and vectorized)."""
-    return float(torch.rand(1, generator=generator, device=generator.device))
-
-
-def build_vectorized(cfg: Any, observation_space: Any, action_space: Any,
-                     seeds: Sequence[int], device: Any, preset: str | None) -> VectorMLPAgent:
-    """The vectorized agent for a reference agent's config: plain SGD (backprop, l2,
-    linear), with noise (``noise_std``: shrink and perturb), with generate-and-test
-    (``replacement_rate``: continual backprop)."""
-    gnt = None
-    if hasattr(cfg, "replacement_rate"):
-        gnt = dict(replacement_rate=cfg.replacement_rate, decay_rate=cfg.decay_rate,
-                   maturity_threshold=cfg.maturity_threshold, utility=cfg.utility,
-                   accumulate=cfg.accumulate)
-    return VectorMLPAgent(cfg, observation_space, action_space, seeds, device, preset,
-                          noise_std=getattr(cfg, "noise_std", 0.0), gnt=gnt)
 
 
 def _derivative(activation: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -153,19 +133,30 @@ class VectorMLPAgent:
 
     vectorized = True
 
+    @classmethod
+    def for_stream(cls, cfg: SupervisedConfig, env_spec: Any, observation_space: Any,
+                   action_space: Any, seed: int | Sequence[int], device: str | torch.device,
+                   preset: str | None) -> VectorMLPAgent:
+        """The agent for a vector env (``make_vec``): its sub-envs' seeds from ``seed``
+        (:func:`lop_bench.agents.vector_seeds`)."""
+        return cls(cfg, observation_space, action_space, vector_seeds(env_spec, seed), device,
+                   preset)
+
     def __init__(
         self,
-        cfg: Any,
+        cfg: SupervisedConfig,
         observation_space: Any,
         action_space: Any,
         seeds: Sequence[int],
         device: str | torch.device = "cpu",
         preset: str | None = None,
-        *,
-        noise_std: float = 0.0,
-        gnt: dict[str, Any] | None = None,
     ) -> None:
-        if getattr(cfg, "optimizer", "sgd") != "sgd":
+        if cfg.arch != "mlp" or cfg.reset_head:
+            raise VectorizationNotSupported(
+                f"arch={cfg.arch!r}, reset_head={cfg.reset_head!r} has no vectorized agent (MLPs "
+                "without a head reset only); run the seeds one by one."
+            )
+        if cfg.optimizer != "sgd":
             raise VectorizationNotSupported(
                 "vectorized agents support optimizer='sgd' only; run Adam seeds one by one."
             )
@@ -174,8 +165,6 @@ class VectorMLPAgent:
             raise VectorizationNotSupported(f"activation {cfg.activation!r} is not vectorized.")
         self.cfg = cfg
         self.preset = preset
-        from lop_bench.config import config_to_dict
-
         self.hparams = config_to_dict(cfg)
         self.device = torch.device(device)
         self.seeds = tuple(check_seed(s) for s in seeds)
@@ -212,13 +201,19 @@ class VectorMLPAgent:
         self._ones = torch.ones(n, 1, batch, device=self.device)  # sums the batch (bias)
         if self.classify:  # d cross-entropy / d logits = softmax - one-hot: the -1 of the one-hot
             self._minus_one = torch.full((n, batch, 1), -1.0, device=self.device)
-        self.noise_std = float(noise_std)
+        self.noise_std = cfg.noise_std if isinstance(cfg, ShrinkPerturbConfig) else 0.0
         if self.noise_std > 0:
             self._num_params = sum(p[0].numel() for p in self.params)
             self._noise_chunk = noise_chunk_size(self._num_params)
             self._noise: torch.Tensor | None = None
             self._noise_row = 0
-        self.gnt = _VectorGnT(self, **gnt) if gnt else None
+        self.gnt: GenerateAndTest | None = None
+        if isinstance(cfg, ContinualBackpropConfig):
+            units = [DenseUnits(self.W[i], self.b[i], self.W[i + 1], self.b[i + 1],
+                                self.init_bounds[i], (2 * i, 2 * i + 1, 2 * i + 2), batched=True)
+                     for i in range(len(hidden))]
+            self.gnt = GenerateAndTest.from_config(units, self.generators, _MomentumEntries(self),
+                                                   cfg)
         self._cache: tuple | None = None
         # On CUDA the step is replayed from CUDA graphs, unless LOP_BENCH_CUDA_GRAPHS=0 (or
         # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
@@ -509,156 +504,19 @@ class _CudaGraphStep:
             return None
 
 
-class _VectorGnT:
-    """Generate-and-test for N batched MLPs: :class:`~baselines.continual_backprop.GenerateAndTest`
-    seed by seed, in batched operations: every layer is scored, then the units due are
-    replaced; the count rule (``accumulate``) and the draws from each seed's generator (its
-    coin flips, then its fresh units, layer by layer) are the single agent's."""
+class _MomentumEntries:
+    """Generate-and-test's optimizer-state reset (:data:`~baselines.core.gnt.ResetState`)
+    for the batched SGD: the momentum buffers' entries of a seed (``param`` is the index of
+    the parameter in ``agent.params``)."""
 
-    def __init__(self, agent: VectorMLPAgent, *, replacement_rate: float, decay_rate: float,
-                 maturity_threshold: int, utility: str, accumulate: bool = True) -> None:
+    def __init__(self, agent: VectorMLPAgent) -> None:
         self.agent = agent
-        self.replacement_rate = float(replacement_rate)
-        self.eta = float(decay_rate)
-        self.maturity = int(maturity_threshold)
-        self.adaptable = utility == "adaptable_contribution"
-        self.accumulate = bool(accumulate)
-        n = agent.num_envs
-        self.step_count = 0
-        hidden = [W.shape[1] for W in agent.W[:-1]]
-        dev = agent.device
-        self.utility = [torch.zeros(n, h, device=dev) for h in hidden]
-        self.mean_act = [torch.zeros(n, h, device=dev) for h in hidden]
-        self.bias_correction = [torch.zeros(n, h, device=dev) for h in hidden]
-        self.birth = [np.zeros((n, h), dtype=np.int64) for h in hidden]  # age = step - birth
-        self.accumulated = [np.zeros(n, dtype=np.float64) for _ in hidden]
-        self.num_replaced = [np.zeros(n, dtype=np.int64) for _ in hidden]
-        # Per seed, replacement_rate * (eligible units): it changes only when a unit matures
-        # or is replaced, so it is recounted then, not every step.
-        self._due_rate = [np.zeros(n, dtype=np.float64) for _ in hidden]
-        self._next_recount = [self.maturity + 1] * len(hidden)
 
-    def buffers(self) -> list[torch.Tensor]:
-        return [*self.utility, *self.mean_act, *self.bias_correction]
-
-    _STATE = ("utility", "mean_act", "bias_correction", "birth", "accumulated", "num_replaced",
-              "_due_rate")
-
-    def state_dict(self) -> dict[str, Any]:
-        """Step count, per-layer utilities, mean activations, ages and replacement counts."""
-        return {"step_count": self.step_count, "next_recount": list(self._next_recount),
-                **{k: list(getattr(self, k)) for k in self._STATE}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.step_count = int(state["step_count"])
-        self._next_recount = [int(v) for v in state["next_recount"]]
-        for key in self._STATE:
-            for dst, src in zip(getattr(self, key), state[key], strict=True):
-                if isinstance(dst, torch.Tensor):
-                    dst.copy_(torch.as_tensor(src))
-                else:
-                    dst[...] = src
-
-    def ages(self, layer: int) -> np.ndarray:
-        return self.step_count - self.birth[layer]
-
-    def step(self, features: list[torch.Tensor]) -> None:
-        self.step_count += 1
-        due = []
-        for i, h in enumerate(features):
-            self._update(i, h)
-            if self.replacement_rate == 0.0:
-                continue
-            if self.step_count >= self._next_recount[i]:
-                self._recount(i)
-            k = self._num_due(i)
-            if k is None:  # nothing due in any seed (the common case)
-                continue
-            mature = self.ages(i) > self.maturity
-            num_mature = mature.sum(1)
-            for s in np.flatnonzero(k).tolist():
-                kk = min(int(k[s]), int(num_mature[s]))
-                if kk:
-                    due.append((i, s, self._lowest(i, s, kk, mature[s])))
-        for i, s, idx in due:
-            self.replace(i, s, idx)
-        for i in sorted({i for i, _, _ in due}):
-            self._recount(i)
-
-    def _update(self, i: int, h: torch.Tensor) -> None:
-        """Mean activations and utilities of layer ``i`` from its activations (N, batch, units)."""
-        eta = self.eta
-        agent = self.agent
-        W_in, W_out = agent.W[i], agent.W[i + 1]
-        single = h.shape[1] == 1
-        h_mean = h[:, 0] if single else h.mean(1)
-        bc = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
-        mean_act = self.mean_act[i].lerp_(h_mean, 1.0 - eta)
-        out_mag = W_out.abs().mean(1)
-        if self.adaptable:
-            if single:
-                deviation = (h_mean - mean_act / bc).abs_()
-            else:
-                deviation = (h - (mean_act / bc).unsqueeze(1)).abs_().mean(1)
-            new_util = out_mag.mul_(deviation).div_(W_in.abs().mean(2))
+    def __call__(self, param: int, seed: int, index: torch.Tensor, dim: int) -> None:
+        buffers = self.agent.momentum_buffers
+        if buffers is None:
+            return
+        if dim == 0:
+            buffers[param][seed][index] = 0.0
         else:
-            new_util = out_mag.mul_(h_mean.abs() if single else h.abs().mean(1))
-        self.utility[i].lerp_(new_util, 1.0 - eta)
-
-    def _num_due(self, i: int) -> np.ndarray | None:
-        """Units due per seed in layer ``i`` (before the cap at the eligible count), or None
-        when none is due in any seed: the single agent's rule, seed by seed."""
-        rate = self._due_rate[i]
-        if self.accumulate:
-            acc = self.accumulated[i] + rate
-            self.accumulated[i] = acc
-            if acc.max() < 1.0:
-                return None
-            k = acc.astype(np.int64)
-            self.accumulated[i] = acc - k
-            return k
-        k = rate.astype(np.int64)  # int(n) where n >= 1
-        for s in np.flatnonzero((rate > 0.0) & (rate < 1.0)).tolist():
-            k[s] = int(coin_flip(self.agent.generators[s]) <= rate[s])
-        return k if k.any() else None
-
-    def _recount(self, i: int) -> None:
-        """Eligible units per seed of layer ``i``, and the step at which the next one matures."""
-        ages = self.ages(i)
-        mature = ages > self.maturity
-        self._due_rate[i] = self.replacement_rate * mature.sum(1)
-        young = ages[~mature]
-        self._next_recount[i] = (self.step_count + self.maturity + 1 - int(young.max())
-                                 if young.size else np.iinfo(np.int64).max)
-
-    def _lowest(self, i: int, s: int, k: int, mature: np.ndarray) -> torch.Tensor:
-        score = torch.nan_to_num(self.utility[i][s] / self.bias_correction[i][s], nan=0.0)
-        score = score.masked_fill(~torch.from_numpy(mature).to(score.device), math.inf)
-        return torch.topk(score, k, largest=False).indices
-
-    def replace(self, i: int, s: int, indices: Any) -> None:
-        """Replace units ``indices`` of hidden layer ``i`` of seed ``s`` by fresh ones."""
-        agent = self.agent
-        W_in, b_in, W_out, b_out = agent.W[i][s], agent.b[i][s], agent.W[i + 1][s], agent.b[i + 1][s]
-        idx = torch.unique(torch.as_tensor(indices, dtype=torch.long, device=W_in.device).reshape(-1))
-        k = idx.numel()
-        bc = self.bias_correction[i][s][idx]
-        corrected = self.mean_act[i][s][idx] / bc
-        mean = torch.where(bc > 0, corrected, torch.zeros_like(corrected))
-        b_out.add_(W_out[:, idx] @ mean)
-        bound = agent.init_bounds[i]
-        fresh = torch.empty((k, W_in.shape[1]), device=W_in.device, dtype=W_in.dtype)
-        W_in[idx] = fresh.uniform_(-bound, bound, generator=agent.generators[s])
-        b_in[idx] = 0.0
-        W_out[:, idx] = 0.0
-        if agent.momentum_buffers is not None:
-            bufs = agent.momentum_buffers
-            bufs[2 * i][s][idx] = 0.0
-            bufs[2 * i + 1][s][idx] = 0.0
-            bufs[2 * i + 2][s][:, idx] = 0.0
-        self.utility[i][s][idx] = 0.0
-        self.mean_act[i][s][idx] = 0.0
-        self.bias_correction[i][s][idx] = 0.0
-        self.birth[i][s][idx.cpu().numpy()] = self.step_count
-        self.num_replaced[i][s] += k
+            buffers[param][seed][:, index] = 0.0
