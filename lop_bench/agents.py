@@ -9,6 +9,10 @@ Factories are found by name in the entry-point group ``lop_bench.agents`` (decla
 package's ``pyproject.toml``), or given as ``"package.module:function"``, or passed as the
 callable itself. ``lop_bench`` never imports the reference agents in ``baselines/``
 directly: they register themselves through the same entry-point group as a user's own.
+
+Two optional attributes of a factory: ``agent_name`` (the name a result records when the
+callable itself is passed) and ``preset_keys()`` (the ``(stream id, tier)`` pairs it has a
+preset for, ``"*"`` for every tier: ``lop-bench list`` shows them as a table).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "AgentFactory",
     "ENTRY_POINT_GROUP",
     "list_agents",
+    "agent_presets",
     "resolve_factory",
     "make_agent",
     "select_preset",
@@ -80,6 +85,16 @@ AgentFactory = Callable[..., Agent]
 def list_agents() -> list[str]:
     """Names of the agents registered in the ``lop_bench.agents`` entry-point group."""
     return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def agent_presets(agent: str | AgentFactory) -> list[tuple[str, str]] | None:
+    """The ``(stream id, tier)`` pairs an agent's factory has presets for (its optional
+    ``preset_keys()``), or ``None`` when the factory does not say."""
+    _, factory = resolve_factory(agent)
+    keys = getattr(factory, "preset_keys", None)
+    if not callable(keys):
+        return None
+    return sorted((str(stream), str(tier)) for stream, tier in keys())
 
 
 def resolve_factory(agent: str | AgentFactory) -> tuple[str, AgentFactory]:

@@ -191,21 +191,45 @@ def _run_parallel(jobs: list[dict[str, Any]], num_workers: int,
 
 # -- subcommands ----------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from lop_bench.agents import list_agents
+    from lop_bench.agents import agent_presets, list_agents
     from lop_bench.registration import list_envs, stream_spec
 
     print("Streams (lop_bench.make(ID, tier=...)):")
-    for env_id in list_envs():
+    env_ids = list_envs()
+    for env_id in env_ids:
         spec = stream_spec(env_id)
         tiers = ", ".join(f"{t} ({c.num_seeds} seeds)" for t, c in spec.tiers.items())
         print(f"  {env_id}\n    tiers: {tiers}")
         print(f"    reference agents: {', '.join(spec.reference_agents)}")
         if spec.vector_env is not None:
             print("    vectorized: yes (lop_bench.make_vec; lop-bench run ... --vectorized)")
-    print("Agents (entry-point group lop_bench.agents):")
-    for name in list_agents():
-        print(f"  {name}")
+    print("Agents (entry-point group lop_bench.agents) and the tiers they have a preset for "
+          "(all: every tier; -: none; ?: a factory that does not say):")
+    print(_preset_table(list_agents(), env_ids, agent_presets))
     return 0
+
+
+def _preset_table(agents: Sequence[str], env_ids: Sequence[str],
+                  presets_of: Callable[[str], list[tuple[str, str]] | None]) -> str:
+    """Agents x streams: the tiers of each agent's presets on each stream."""
+    def cell(keys: list[tuple[str, str]] | None, env_id: str) -> str:
+        if keys is None:
+            return "?"
+        tiers = [tier for stream, tier in keys if stream == env_id]
+        if "*" in tiers:
+            return "all"
+        return ",".join(tiers) or "-"
+
+    rows = [["agent", *(e.split("/")[-1] for e in env_ids)]]
+    for name in agents:
+        try:
+            keys = presets_of(name)
+        except LopBenchError:  # a registered agent that fails to load: listed, not shown
+            keys = None
+        rows.append([name, *(cell(keys, e) for e in env_ids)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in rows)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
