@@ -24,6 +24,17 @@ Its init is ``kaiming_init_resnet_module`` of the paper's code: conv weights
 Kaiming-normal with ReLU's gain and fan-in, ``N(0, 2 / fan_in)``; the head ``N(0, 1 /
 fan_in)``; all biases 0; batch-norm weight 1, bias 0, running mean 0, running variance 1.
 
+Variants of :class:`MLP` and :class:`ConvNet` (the ``crelu`` and ``layernorm`` reference
+agents): ``activation="crelu"`` (:class:`~baselines.core.activations.CReLU`: a hidden layer
+of ``k`` units gives ``2 k`` features, so the next layer's fan-in is ``2 k``; the features
+are what diagnostics see) and ``layer_norm=True`` (a normalization with its affine
+parameters between each hidden layer's pre-activation and its activation, Lyle et al.
+2024's placement: ``nn.LayerNorm`` over a dense layer's units, ``nn.GroupNorm(1, C)`` over a
+conv layer's (C, H, W) with one scale and shift per channel). The normalizations start at
+scale 1, shift 0 and draw nothing, so the linear layers' init is the same; with
+``layer_norm=False`` and another activation the networks are exactly the paper's.
+Generate-and-test (``unit_pairs``) is not defined for either variant.
+
 A leaf of ``baselines``: imports torch and ``lop_bench`` only.
 """
 
@@ -37,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.core.activations import CReLU, crelu
 from lop_bench.config import check_choice
 from lop_bench.errors import InvalidConfigError
 
@@ -44,6 +56,7 @@ __all__ = [
     "ACTIVATIONS",
     "INITS",
     "activation_gain",
+    "feature_width",
     "kaiming_uniform_bound",
     "default_init_bound",
     "MLP",
@@ -65,6 +78,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,  # negative slope 0.01, torch's default (and calculate_gain's)
     "swish": nn.SiLU,
     "linear": nn.Identity,
+    "crelu": CReLU,  # [relu(z), relu(-z)]: twice the features (feature_width)
 }
 
 # The same activations as plain functions: calling them skips nn.Module.__call__, which
@@ -77,7 +91,17 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "leaky_relu": F.leaky_relu,
     "swish": F.silu,
     "linear": lambda x: x,
+    "crelu": lambda x: crelu(x, -1),
 }
+
+CONV_ACTIVATIONS = ("relu", "crelu")
+"""Activations of :class:`ConvNet`: the paper's ReLU, or CReLU."""
+
+
+def feature_width(activation: str, units: int) -> int:
+    """Features a hidden layer of ``units`` units gives: ``2 * units`` for CReLU, else
+    ``units`` (the next layer's fan-in)."""
+    return 2 * units if activation == "crelu" else units
 
 
 INITS = ("kaiming", "lecun")
@@ -85,9 +109,11 @@ INITS = ("kaiming", "lecun")
 
 
 def activation_gain(activation: str) -> float:
-    """The Kaiming gain of ``activation`` (swish and ELU use ReLU's, as the paper's code)."""
+    """The Kaiming gain of ``activation`` (swish and ELU use ReLU's, as the paper's code;
+    CReLU ReLU's too: with the next layer's fan-in ``2 k`` counted, ``sqrt(2)`` keeps the
+    variance, since ``relu(z)**2 + relu(-z)**2 = z**2``)."""
     check_choice("activation", activation, tuple(ACTIVATIONS))
-    if activation in ("swish", "elu"):
+    if activation in ("swish", "elu", "crelu"):
         activation = "relu"
     return torch.nn.init.calculate_gain(activation)
 
@@ -113,7 +139,8 @@ class MLP(nn.Module):
     (gain 1 everywhere, ``U(-sqrt(3 / fan_in), sqrt(3 / fan_in))``: the paper's PPO nets).
     ``input_fan_in`` replaces ``in_features`` as the first layer's fan-in in its bound (the
     paper's Ant inputs were 111, of which lop-bench's Ant keeps the 27 that were not always
-    zero; default: ``in_features``).
+    zero; default: ``in_features``). ``activation="crelu"`` and ``layer_norm=True``: the
+    variants of the module docstring (``norms[i]``: hidden layer ``i``'s ``nn.LayerNorm``).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> net = MLP(20, (5,), 1, "relu", generator=g)
@@ -131,6 +158,7 @@ class MLP(nn.Module):
         device: torch.device | str | None = None,
         init: str = "kaiming",
         input_fan_in: int | None = None,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         check_choice("activation", activation, tuple(ACTIVATIONS))
@@ -138,7 +166,9 @@ class MLP(nn.Module):
         sizes = (int(in_features), *map(int, hidden), int(out_features))
         if any(s <= 0 for s in sizes):
             raise InvalidConfigError(f"layer sizes must be > 0, got {sizes}.")
-        fan_ins = (sizes[0] if input_fan_in is None else int(input_fan_in), *sizes[1:-1])
+        # Inputs of each layer: the features of the layer below (2 x its units for CReLU).
+        in_sizes = (sizes[0], *(feature_width(activation, h) for h in sizes[1:-1]))
+        fan_ins = (sizes[0] if input_fan_in is None else int(input_fan_in), *in_sizes[1:])
         if fan_ins[0] <= 0:
             raise InvalidConfigError(f"input_fan_in must be > 0, got {input_fan_in!r}.")
         self.activation = activation
@@ -147,13 +177,18 @@ class MLP(nn.Module):
         # On the meta device nn.Linear allocates nothing and draws nothing from the
         # global RNG; to_empty then allocates, and reset_parameters fills from `generator`.
         self.layers = nn.ModuleList(
-            nn.Linear(a, b, device="meta") for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            nn.Linear(a, b, device="meta") for a, b in zip(in_sizes, sizes[1:], strict=True)
         )
         self.to_empty(device=device if device is not None else generator.device)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:  # scale 1, shift 0: nothing drawn (after the layers: same order)
+            dev = self.layers[0].weight.device
+            self.norms = nn.ModuleList(nn.LayerNorm(int(h), device=dev) for h in hidden)
         # Plain references for forward: slicing an nn.ModuleList builds a new one (about
         # 10 us a call). object.__setattr__ keeps nn.Module from registering them twice.
         object.__setattr__(self, "_hidden_layers", tuple(self.layers)[:-1])
         object.__setattr__(self, "_output_layer", self.layers[-1])
+        object.__setattr__(self, "_norms", tuple(self.norms) if self.layer_norm else ())
         hidden_gain = activation if init == "kaiming" else "linear"
         gains = [hidden_gain] * len(hidden) + ["linear"]
         self.init_bounds = tuple(
@@ -172,14 +207,21 @@ class MLP(nn.Module):
         for layer, bound in zip(self.layers, self.init_bounds, strict=True):
             layer.weight.uniform_(-bound, bound, generator=generator)
             layer.bias.zero_()
+        for norm in self._norms:
+            norm.reset_parameters()
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The output and the activations of every hidden layer, from one forward pass."""
         feats = []
         act = self._act_fn
-        for layer in self._hidden_layers:
-            x = act(F.linear(x, layer.weight, layer.bias))
-            feats.append(x)
+        if self._norms:
+            for layer, norm in zip(self._hidden_layers, self._norms, strict=True):
+                x = act(norm(F.linear(x, layer.weight, layer.bias)))
+                feats.append(x)
+        else:
+            for layer in self._hidden_layers:
+                x = act(F.linear(x, layer.weight, layer.bias))
+                feats.append(x)
         last = self._output_layer
         return F.linear(x, last.weight, last.bias), feats
 
@@ -190,11 +232,23 @@ class MLP(nn.Module):
     def linear_pairs(self) -> list[tuple[nn.Linear, nn.Linear]]:
         """``(layer, next_layer)`` for every hidden layer: the unit's incoming and outgoing
         weights, as generate-and-test needs them."""
+        _check_plain("MLP", self.activation, self.layer_norm)
         return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]
 
     def unit_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """The same as :meth:`linear_pairs` (the name :class:`ConvNet` shares)."""
         return self.linear_pairs()
+
+
+def _check_plain(net: str, activation: str, layer_norm: bool) -> None:
+    """Generate-and-test's unit pairs need a unit's outgoing weights to be one column and
+    nothing between the layers: not so with CReLU (two columns) or a normalization."""
+    if activation == "crelu" or layer_norm:
+        raise InvalidConfigError(
+            f"generate-and-test is not defined for an {net} with activation={activation!r}, "
+            f"layer_norm={layer_norm!r}; use activation='relu' (or another plain one) "
+            "without layer_norm."
+        )
 
 
 class ConvNet(nn.Module):
@@ -218,6 +272,11 @@ class ConvNet(nn.Module):
     reads (diagnostics and generate-and-test treat axis 1 as the units); for each hidden
     fc layer its ReLU output (N, units).
 
+    ``activation="crelu"`` and ``layer_norm=True``: the variants of the module docstring
+    (CReLU doubles the channels the max-pool and the next layer see; ``norms[i]`` is
+    hidden layer ``i``'s ``nn.GroupNorm(1, C)`` (conv) or ``nn.LayerNorm`` (fc), before its
+    activation).
+
     >>> net = ConvNet(generator=torch.Generator().manual_seed(0))
     >>> out, feats = net.forward_with_features(torch.zeros(4, 3, 32, 32))
     >>> [tuple(f.shape) for f in feats]
@@ -234,8 +293,12 @@ class ConvNet(nn.Module):
         hidden: tuple[int, ...] = (128, 128),
         generator: torch.Generator,
         device: torch.device | str | None = None,
+        activation: str = "relu",
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        check_choice("activation", activation, CONV_ACTIVATIONS)
+        self.activation = activation
         if len(in_shape) != 3 or any(int(s) <= 0 for s in in_shape):
             raise InvalidConfigError(
                 f"ConvNet needs an input shape (channels, height, width), got {in_shape!r}."
@@ -250,7 +313,8 @@ class ConvNet(nn.Module):
         convs = []
         for ch, k in zip(channels, kernels, strict=True):
             convs.append(nn.Conv2d(c, int(ch), int(k), device="meta"))
-            c, h, w = int(ch), (h - int(k) + 1) // 2, (w - int(k) + 1) // 2
+            c = feature_width(activation, int(ch))
+            h, w = (h - int(k) + 1) // 2, (w - int(k) + 1) // 2
             if h < 1 or w < 1:
                 raise InvalidConfigError(
                     f"input {in_shape!r} is too small for ConvNet's {len(channels)} conv + "
@@ -258,13 +322,22 @@ class ConvNet(nn.Module):
                 )
         self.conv_out_shape = (c, h, w)
         self.flat_features = c * h * w
-        widths = (self.flat_features, *map(int, hidden), int(out_features))
-        fcs = [nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        in_widths = (self.flat_features, *(feature_width(activation, int(u)) for u in hidden))
+        outs = (*map(int, hidden), int(out_features))
+        fcs = [nn.Linear(a, b, device="meta") for a, b in zip(in_widths, outs, strict=True)]
         self.layers = nn.ModuleList([*convs, *fcs])
         self.to_empty(device=device if device is not None else generator.device)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:  # scale 1, shift 0: nothing drawn
+            dev = self.layers[0].weight.device
+            self.norms = nn.ModuleList(
+                [*(nn.GroupNorm(1, int(ch), device=dev) for ch in channels),
+                 *(nn.LayerNorm(int(u), device=dev) for u in hidden)]
+            )
         object.__setattr__(self, "_convs", tuple(self.layers)[: len(convs)])
         object.__setattr__(self, "_hidden_fcs", tuple(self.layers)[len(convs) : -1])
         object.__setattr__(self, "_output_layer", self.layers[-1])
+        object.__setattr__(self, "_norms", tuple(self.norms) if self.layer_norm else ())
         self.num_conv = len(convs)
         self.init_bounds = tuple(
             default_init_bound(layer.weight[0].numel()) for layer in self.layers
@@ -287,9 +360,13 @@ class ConvNet(nn.Module):
         for layer, bound in zip(self.layers, self.init_bounds, strict=True):
             layer.weight.uniform_(-bound, bound, generator=generator)
             layer.bias.uniform_(-bound, bound, generator=generator)
+        for norm in self._norms:
+            norm.reset_parameters()
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The output and the activations of every hidden layer, from one forward pass."""
+        if self._norms or self.activation != "relu":
+            return self._variant_forward(x)
         feats = []
         for conv in self._convs:
             x = F.max_pool2d(torch.relu(F.conv2d(x, conv.weight, conv.bias)), 2)
@@ -297,6 +374,23 @@ class ConvNet(nn.Module):
         x = x.flatten(1)
         for layer in self._hidden_fcs:
             x = torch.relu(F.linear(x, layer.weight, layer.bias))
+            feats.append(x)
+        last = self._output_layer
+        return F.linear(x, last.weight, last.bias), feats
+
+    def _variant_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`forward_with_features` with CReLU and/or the normalizations."""
+        act = crelu if self.activation == "crelu" else (lambda z, dim: torch.relu(z))
+        norms = self._norms or (None,) * self.num_hidden
+        feats = []
+        for conv, norm in zip(self._convs, norms[: self.num_conv], strict=True):
+            z = F.conv2d(x, conv.weight, conv.bias)
+            x = F.max_pool2d(act(z if norm is None else norm(z), 1), 2)
+            feats.append(x)
+        x = x.flatten(1)
+        for layer, norm in zip(self._hidden_fcs, norms[self.num_conv :], strict=True):
+            z = F.linear(x, layer.weight, layer.bias)
+            x = act(z if norm is None else norm(z), 1)
             feats.append(x)
         last = self._output_layer
         return F.linear(x, last.weight, last.bias), feats
@@ -309,6 +403,7 @@ class ConvNet(nn.Module):
         """``(layer, next_layer)`` for every hidden layer (conv layers first), as
         generate-and-test needs them: a conv channel's outgoing weights are the next conv's
         input-channel slice or, across the flatten, the first fc layer's columns of it."""
+        _check_plain("ConvNet", self.activation, self.layer_norm)
         return [(self.layers[i], self.layers[i + 1]) for i in range(self.num_hidden)]
 
 

@@ -11,7 +11,7 @@ a config's optimizer fields, and the reset of single entries' optimizer state.
 - :func:`noise_chunk_size`: how many steps of shrink-and-perturb noise are drawn at once
   (the same rule for one seed and for many, so both draw the same numbers).
 
-A leaf of ``baselines``: imports torch and ``lop_bench`` only.
+A leaf of ``baselines``: imports torch, ``lop_bench`` and ``baselines.core.upgd`` only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from baselines.core.upgd import UPGDFields, make_upgd
 from lop_bench.config import check_choice, check_positive, check_range
 from lop_bench.errors import InvalidConfigError
 
@@ -138,9 +139,16 @@ class EntrywiseAdam(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(cfg: Any, params: Any) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Any, params: Any,
+                   generator: torch.Generator | None = None) -> torch.optim.Optimizer:
     """``torch.optim.SGD`` or :class:`EntrywiseAdam` with the settings of ``cfg``'s
-    :class:`OptimizerFields`."""
+    :class:`OptimizerFields`; for a config with :class:`~baselines.core.upgd.UPGDFields`,
+    :class:`~baselines.core.upgd.UPGD` (its adaptive variant for ``optimizer="adam"``), whose
+    noise comes from ``generator``."""
+    if isinstance(cfg, UPGDFields):
+        if generator is None:
+            raise InvalidConfigError("UPGD needs the agent's torch.Generator for its noise.")
+        return make_upgd(cfg, params, generator, adaptive=cfg.optimizer == "adam")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,7 +61,10 @@ from lop_bench.errors import InvalidConfigError
 
 __all__ = [
     "UPGD",
+    "UPGDFields",
     "check_upgd_fields",
+    "check_upgd_config",
+    "make_upgd",
     "global_utility_max",
     "scaled_utilities",
     "upgd_update_",
@@ -96,6 +100,37 @@ def check_upgd_fields(
         if b >= 1.0:
             raise InvalidConfigError(f"betas[{i}] must be < 1, got {b!r}.")
     check_positive("eps", eps)
+
+
+@dataclass(frozen=True)
+class UPGDFields:
+    """UPGD's own fields of a config (its step size, weight decay and, for the adaptive
+    variant, Adam's betas and eps are the config's optimizer fields). Defaults: the public
+    code's README snippet (``beta_utility=0.999``, ``sigma=0.001``)."""
+
+    beta_utility: float = 0.999
+    """Decay of the utility trace (``beta_utility``; the paper's grid: 0.9 ... 0.9999)."""
+    sigma: float = 1e-3
+    """Standard deviation of the Gaussian perturbation, before the gate (``sigma``; the
+    paper's grid: 0.001 ... 1)."""
+
+
+def check_upgd_config(cfg: Any) -> None:
+    """Checks of a config with :class:`UPGDFields` and the optimizer fields ``lr``,
+    ``weight_decay``, ``betas``, ``eps`` (and ``momentum``, which UPGD has none of)."""
+    check_upgd_fields(cfg.lr, cfg.weight_decay, cfg.beta_utility, cfg.sigma, cfg.betas, cfg.eps)
+    if getattr(cfg, "momentum", 0.0) != 0.0:
+        raise InvalidConfigError(
+            f"UPGD has no momentum; set momentum=0 (got {cfg.momentum!r}), or optimizer='adam' "
+            "for the adaptive (Adam-style) variant."
+        )
+
+
+def make_upgd(cfg: Any, params: Any, generator: torch.Generator, *, adaptive: bool) -> UPGD:
+    """:class:`UPGD` with a config's settings (:func:`check_upgd_config`)."""
+    return UPGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, beta_utility=cfg.beta_utility,
+                sigma=cfg.sigma, generator=generator, adaptive=adaptive, betas=cfg.betas,
+                eps=cfg.eps)
 
 
 def global_utility_max(traces: Sequence[torch.Tensor], *, batched: bool = False) -> torch.Tensor:

@@ -1,12 +1,18 @@
-"""CReLU (baselines.core.activations) against hand computations: the forward pass, its
-width, the derivative for hand-written backward passes (equal to autograd's)."""
+"""CReLU (baselines.core.activations) and layer normalization against hand computations:
+CReLU's forward pass, width and derivative (equal to autograd's); the MLP and ConvNet built
+with them (forward passes by hand, output widths, parameter counts); ``layer_norm=False``
+is today's network bit for bit."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from baselines.core.activations import CReLU, crelu, crelu_backward
+from baselines.core.nets import MLP, ConvNet
+from lop_bench.errors import InvalidConfigError
 
 
 def test_crelu_forward_by_hand():
@@ -30,3 +36,110 @@ def test_crelu_backward_equals_autograd():
     assert z.grad.tolist() == [[1.0, 2.0, 0.0, 4.0]]
     with pytest.raises(ValueError, match="twice"):
         crelu_backward(torch.zeros(1, 5), torch.zeros(1, 4))
+
+
+# -- the networks built with them (baselines.core.nets) ------------------------------------
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_crelu_mlp_widths_and_parameter_count():
+    g = torch.Generator().manual_seed(0)
+    net = MLP(20, (5,), 1, "crelu", generator=g)
+    # 20 -> 5 units -> 10 features -> 1: 20*5 + 5 + 10*1 + 1 = 116 (ReLU: 111).
+    assert [tuple(layer.weight.shape) for layer in net.layers] == [(5, 20), (1, 10)]
+    assert _count(net) == 116 and _count(MLP(20, (5,), 1, "relu", generator=g)) == 111
+    out, feats = net.forward_with_features(torch.rand(3, 20, generator=g))
+    assert out.shape == (3, 1) and feats[0].shape == (3, 10)
+    # Permuted MNIST's cpu-tier net, 784 -> 3 x 100 -> 10: 120,710 (ReLU: 99,710).
+    assert _count(MLP(784, (100, 100, 100), 10, "crelu", generator=g)) == 120_710
+    assert _count(MLP(784, (100, 100, 100), 10, "relu", generator=g)) == 99_710
+    # Init: ReLU's gain over the real fan-in (2 x 5 features) for the output layer's
+    # neighbour: the hidden layer of a 2-hidden-layer net reads 2 x 5 features.
+    two = MLP(20, (5, 4), 1, "crelu", generator=g)
+    assert two.init_bounds[1] == pytest.approx(math.sqrt(2.0) * math.sqrt(3.0 / 10))
+    with pytest.raises(InvalidConfigError, match="generate-and-test"):
+        two.unit_pairs()
+
+
+def test_crelu_mlp_forward_by_hand():
+    net = MLP(2, (2,), 1, "crelu", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 2.0]]))
+        net.layers[0].bias.copy_(torch.tensor([0.0, -1.0]))
+        net.layers[1].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        net.layers[1].bias.copy_(torch.tensor([0.5]))
+    # x = (1, 2): z = (1 - 2, 0.5 + 4 - 1) = (-1, 3.5); features (0, 3.5, 1, 0);
+    # out = 0 + 7 + 3 + 0 + 0.5 = 10.5.
+    out, feats = net.forward_with_features(torch.tensor([[1.0, 2.0]]))
+    assert feats[0].tolist() == [[0.0, 3.5, 1.0, 0.0]]
+    assert out.item() == 10.5
+
+
+def test_layernorm_mlp_forward_by_hand():
+    net = MLP(2, (3,), 1, "relu", generator=torch.Generator().manual_seed(0), layer_norm=True)
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]))
+        net.layers[0].bias.zero_()
+        net.norms[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        net.norms[0].bias.copy_(torch.tensor([0.0, 0.1, -0.2]))
+        net.layers[1].weight.copy_(torch.tensor([[1.0, 1.0, 1.0]]))
+        net.layers[1].bias.zero_()
+    # x = (1, 2): z = (1, 2, 6), mean 3, variance 14/3 (biased, as LayerNorm), eps 1e-5.
+    sd = math.sqrt(14.0 / 3.0 + 1e-5)
+    normed = [(1 - 3) / sd * 1.0 + 0.0, (2 - 3) / sd * 2.0 + 0.1, (6 - 3) / sd * 0.5 - 0.2]
+    h = [max(v, 0.0) for v in normed]
+    out, feats = net.forward_with_features(torch.tensor([[1.0, 2.0]]))
+    assert feats[0][0].tolist() == pytest.approx(h, abs=1e-6)
+    assert out.item() == pytest.approx(sum(h), abs=1e-6)
+    with pytest.raises(InvalidConfigError, match="generate-and-test"):
+        net.linear_pairs()
+
+
+def test_layer_norm_false_is_todays_net_bit_for_bit():
+    kw = dict(generator=torch.Generator().manual_seed(3))
+    plain = MLP(20, (6, 4), 2, "tanh", **kw)
+    kw = dict(generator=torch.Generator().manual_seed(3))
+    same = MLP(20, (6, 4), 2, "tanh", layer_norm=False, **kw)
+    kw = dict(generator=torch.Generator().manual_seed(3))
+    normed = MLP(20, (6, 4), 2, "tanh", layer_norm=True, **kw)
+    assert list(plain.state_dict()) == list(same.state_dict()) == [
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+        "layers.2.weight", "layers.2.bias"]
+    x = torch.rand(5, 20, generator=torch.Generator().manual_seed(1))
+    h = x
+    for layer in plain.layers[:-1]:  # today's forward, written out
+        h = torch.tanh(h @ layer.weight.T + layer.bias)
+    ref = h @ plain.layers[-1].weight.T + plain.layers[-1].bias
+    assert torch.equal(same(x), plain(x)) and torch.allclose(plain(x), ref, atol=1e-6)
+    # The normalized net draws the very same linear weights (its norms draw nothing).
+    for a, b in zip(plain.layers, normed.layers):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert _count(normed) == _count(plain) + 2 * (6 + 4)
+
+
+def test_convnet_variants():
+    g = torch.Generator().manual_seed(0)
+    plain = ConvNet(generator=torch.Generator().manual_seed(0))
+    assert _count(plain) == 177_218
+    net = ConvNet(generator=g, activation="crelu")
+    # CReLU doubles what each layer reads: 3->32 (5x5), 64->64, 128->128 (3x3), flatten
+    # 256 x 2 x 2 = 1024 -> 128, 256 -> 128, 256 -> 2: 351,554 parameters.
+    assert _count(net) == 351_554
+    out, feats = net.forward_with_features(torch.rand(2, 3, 32, 32, generator=g))
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 14, 14), (2, 128, 6, 6), (2, 256, 2, 2),
+                                              (2, 256), (2, 256)]
+    ln = ConvNet(generator=torch.Generator().manual_seed(0), layer_norm=True)
+    # GroupNorm(1, C) per conv layer: one scale and shift per channel; LayerNorm per fc.
+    assert _count(ln) == 177_218 + 2 * (32 + 64 + 128 + 128 + 128)
+    assert isinstance(ln.norms[0], torch.nn.GroupNorm) and ln.norms[0].num_groups == 1
+    for a, b in zip(plain.layers, ln.layers):  # same draws for the conv and fc layers
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 255
+    z = torch.nn.functional.conv2d(x, ln.layers[0].weight, ln.layers[0].bias)
+    mu = z.mean(dim=(1, 2, 3), keepdim=True)
+    var = z.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+    by_hand = torch.nn.functional.max_pool2d(torch.relu((z - mu) / torch.sqrt(var + 1e-5)), 2)
+    assert torch.allclose(ln.forward_with_features(x)[1][0], by_hand, atol=1e-5)
+    with pytest.raises(InvalidConfigError, match="activation"):
+        ConvNet(generator=g, activation="tanh")
