@@ -35,6 +35,10 @@ the names ``ppo``, ``ppo_l2``, ... are aliases): ``backprop`` (standard PPO, Ada
 (generate-and-test on both networks after every minibatch update, with that minibatch's
 hidden activations) and ``shrink_perturb`` (weight decay and Gaussian noise after every
 update; beyond the paper, which has no shrink-and-perturb run on the Ant).
+Also beyond the paper: ``upgd`` (:class:`PPOUPGDConfig`: the adaptive UPGD of Elsayed &
+Mahmood's PPO runs instead of Adam, :mod:`baselines.core.upgd`), ``crelu``
+(``activation="crelu"`` in both networks) and ``layernorm`` (:class:`PPOLayerNormConfig`:
+a layer normalization before every hidden activation of both networks).
 
 Where things happen (for adding an option): the networks are built in ``__init__``
 (:class:`~baselines.core.nets.MLP`, policy then value), the optimizer there too (one
@@ -68,6 +72,7 @@ from torch import nn
 from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, network_units
 from baselines.core.nets import ACTIVATIONS, INITS, MLP
 from baselines.core.optim import EntrywiseAdam, OptimizerEntries
+from baselines.core.upgd import UPGDFields, check_upgd_config, make_upgd
 from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
 from lop_bench.diagnostics import Network
 from lop_bench.errors import InvalidConfigError
@@ -76,6 +81,8 @@ from lop_bench.seeding import check_seed
 __all__ = [
     "PROPER_BETAS",
     "PPOConfig",
+    "PPOUPGDConfig",
+    "PPOLayerNormConfig",
     "PPOAgent",
     "compute_gae",
     "gaussian_log_prob",
@@ -186,6 +193,31 @@ class PPOConfig(GnTFields):
         check_positive("noise_std", self.noise_std, allow_zero=True)
         if not isinstance(self.clip_actions, bool):
             raise InvalidConfigError(f"clip_actions must be True or False, got {self.clip_actions!r}.")
+
+
+@dataclass(frozen=True)
+class PPOUPGDConfig(PPOConfig, UPGDFields):
+    """PPO with the adaptive UPGD (:class:`~baselines.core.upgd.UPGD`, ``adaptive=True``)
+    in place of Adam, over both networks and the log-std: ``lr``, ``betas``, ``eps`` as
+    Adam's, ``weight_decay`` UPGD's shrink, ``beta_utility`` and ``sigma`` its own."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_upgd_config(self)
+
+
+@dataclass(frozen=True)
+class PPOLayerNormConfig(PPOConfig):
+    """PPO whose policy and value networks normalize every hidden layer's pre-activations
+    (``nn.LayerNorm``, scale and shift trained by Adam; :mod:`baselines.core.nets`)."""
+
+    layer_norm: bool = True
+    """Normalize the hidden pre-activations (False: standard PPO's networks, exactly)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.layer_norm, bool):
+            raise InvalidConfigError(f"layer_norm must be true or false, got {self.layer_norm!r}.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,16 +334,21 @@ class PPOAgent:
         self.generator.manual_seed(check_seed(seed))
         hidden, act = tuple(cfg.hidden), cfg.activation
         kw = dict(generator=self.generator, device=self.device, init=cfg.init,
-                  input_fan_in=cfg.input_fan_in or None)
+                  input_fan_in=cfg.input_fan_in or None,
+                  layer_norm=isinstance(cfg, PPOLayerNormConfig) and cfg.layer_norm)
         self.policy = MLP(self.obs_dim, hidden, self.act_dim, act, **kw)
         self.value = MLP(self.obs_dim, hidden, 1, act, **kw)
         self.log_std = nn.Parameter(
             torch.full((self.act_dim,), float(cfg.init_log_std), device=self.device)
         )
         self._params = [*self.policy.parameters(), *self.value.parameters(), self.log_std]
-        self.optimizer = EntrywiseAdam(
-            self._params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
+        if isinstance(cfg, UPGDFields):  # its noise from the agent's generator
+            self.optimizer = make_upgd(cfg, self._params, self.generator, adaptive=True)
+        else:
+            self.optimizer = EntrywiseAdam(
+                self._params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                weight_decay=cfg.weight_decay
+            )
         self.gnt: list[SingleSeed] = []
         if cfg.replacement_rate > 0:
             reset = OptimizerEntries(self.optimizer)

@@ -9,6 +9,11 @@ One agent class, :class:`SupervisedAgent`, whose behaviour is set by its typed c
   step (Ash & Adams 2020; the paper's ``Backprop.perturb`` in ``lop/algos/bp.py``);
 - :class:`ContinualBackpropConfig`: plus generate-and-test
   (:mod:`baselines.core.gnt`) after each step;
+- :class:`UPGDConfig`: UPGD (:mod:`baselines.core.upgd`, Elsayed & Mahmood 2024) as the
+  optimizer: utility-gated steps and perturbations;
+- :class:`LayerNormConfig`: a layer normalization before every hidden activation (Lyle et
+  al. 2024); ``activation="crelu"`` (any config): CReLU (Abbas et al. 2023), twice the
+  features per hidden layer (:mod:`baselines.core.nets`);
 - :class:`LinearConfig` (with :class:`LinearAgent`): no hidden layer, inputs straight to
   outputs (Kaiming-uniform with gain 1, zero bias, as ``lop/nets/linear.py``).
 
@@ -51,7 +56,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, network_units
-from baselines.core.nets import ACTIVATIONS, MLP, ConvNet
+from baselines.core.nets import ACTIVATIONS, CONV_ACTIVATIONS, MLP, ConvNet
 from baselines.core.optim import (
     OptimizerEntries,
     OptimizerFields,
@@ -59,6 +64,7 @@ from baselines.core.optim import (
     make_optimizer,
     noise_chunk_size,
 )
+from baselines.core.upgd import UPGDFields, check_upgd_config
 from lop_bench.config import check_choice, check_positive, config_to_dict
 from lop_bench.errors import InvalidConfigError
 from lop_bench.seeding import check_seed
@@ -68,6 +74,8 @@ __all__ = [
     "BackpropConfig",
     "ShrinkPerturbConfig",
     "ContinualBackpropConfig",
+    "UPGDConfig",
+    "LayerNormConfig",
     "LinearConfig",
     "SupervisedAgent",
     "LinearAgent",
@@ -92,7 +100,8 @@ class BackpropConfig(OptimizerFields):
     paper's (128, 128))."""
     activation: str = "relu"
     """Hidden activation: relu (default), tanh, sigmoid, elu, leaky_relu, swish, linear
-    (the paper's regression study covers all of them). ``arch="convnet"`` is ReLU only."""
+    (the paper's regression study covers all of them), or crelu (the ``crelu`` agent: a
+    layer of k units gives 2k features). ``arch="convnet"``: relu or crelu."""
     arch: str = "mlp"
     """The network: ``"mlp"`` (fully connected, inputs flattened) or ``"convnet"`` (the
     paper's Continual ImageNet ConvNet, :class:`~baselines.core.nets.ConvNet`; needs image
@@ -111,10 +120,10 @@ class BackpropConfig(OptimizerFields):
             )
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("arch", self.arch, ARCHS)
-        if self.arch == "convnet" and self.activation != "relu":
+        if self.arch == "convnet" and self.activation not in CONV_ACTIVATIONS:
             raise InvalidConfigError(
-                f"arch='convnet' is the paper's ReLU network; activation must be 'relu', "
-                f"got {self.activation!r}."
+                f"arch='convnet' is the paper's ReLU network; activation must be 'relu' (or "
+                f"'crelu'), got {self.activation!r}."
             )
         if not isinstance(self.reset_head, bool):
             raise InvalidConfigError(f"reset_head must be true or false, got {self.reset_head!r}.")
@@ -144,6 +153,36 @@ class ContinualBackpropConfig(BackpropConfig, GnTFields):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_gnt_fields(self)
+
+
+@dataclass(frozen=True)
+class UPGDConfig(BackpropConfig, UPGDFields):
+    """Backprop's hyperparameters with UPGD (:mod:`baselines.core.upgd`) as the optimizer:
+    ``lr`` is its step size, ``weight_decay`` its shrink ``w <- (1 - lr * weight_decay) w``
+    (before the gated step, as the paper's code; not SGD's coupled L2), ``beta_utility``
+    and ``sigma`` (:class:`~baselines.core.upgd.UPGDFields`) its own; ``optimizer="adam"``
+    selects the adaptive variant (``betas``, ``eps``). UPGD has no momentum. Its noise comes
+    from the agent's generator."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_upgd_config(self)
+
+
+@dataclass(frozen=True)
+class LayerNormConfig(BackpropConfig):
+    """Backprop's hyperparameters with a normalization before every hidden activation
+    (:mod:`baselines.core.nets`: ``nn.LayerNorm`` over a dense layer's units,
+    ``nn.GroupNorm(1, C)`` over a conv layer's (C, H, W)), whose scale and shift the
+    optimizer trains with the weights (and decays with them, if ``weight_decay`` > 0)."""
+
+    layer_norm: bool = True
+    """Normalize every hidden layer's pre-activations (False: backprop's network, exactly)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.layer_norm, bool):
+            raise InvalidConfigError(f"layer_norm must be true or false, got {self.layer_norm!r}.")
 
 
 @dataclass(frozen=True)
@@ -274,7 +313,7 @@ class SupervisedAgent:
         self._conv = cfg.arch == "convnet"
         self._reset_head = cfg.reset_head
         self.net = self._build_net(observation_space, in_features, out_features)
-        self.optimizer = make_optimizer(cfg, self.net.parameters())
+        self.optimizer = make_optimizer(cfg, self.net.parameters(), generator=self.generator)
         self.gnt: SingleSeed | None = None
         if isinstance(cfg, GnTFields):
             self.gnt = SingleSeed.of(network_units(self.net), self.generator,
@@ -296,6 +335,7 @@ class SupervisedAgent:
                    out_features: int) -> MLP | ConvNet:
         """The config's network, initialized from the agent's generator."""
         cfg = self.cfg
+        norm = isinstance(cfg, LayerNormConfig) and cfg.layer_norm
         if self._conv:
             self._in_shape = tuple(int(s) for s in observation_space.shape[1:])
             if len(self._in_shape) != 3:
@@ -304,9 +344,10 @@ class SupervisedAgent:
                     f"height, width), got {observation_space.shape}."
                 )
             return ConvNet(self._in_shape, out_features, hidden=tuple(cfg.hidden),
-                           generator=self.generator, device=self.device)
+                           generator=self.generator, device=self.device,
+                           activation=cfg.activation, layer_norm=norm)
         return MLP(in_features, tuple(cfg.hidden), out_features, cfg.activation,
-                   generator=self.generator, device=self.device)
+                   generator=self.generator, device=self.device, layer_norm=norm)
 
     # -- the online protocol -------------------------------------------------------------
     def _input(self, obs: Any) -> torch.Tensor:

@@ -1,17 +1,23 @@
 """CReLU (baselines.core.activations) and layer normalization against hand computations:
 CReLU's forward pass, width and derivative (equal to autograd's); the MLP and ConvNet built
 with them (forward passes by hand, output widths, parameter counts); ``layer_norm=False``
-is today's network bit for bit."""
+is today's network bit for bit; the ``crelu`` and ``layernorm`` agents on their streams."""
 
 from __future__ import annotations
 
 import math
+import types
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.spaces import Box, MultiDiscrete
 
+import lop_bench
 from baselines.core.activations import CReLU, crelu, crelu_backward
 from baselines.core.nets import MLP, ConvNet
+from baselines.presets import ANT, CONTINUAL_IMAGENET, INCREMENTAL_CIFAR, PERMUTED_MNIST, REGRESSION
 from lop_bench.errors import InvalidConfigError
 
 
@@ -143,3 +149,80 @@ def test_convnet_variants():
     assert torch.allclose(ln.forward_with_features(x)[1][0], by_hand, atol=1e-5)
     with pytest.raises(InvalidConfigError, match="activation"):
         ConvNet(generator=g, activation="tanh")
+
+
+# -- the crelu and layernorm agents (baselines/crelu.py, baselines/layernorm.py) ------------
+_SPACES = {
+    REGRESSION: (Box(-np.inf, np.inf, (1, 20), np.float32), Box(-np.inf, np.inf, (1, 1), np.float32)),
+    PERMUTED_MNIST: (Box(0, 1, (1, 784), np.float32), MultiDiscrete([10])),
+    CONTINUAL_IMAGENET: (Box(0, 255, (100, 3, 32, 32), np.float32), MultiDiscrete([2] * 100)),
+    INCREMENTAL_CIFAR: (Box(0, 1, (90, 3, 32, 32), np.float32), MultiDiscrete([100] * 90)),
+    ANT: (Box(-np.inf, np.inf, (27,), np.float64), Box(-1, 1, (8,), np.float32)),
+}
+
+
+def _env(env_id, tier="smoke", **kwargs):
+    """What make_agent reads of an env: its spec and spaces."""
+    obs, act = _SPACES[env_id]
+    return types.SimpleNamespace(
+        spec=EnvSpec(env_id, entry_point="x:y", kwargs={"tier": tier, **kwargs}),
+        observation_space=obs, action_space=act)
+
+
+def _probe(env_id):
+    shape = _SPACES[env_id][0].shape
+    return torch.rand(4, *shape[1:], generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("env_id", [REGRESSION, PERMUTED_MNIST, CONTINUAL_IMAGENET, ANT])
+def test_crelu_agents_see_twice_the_features(env_id):
+    crelu_agent = lop_bench.make_agent("crelu", _env(env_id), seed=0)
+    base = lop_bench.make_agent("backprop", _env(env_id), seed=0)
+    if env_id == ANT:
+        widths = [f.shape[-1] for f in crelu_agent.policy.forward_with_features(
+            torch.zeros(2, 27))[1]]
+        assert widths == [512, 512] and crelu_agent.cfg.activation == "crelu"
+        return
+    x = _probe(env_id)
+    got = [tuple(f.shape[1:]) for f in crelu_agent.features(x)]
+    ref = [tuple(f.shape[1:]) for f in base.features(x)]
+    assert got == [(2 * s[0], *s[1:]) for s in ref]
+    assert crelu_agent.cfg.lr == base.cfg.lr and crelu_agent.cfg.hidden == base.cfg.hidden
+
+
+@pytest.mark.parametrize("env_id", [REGRESSION, PERMUTED_MNIST, CONTINUAL_IMAGENET, ANT])
+def test_layernorm_agents_normalize_every_hidden_layer(env_id):
+    agent = lop_bench.make_agent("layernorm", _env(env_id), seed=0)
+    nets = [agent.policy, agent.value] if env_id == ANT else [agent.net]
+    for net in nets:
+        assert net.layer_norm and len(net.norms) == net.num_hidden
+    # The optimizer trains the norms' scale and shift too.
+    trained = {id(p) for g in agent.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in trained for net in nets for p in net.norms.parameters())
+
+
+@pytest.mark.parametrize("name", ["crelu", "layernorm"])
+def test_no_preset_on_incremental_cifar_and_no_many_seeds_agent(name):
+    with pytest.raises(InvalidConfigError, match=f"{name}.*no preset.*It has presets for"):
+        lop_bench.make_agent(name, _env(INCREMENTAL_CIFAR), seed=0)
+
+
+def test_layernorm_off_is_backprop_bit_for_bit():
+    env = _env(REGRESSION)
+    a = lop_bench.make_agent("layernorm", env, seed=5, layer_norm=False)
+    b = lop_bench.make_agent("backprop", env, seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        obs = rng.normal(size=(1, 20)).astype(np.float32)
+        info = {"target": rng.normal(size=(1, 1)).astype(np.float32), "phase": "train"}
+        for agent in (a, b):
+            agent.act(obs, {"phase": "train"})
+            agent.learn(obs, None, 0.0, obs, False, False, info)
+    assert list(a.net.state_dict()) == list(b.net.state_dict())
+    for p, q in zip(a.net.parameters(), b.net.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_generate_and_test_refuses_crelu():
+    with pytest.raises(InvalidConfigError, match="generate-and-test is not defined"):
+        lop_bench.make_agent("continual_backprop", _env(REGRESSION), seed=0, activation="crelu")

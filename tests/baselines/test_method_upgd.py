@@ -1,14 +1,21 @@
 """UPGD (baselines.core.upgd) against hand computations: the scaled utility, one step of
 three weights with fixed noise (plain and adaptive), the trace's bias correction over two
-steps, the generator's draws, the per-seed batched update, resume, and bad settings."""
+steps, the generator's draws, the per-seed batched update, resume, and bad settings; the
+``upgd`` agent: its presets, one agent step by hand, resume and seeding."""
 
 from __future__ import annotations
 
+import copy
 import math
+import types
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.spaces import Box, MultiDiscrete
 
+import lop_bench
 from baselines.core.upgd import (
     UPGD,
     draw_noise,
@@ -17,6 +24,7 @@ from baselines.core.upgd import (
     scaled_utilities,
     upgd_update_,
 )
+from baselines.presets import ANT, CONTINUAL_IMAGENET, INCREMENTAL_CIFAR, PERMUTED_MNIST, REGRESSION
 from lop_bench.errors import InvalidConfigError
 
 
@@ -256,3 +264,90 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="needs noises"):
         upgd_update_(p, [torch.ones(1)], [torch.zeros(1)], [1], None, lr=0.1,
                      weight_decay=0.0, beta_utility=0.0, sigma=0.1)
+
+
+# -- the upgd agent (baselines/upgd.py) -----------------------------------------------------
+_SPACES = {
+    REGRESSION: (Box(-np.inf, np.inf, (1, 20), np.float32), Box(-np.inf, np.inf, (1, 1), np.float32)),
+    PERMUTED_MNIST: (Box(0, 1, (1, 784), np.float32), MultiDiscrete([10])),
+    CONTINUAL_IMAGENET: (Box(0, 255, (100, 3, 32, 32), np.float32), MultiDiscrete([2] * 100)),
+    INCREMENTAL_CIFAR: (Box(0, 1, (90, 3, 32, 32), np.float32), MultiDiscrete([100] * 90)),
+    ANT: (Box(-np.inf, np.inf, (27,), np.float64), Box(-1, 1, (8,), np.float32)),
+}
+
+
+def _env(env_id, tier="smoke", **kwargs):
+    """What make_agent reads of an env: its spec and spaces."""
+    obs, act = _SPACES[env_id]
+    return types.SimpleNamespace(
+        spec=EnvSpec(env_id, entry_point="x:y", kwargs={"tier": tier, **kwargs}),
+        observation_space=obs, action_space=act)
+
+
+@pytest.mark.parametrize("env_id", [REGRESSION, PERMUTED_MNIST, CONTINUAL_IMAGENET, ANT])
+def test_upgd_presets_and_a_clear_error_elsewhere(env_id):
+    agent = lop_bench.make_agent("upgd", _env(env_id), seed=0)
+    assert isinstance(agent.optimizer, UPGD)
+    assert agent.optimizer.generator is agent.generator
+    assert agent.optimizer.defaults["adaptive"] == (env_id == ANT)
+    assert {"beta_utility", "sigma"} <= set(agent.hparams)
+    with pytest.raises(InvalidConfigError, match="upgd.*no preset.*It has presets for"):
+        lop_bench.make_agent("upgd", _env(INCREMENTAL_CIFAR), seed=0)
+    with pytest.raises(InvalidConfigError, match="momentum"):
+        lop_bench.make_agent("upgd", _env(REGRESSION), seed=0, momentum=0.9)
+    with pytest.raises(InvalidConfigError, match="beta_utility"):
+        lop_bench.make_agent("upgd", _env(REGRESSION), seed=0, beta_utility=1.5)
+
+
+def test_upgd_agent_step_is_the_update_by_hand():
+    # One learn() of the regression agent equals upgd_update_ on the same gradient, with
+    # the noise drawn from a copy of the agent's generator.
+    agent = lop_bench.make_agent("upgd", _env(REGRESSION), seed=4)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(1, 20)).astype(np.float32)
+    target = np.array([[0.7]], np.float32)
+    before = [p.detach().clone() for p in agent.net.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(agent.generator.get_state())
+    ref = [p.clone().requires_grad_(True) for p in before]
+    x = torch.as_tensor(obs)
+    h = torch.relu(x @ ref[0].T + ref[1])
+    loss = torch.nn.functional.mse_loss(h @ ref[2].T + ref[3], torch.as_tensor(target))
+    grads = torch.autograd.grad(loss, ref)
+    noise = draw_noise([p.shape for p in before], gen)
+    cfg = agent.cfg
+    expected = [p.clone() for p in before]
+    upgd_update_(expected, grads, [torch.zeros_like(p) for p in before], [1] * 4, noise,
+                 lr=cfg.lr, weight_decay=cfg.weight_decay, beta_utility=cfg.beta_utility,
+                 sigma=cfg.sigma)
+    agent.act(obs, {"phase": "train"})
+    agent.learn(obs, None, 0.0, obs, False, False, {"target": target, "phase": "train"})
+    for p, e in zip(agent.net.parameters(), expected):
+        assert torch.allclose(p.detach(), e, rtol=0, atol=1e-7)
+    assert not torch.equal(agent.net.layers[0].weight, before[0])
+
+
+def _steps(agent, n, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        obs = rng.normal(size=(1, 20)).astype(np.float32)
+        agent.act(obs, {"phase": "train"})
+        agent.learn(obs, None, 0.0, obs, False, False,
+                    {"target": rng.normal(size=(1, 1)).astype(np.float32), "phase": "train"})
+
+
+def test_upgd_agent_resumes_bit_for_bit_and_repeats_with_a_seed():
+    a = lop_bench.make_agent("upgd", _env(REGRESSION), seed=1)
+    _steps(a, 30, 0)
+    _steps(a, 30, 1)
+    b = lop_bench.make_agent("upgd", _env(REGRESSION), seed=1)
+    _steps(b, 30, 0)
+    state = copy.deepcopy(b.state_dict())
+    c = lop_bench.make_agent("upgd", _env(REGRESSION), seed=1)
+    c.load_state_dict(state)
+    _steps(c, 30, 1)
+    for p, q in zip(a.net.parameters(), c.net.parameters()):
+        assert torch.equal(p, q)
+    d = lop_bench.make_agent("upgd", _env(REGRESSION), seed=2)
+    _steps(d, 30, 0)
+    assert not torch.equal(d.net.layers[0].weight, b.net.layers[0].weight)

@@ -1,0 +1,60 @@
+"""CReLU: backprop whose hidden activation is the concatenated ReLU (Abbas et al., CoLLAs 2023).
+
+``[relu(z), relu(-z)]`` (:mod:`baselines.core.activations`): a hidden layer of ``k`` units
+gives ``2 k`` features, so for ``z != 0`` one of each pair is active and a unit cannot die
+as a ReLU unit does. Everything else is backprop's preset on each stream (CReLU has no
+hyperparameter of its own).
+
+Width: the presets keep backprop's layer widths (units), so the next layer's fan-in
+doubles and the networks have more parameters than backprop's: 116 vs 111 on regression
+(20 -> 5 -> 1), 120,710 vs 99,710 on permuted MNIST's cpu tier (784 -> 3 x 100 -> 10),
+351,554 vs 177,218 for the Continual ImageNet ConvNet, 142,600 vs 75,016 for the Ant's
+policy (27 -> 2 x 256 -> 8). Why: the unit count is what the dormant-unit and rank
+diagnostics compare, and a parameter-matched width is not one number (halving the
+widths halves an MLP's first layer but matches only its middle layers). For a
+parameter-matched comparison pass ``--hp hidden=[...]`` (e.g. ``[71,71,71]`` on MNIST).
+
+Diagnostics see the features after the CReLU: ``2 k`` per hidden layer.
+"""
+
+from __future__ import annotations
+
+from baselines.agents.ppo import PPOAgent, PPOConfig
+from baselines.agents.supervised import BackpropConfig, SupervisedAgent
+from baselines.presets import (
+    ANT,
+    CONTINUAL_IMAGENET,
+    PERMUTED_MNIST,
+    REGRESSION,
+    Algorithm,
+    Preset,
+)
+
+__all__ = ["ALGORITHM", "make_agent"]
+
+ALGORITHM = Algorithm("crelu", {
+    # Every row: backprop's preset (baselines/backprop.py, with its sources) and
+    # activation="crelu". Abbas et al. ran CReLU in place of ReLU with the base agent's
+    # settings (their streams are Atari games), as here.
+    # Slowly-changing regression: 20 -> 5 units (10 features) -> 1, SGD lr 0.01.
+    (REGRESSION, "*"): Preset(SupervisedAgent, BackpropConfig(activation="crelu")),
+    # Online permuted MNIST: 784 -> 3 x 2000 -> 10 (cpu and smoke: 3 x 100), SGD lr 0.003.
+    (PERMUTED_MNIST, "*"): Preset(SupervisedAgent, BackpropConfig(
+        lr=0.003, hidden=(2000, 2000, 2000), activation="crelu")),
+    (PERMUTED_MNIST, "cpu"): Preset(SupervisedAgent, BackpropConfig(
+        lr=0.003, hidden=(100, 100, 100), activation="crelu")),
+    (PERMUTED_MNIST, "smoke"): Preset(SupervisedAgent, BackpropConfig(
+        lr=0.003, hidden=(100, 100, 100), activation="crelu")),
+    # Continual ImageNet: the paper's ConvNet with CReLU after every conv and fc layer (each
+    # conv's channels doubled before the max-pool), SGD lr 0.01 momentum 0.9, head zeroed
+    # at every task.
+    (CONTINUAL_IMAGENET, "*"): Preset(SupervisedAgent, BackpropConfig(
+        lr=0.01, momentum=0.9, arch="convnet", hidden=(128, 128), reset_head=True,
+        activation="crelu")),
+    # Class-incremental CIFAR-100: no preset (the ResNet-18's blocks add a shortcut to each
+    # ReLU's input; CReLU there would change the residual widths; not wired).
+    # The Ant: standard PPO (Adam, betas 0.9, 0.999, lr 1e-4) with CReLU in both networks.
+    (ANT, "*"): Preset(PPOAgent, PPOConfig(input_fan_in=111, activation="crelu")),
+})
+
+make_agent = ALGORITHM.factory()
