@@ -26,7 +26,8 @@ from baselines.presets import (
     mlp,
 )
 
-__all__ = ["ALGORITHM", "make_agent", "make_ppo_cbp_agent"]
+__all__ = ["ALGORITHM", "INSTANTANEOUS", "make_agent", "make_ppo_cbp_agent",
+           "make_instantaneous_agent", "make_ppo_cbpi_agent"]
 
 ALGORITHM = Algorithm("continual_backprop", {
     # Slowly-changing regression: backprop's preset (SGD lr 0.01, 20 -> 5 -> 1 ReLU) with
@@ -92,5 +93,19 @@ ALGORITHM = Algorithm("continual_backprop", {
         maturity_threshold=10_000)),
 }, aliases={"ppo_cbp": (ANT,)})
 
+# A named variant on the Ant: continual backprop with instantaneous utility, the paper's
+# cfg/ant/cbpi.yml ("CBP (instantaneous)"). It differs from cbp.yml in one learning key,
+# decay_rate 0 (cbp.yml leaves run_ppo.py's default 0.99): the utility and the mean
+# activation are the current minibatch's, not running averages. The other differences
+# change no learning: no to_log (what is logged), its label; its dir is cbp.yml's
+# (data/ant/cbp/: the two runs wrote to the same files). Alias ppo_cbpi.
+INSTANTANEOUS = Algorithm("continual_backprop_instantaneous", {
+    (ANT, "*"): Preset(PPOAgent, PPOConfig(
+        input_fan_in=111, betas=PROPER_BETAS, weight_decay=1e-4, replacement_rate=1e-4,
+        maturity_threshold=10_000, decay_rate=0.0)),
+}, aliases={"ppo_cbpi": (ANT,)})
+
 make_agent = ALGORITHM.factory()
 make_ppo_cbp_agent = ALGORITHM.factory("ppo_cbp")
+make_instantaneous_agent = INSTANTANEOUS.factory()
+make_ppo_cbpi_agent = INSTANTANEOUS.factory("ppo_cbpi")

@@ -34,7 +34,11 @@ the names ``ppo``, ``ppo_l2``, ... are aliases): ``backprop`` (standard PPO, Ada
 ``ppo_proper_adam`` (betas 0.99, 0.99), ``l2`` (weight decay), ``continual_backprop``
 (generate-and-test on both networks after every minibatch update, with that minibatch's
 hidden activations) and ``shrink_perturb`` (weight decay and Gaussian noise after every
-update; beyond the paper, which has no shrink-and-perturb run on the Ant).
+update; beyond the paper, which has no shrink-and-perturb run on the Ant). Beyond the
+paper's four: ``redo`` (:class:`PPOReDoConfig`: ReDo on both networks every
+``redo_period`` minibatch updates, scored on that minibatch, as ``cfg/ant/redo.yml`` with
+``lop/algos/gntRedo.py``) and ``l2_init`` (:class:`PPOL2InitConfig`: L2 toward the initial
+parameters, every parameter, log-std included, added to the gradient before the step).
 Also beyond the paper: ``upgd`` (:class:`PPOUPGDConfig`: the adaptive UPGD of Elsayed &
 Mahmood's PPO runs instead of Adam, :mod:`baselines.core.upgd`), ``crelu``
 (``activation="crelu"`` in both networks) and ``layernorm`` (:class:`PPOLayerNormConfig`:
@@ -72,6 +76,8 @@ from torch import nn
 from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, network_units
 from baselines.core.nets import ACTIVATIONS, INITS, MLP
 from baselines.core.optim import EntrywiseAdam, OptimizerEntries
+from baselines.core.redo import ReDo, ReDoFields, check_redo_fields, module_unit_layers
+from baselines.core.regularizers import L2Init, L2InitFields, check_l2_init_fields
 from baselines.core.upgd import UPGDFields, check_upgd_config, make_upgd
 from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
 from lop_bench.diagnostics import Network
@@ -81,6 +87,8 @@ from lop_bench.seeding import check_seed
 __all__ = [
     "PROPER_BETAS",
     "PPOConfig",
+    "PPOReDoConfig",
+    "PPOL2InitConfig",
     "PPOUPGDConfig",
     "PPOLayerNormConfig",
     "PPOAgent",
@@ -193,6 +201,26 @@ class PPOConfig(GnTFields):
         check_positive("noise_std", self.noise_std, allow_zero=True)
         if not isinstance(self.clip_actions, bool):
             raise InvalidConfigError(f"clip_actions must be True or False, got {self.clip_actions!r}.")
+
+
+@dataclass(frozen=True)
+class PPOReDoConfig(PPOConfig, ReDoFields):
+    """PPO plus ReDo on both networks (:class:`~baselines.core.redo.ReDoFields`; a period
+    counts minibatch updates, as ``gntRedo.py``'s ``reset_period``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_redo_fields(self)
+
+
+@dataclass(frozen=True)
+class PPOL2InitConfig(PPOConfig, L2InitFields):
+    """PPO plus L2 Init (:class:`~baselines.core.regularizers.L2InitFields`) on every
+    parameter Adam trains (both networks and the log-std)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_l2_init_fields(self)
 
 
 @dataclass(frozen=True)
@@ -355,6 +383,13 @@ class PPOAgent:
             self.gnt = [SingleSeed.of(network_units(net), self.generator, reset, cfg)
                         for net in (self.policy, self.value)]
         self._perturbed = [*self.policy.parameters(), *self.value.parameters()]
+        # ReDo: one schedule per network (policy, value), stepped per minibatch update.
+        self.redo: list[ReDo] = []
+        if isinstance(cfg, ReDoFields):
+            self.redo = [ReDo.from_config(cfg) for _ in range(2)]
+        self.l2_init: L2Init | None = None
+        if isinstance(cfg, L2InitFields):
+            self.l2_init = L2Init(self._params, cfg.l2_init_strength)
 
         # The rollout: host tensors with numpy views for cheap per-step writes.
         B, n, k = cfg.batch_size, self.obs_dim, self.act_dim
@@ -494,16 +529,28 @@ class PPOAgent:
                 loss.backward()
                 if cfg.max_grad_norm > 0:
                     nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if self.l2_init is not None:
+                    self.l2_init.add_to_grad()
                 self.optimizer.step()
                 if gnt:
                     gnt[0].step(feats_p)
                     gnt[1].step(feats_v)
+                if self.redo:
+                    for redo, net, feats in zip(self.redo, (self.policy, self.value),
+                                                (feats_p, feats_v)):
+                        redo.step([h.unsqueeze(0) for h in feats],
+                                  lambda net=net: self._redo_layers(net), [self.generator])
                 if cfg.noise_std > 0:
                     self._perturb()
         self.num_updates += 1
         self.last_losses = {"policy": float(p_loss.detach()), "value": float(v_loss.detach())}
         self._std = torch.exp(self.log_std.detach()).cpu()
         self._noise = self._draw_noise()
+
+    def _redo_layers(self, net: MLP) -> list:
+        """ReDo's view of ``net``'s hidden layers (fresh weights from its init bounds, zero
+        biases, Adam's entries reset)."""
+        return module_unit_layers(net.unit_pairs(), net.init_bounds[:-1], self.optimizer)
 
     @torch.no_grad()
     def _perturb(self) -> None:
@@ -565,6 +612,8 @@ class PPOAgent:
             "gnt": [g.state_dict() for g in self.gnt],
             "num_updates": self.num_updates,
             "last_losses": None if self.last_losses is None else dict(self.last_losses),
+            **({"redo": [r.state_dict() for r in self.redo]} if self.redo else {}),
+            **({"l2_init": self.l2_init.state_dict()} if self.l2_init is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -587,4 +636,8 @@ class PPOAgent:
             g.load_state_dict(s)
         self.num_updates = int(state["num_updates"])
         self.last_losses = state["last_losses"]
+        for r, s in zip(self.redo, state.get("redo", []), strict=True):
+            r.load_state_dict(s)
+        if self.l2_init is not None:
+            self.l2_init.load_state_dict(state["l2_init"])
         self._std = torch.exp(self.log_std.detach()).cpu()

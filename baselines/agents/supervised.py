@@ -9,6 +9,10 @@ One agent class, :class:`SupervisedAgent`, whose behaviour is set by its typed c
   step (Ash & Adams 2020; the paper's ``Backprop.perturb`` in ``lop/algos/bp.py``);
 - :class:`ContinualBackpropConfig`: plus generate-and-test
   (:mod:`baselines.core.gnt`) after each step;
+- :class:`ReDoConfig`: plus ReDo (:mod:`baselines.core.redo`): every ``redo_period`` steps
+  the dormant units are recycled;
+- :class:`L2InitConfig`: plus L2 Init (:mod:`baselines.core.regularizers`): the gradient
+  gets ``l2_init_strength * (theta - theta0)`` before each optimizer step;
 - :class:`UPGDConfig`: UPGD (:mod:`baselines.core.upgd`, Elsayed & Mahmood 2024) as the
   optimizer: utility-gated steps and perturbations;
 - :class:`LayerNormConfig`: a layer normalization before every hidden activation (Lyle et
@@ -64,6 +68,8 @@ from baselines.core.optim import (
     make_optimizer,
     noise_chunk_size,
 )
+from baselines.core.redo import ReDo, ReDoFields, check_redo_fields, module_unit_layers
+from baselines.core.regularizers import L2Init, L2InitFields, check_l2_init_fields
 from baselines.core.upgd import UPGDFields, check_upgd_config
 from lop_bench.config import check_choice, check_positive, config_to_dict
 from lop_bench.errors import InvalidConfigError
@@ -74,6 +80,8 @@ __all__ = [
     "BackpropConfig",
     "ShrinkPerturbConfig",
     "ContinualBackpropConfig",
+    "ReDoConfig",
+    "L2InitConfig",
     "UPGDConfig",
     "LayerNormConfig",
     "LinearConfig",
@@ -153,6 +161,26 @@ class ContinualBackpropConfig(BackpropConfig, GnTFields):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_gnt_fields(self)
+
+
+@dataclass(frozen=True)
+class ReDoConfig(BackpropConfig, ReDoFields):
+    """Backprop's hyperparameters plus ReDo's (:class:`~baselines.core.redo.ReDoFields`:
+    tau 0.1, every 1000 steps, scored on the batch by default)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_redo_fields(self)
+
+
+@dataclass(frozen=True)
+class L2InitConfig(BackpropConfig, L2InitFields):
+    """Backprop's hyperparameters plus L2 Init's strength
+    (:class:`~baselines.core.regularizers.L2InitFields`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_l2_init_fields(self)
 
 
 @dataclass(frozen=True)
@@ -321,6 +349,7 @@ class SupervisedAgent:
         self.noise: _Noise | None = None
         if isinstance(cfg, ShrinkPerturbConfig) and cfg.noise_std > 0:
             self.noise = _Noise(list(self.net.parameters()), cfg.noise_std, self.generator)
+        self.redo: ReDo | None = ReDo.from_config(cfg) if isinstance(cfg, ReDoFields) else None
         self.last_loss: torch.Tensor | None = None
         self._out: torch.Tensor | None = None  # the train prediction kept for learn()
         self._feats: list[torch.Tensor] = []
@@ -330,6 +359,10 @@ class SupervisedAgent:
             with torch.no_grad():
                 for p in self.net.layers[-1].parameters():
                     p.zero_()
+        # L2 Init's theta0: the parameters as built (after the head's zeroing).
+        self.l2_init: L2Init | None = None
+        if isinstance(cfg, L2InitFields):
+            self.l2_init = L2Init(self.net.parameters(), cfg.l2_init_strength)
 
     def _build_net(self, observation_space: Any, in_features: int,
                    out_features: int) -> MLP | ConvNet:
@@ -437,6 +470,8 @@ class SupervisedAgent:
         loss = self._loss_fn(out, t)
         self.optimizer.zero_grad()
         loss.backward()
+        if self.l2_init is not None:
+            self.l2_init.add_to_grad()
         self.optimizer.step()
         self.last_loss = loss.detach()
         self._after_step(feats)
@@ -450,6 +485,15 @@ class SupervisedAgent:
             self.noise.step()
         if self.gnt is not None:
             self.gnt.step(feats)
+        if self.redo is not None:
+            self.redo.step([h.unsqueeze(0) for h in feats], self._redo_layers, [self.generator])
+
+    def _redo_layers(self) -> list:
+        """ReDo's view of the hidden layers (fresh weights from the net's own init bounds;
+        the ConvNet's biases are drawn too, the MLP's start at 0)."""
+        hidden_bounds = self.net.init_bounds[:-1]
+        return module_unit_layers(self.net.unit_pairs(), hidden_bounds, self.optimizer,
+                                  bias_bounds=hidden_bounds if self._conv else None)
 
     # -- diagnostics and checkpoints -------------------------------------------------------
     def features(self, x: Any) -> list[torch.Tensor]:
@@ -484,6 +528,10 @@ class SupervisedAgent:
             state["noise"] = self.noise.state_dict()
         if self.gnt is not None:
             state["gnt"] = self.gnt.state_dict()
+        if self.redo is not None:
+            state["redo"] = self.redo.state_dict()
+        if self.l2_init is not None:
+            state["l2_init"] = self.l2_init.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -499,6 +547,10 @@ class SupervisedAgent:
             self.noise.load_state_dict(state["noise"])
         if self.gnt is not None:
             self.gnt.load_state_dict(state["gnt"])
+        if self.redo is not None:
+            self.redo.load_state_dict(state["redo"])
+        if self.l2_init is not None:
+            self.l2_init.load_state_dict(state["l2_init"])
 
 
 class LinearAgent(SupervisedAgent):

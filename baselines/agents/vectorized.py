@@ -32,6 +32,13 @@ take ``torch.optim.SGD``'s two steps, gradient then update: at that size the two
 same, and the committed regression results were computed that way. Both equal the
 single-seed update up to float32 rounding.
 
+ReDo (:class:`~baselines.agents.supervised.ReDoConfig`) runs after the step on the batched
+weights (:mod:`baselines.core.redo`, fresh units from each seed's generator, momentum
+entries zeroed). L2 Init (:class:`~baselines.agents.supervised.L2InitConfig`) adds
+``strength * (W - W0)`` to the gradient: in the two-step update as the single agent does,
+in the fused one as an extra decay ``lr * strength`` and a constant pull ``+ lr * strength *
+W0`` (the biases start at 0: they only decay).
+
 On a CUDA device the whole step stays there: observations that are tensors on the
 device (the streams' ``device=`` mode) give predictions that stay there too (no host
 sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`;
@@ -58,6 +65,8 @@ from baselines.agents.supervised import (
 from baselines.core.gnt import DenseUnits, GenerateAndTest
 from baselines.core.nets import kaiming_uniform_bound
 from baselines.core.optim import noise_chunk_size
+from baselines.core.redo import ReDo, ReDoFields, UnitLayer
+from baselines.core.regularizers import L2Init, L2InitFields
 from lop_bench.agents import vector_seeds
 from lop_bench.config import config_to_dict
 from lop_bench.errors import VectorizationNotSupported
@@ -198,6 +207,16 @@ class VectorMLPAgent:
         # Which layers take the fused step (see the module docstring), and its constants.
         self._fused = [not self.momentum and W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W]
         self._decay = 1.0 - self.lr * self.weight_decay
+        # L2 Init: theta0 per seed; the fused step's extra decay and pull (module docstring).
+        self.l2_init: L2Init | None = None
+        self._pull: list[torch.Tensor] | None = None
+        if isinstance(cfg, L2InitFields):
+            strength = cfg.l2_init_strength
+            self.l2_init = L2Init(self.params, strength)
+            self._initial = {id(p): p0 for p, p0 in zip(self.params, self.l2_init.initial)}
+            self._decay = 1.0 - self.lr * (self.weight_decay + strength)
+            self._pull = [W0.mul(self.lr * strength) for W0 in self.l2_init.initial[0::2]]
+        self.redo: ReDo | None = ReDo.from_config(cfg) if isinstance(cfg, ReDoFields) else None
         self._ones = torch.ones(n, 1, batch, device=self.device)  # sums the batch (bias)
         if self.classify:  # d cross-entropy / d logits = softmax - one-hot: the -1 of the one-hot
             self._minus_one = torch.full((n, batch, 1), -1.0, device=self.device)
@@ -284,6 +303,17 @@ class VectorMLPAgent:
             self._perturb()
         if self.gnt is not None:
             self.gnt.step(hs[1:])
+        if self.redo is not None:
+            self.redo.step(hs[1:], self._redo_layers, self.generators)
+
+    def _redo_layers(self) -> list[UnitLayer]:
+        """ReDo's view of the hidden layers: the batched weights and momentum buffers."""
+        mb = self.momentum_buffers
+        return [UnitLayer(self.W[i], self.b[i], self.W[i + 1], self.init_bounds[i],
+                          weight_states=() if mb is None else (mb[2 * i],),
+                          bias_states=() if mb is None else (mb[2 * i + 1],),
+                          next_states=() if mb is None else (mb[2 * i + 2],))
+                for i in range(len(self.W) - 1)]
 
     def _target(self, target: Any, out: torch.Tensor) -> torch.Tensor:
         """``infos["target"]`` as a tensor on the device: ``out``'s shape (regression) or
@@ -323,6 +353,8 @@ class VectorMLPAgent:
                 else:
                     W.baddbmm_(delta.transpose(1, 2), hs[k], beta=decay, alpha=-self.lr)
                     b.baddbmm_(self._ones, delta, beta=decay, alpha=-self.lr)
+                if self._pull is not None:  # L2 Init's pull toward W0
+                    W.add_(self._pull[k])
             else:
                 grads[2 * k] = torch.bmm(delta.transpose(1, 2), hs[k])
                 grads[2 * k + 1] = delta.sum(1)
@@ -342,6 +374,10 @@ class VectorMLPAgent:
         params, grads = list(params), list(grads)
         if self.weight_decay:
             torch._foreach_add_(grads, params, alpha=self.weight_decay)
+        if self.l2_init is not None:  # coupled: strength * (theta - theta0)
+            initial = [self._initial[id(p)] for p in params]
+            torch._foreach_add_(grads, torch._foreach_sub(params, initial),
+                                alpha=self.l2_init.strength)
         if self.momentum:
             if self.momentum_buffers is None:
                 self.momentum_buffers = [g.clone() for g in grads]
@@ -393,6 +429,10 @@ class VectorMLPAgent:
             state["noise"], state["noise_row"] = self._noise, self._noise_row
         if self.gnt is not None:
             state["gnt"] = self.gnt.state_dict()
+        if self.redo is not None:
+            state["redo"] = self.redo.state_dict()
+        if self.l2_init is not None:
+            state["l2_init"] = self.l2_init.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -415,6 +455,12 @@ class VectorMLPAgent:
             self._noise_row = int(state["noise_row"])
         if self.gnt is not None:
             self.gnt.load_state_dict(state["gnt"])
+        if self.redo is not None:
+            self.redo.load_state_dict(state["redo"])
+        if self.l2_init is not None:
+            self.l2_init.load_state_dict(state["l2_init"])  # in place: _initial follows
+            for pull, W0 in zip(self._pull, self.l2_init.initial[0::2]):
+                torch.mul(W0, self.lr * self.l2_init.strength, out=pull)
         self._cache = None
         self._graph_steps = None  # its graphs hold the replaced momentum buffers: capture anew
 

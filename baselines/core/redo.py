@@ -55,6 +55,8 @@ from lop_bench.errors import InvalidConfigError
 
 __all__ = [
     "SCORE_OVER",
+    "ReDoFields",
+    "check_redo_fields",
     "unit_activity",
     "dormant_scores",
     "dormant_mask",
@@ -67,6 +69,32 @@ __all__ = [
 
 SCORE_OVER = ("batch", "period")
 """What :class:`ReDo` scores: the check's batch, or every update since the last check."""
+
+
+@dataclass(frozen=True)
+class ReDoFields:
+    """ReDo's config fields, for the configs of agents that use it (defaults: the paper's
+    tau and period, Sokar et al. 2023, scored on the check's batch)."""
+
+    redo_threshold: float = 0.1
+    """``tau``: a unit whose score (its activity over the layer's mean) is ``<= tau`` is
+    recycled (the paper: 0.1 for most runs, 0.025 for some; ``cfg/ant/redo.yml``: 0.1)."""
+    redo_period: int = 1000
+    """``F``: optimizer updates between two checks (the paper: 1000 gradient steps;
+    ``cfg/ant/redo.yml``'s ``reset_period``: 100 minibatch updates)."""
+    redo_score_over: str = "batch"
+    """What is scored (:data:`SCORE_OVER`): ``"batch"``, the check's update's batch;
+    ``"period"``, every update since the last check (batch-1 streams)."""
+
+
+def check_redo_fields(cfg: Any) -> None:
+    """Range checks of ``cfg``'s :class:`ReDoFields`."""
+    check_range("redo_threshold", cfg.redo_threshold, 0.0, float("inf"))
+    period = cfg.redo_period
+    if isinstance(period, bool) or not isinstance(period, int):
+        raise InvalidConfigError(f"redo_period must be a whole number of updates, got {period!r}.")
+    check_positive("redo_period", period)
+    check_choice("redo_score_over", cfg.redo_score_over, SCORE_OVER)
 
 
 def unit_activity(h: torch.Tensor) -> torch.Tensor:
@@ -237,6 +265,12 @@ class ReDo:
         self.activity_sum: list[torch.Tensor] = []
         self.num_reset: list[torch.Tensor] = []
         self.last_dormant: list[torch.Tensor] = []
+
+    @classmethod
+    def from_config(cls, cfg: ReDoFields) -> ReDo:
+        """The schedule of a config's :class:`ReDoFields`."""
+        return cls(threshold=cfg.redo_threshold, period=cfg.redo_period,
+                   score_over=cfg.redo_score_over)
 
     def step(
         self,

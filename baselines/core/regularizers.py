@@ -21,13 +21,28 @@ A leaf: imports torch and ``lop_bench`` only.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lop_bench.config import check_positive
 
-__all__ = ["L2Init"]
+__all__ = ["L2InitFields", "check_l2_init_fields", "L2Init"]
+
+
+@dataclass(frozen=True)
+class L2InitFields:
+    """L2 Init's config field, for the configs of agents that use it."""
+
+    l2_init_strength: float = 1e-3
+    """``strength``: the gradient gets ``strength * (theta - theta0)`` (coupled, like
+    ``weight_decay``); the paper's ``lambda`` is half of it (module docstring)."""
+
+
+def check_l2_init_fields(cfg: Any) -> None:
+    """Range check of ``cfg``'s :class:`L2InitFields`."""
+    check_positive("l2_init_strength", cfg.l2_init_strength, allow_zero=True)
 
 
 class L2Init:
