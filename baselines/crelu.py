@@ -28,6 +28,7 @@ from baselines.presets import (
     REGRESSION,
     Algorithm,
     Preset,
+    mlp,
 )
 
 __all__ = ["ALGORITHM", "make_agent"]
@@ -37,13 +38,13 @@ ALGORITHM = Algorithm("crelu", {
     # activation="crelu". Abbas et al. ran CReLU in place of ReLU with the base agent's
     # settings (their streams are Atari games), as here.
     # Slowly-changing regression: 20 -> 5 units (10 features) -> 1, SGD lr 0.01.
-    (REGRESSION, "*"): Preset(SupervisedAgent, BackpropConfig(activation="crelu")),
+    (REGRESSION, "*"): mlp(BackpropConfig(activation="crelu")),
     # Online permuted MNIST: 784 -> 3 x 2000 -> 10 (cpu and smoke: 3 x 100), SGD lr 0.003.
-    (PERMUTED_MNIST, "*"): Preset(SupervisedAgent, BackpropConfig(
+    (PERMUTED_MNIST, "*"): mlp(BackpropConfig(
         lr=0.003, hidden=(2000, 2000, 2000), activation="crelu")),
-    (PERMUTED_MNIST, "cpu"): Preset(SupervisedAgent, BackpropConfig(
+    (PERMUTED_MNIST, "cpu"): mlp(BackpropConfig(
         lr=0.003, hidden=(100, 100, 100), activation="crelu")),
-    (PERMUTED_MNIST, "smoke"): Preset(SupervisedAgent, BackpropConfig(
+    (PERMUTED_MNIST, "smoke"): mlp(BackpropConfig(
         lr=0.003, hidden=(100, 100, 100), activation="crelu")),
     # Continual ImageNet: the paper's ConvNet with CReLU after every conv and fc layer (each
     # conv's channels doubled before the max-pool), SGD lr 0.01 momentum 0.9, head zeroed

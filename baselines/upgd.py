@@ -22,6 +22,7 @@ from baselines.presets import (
     REGRESSION,
     Algorithm,
     Preset,
+    mlp,
 )
 
 __all__ = ["ALGORITHM", "make_agent"]
@@ -36,14 +37,14 @@ _MNIST = dict(lr=0.01, beta_utility=0.9999, sigma=0.1, weight_decay=0.01)
 ALGORITHM = Algorithm("upgd", {
     # Slowly-changing regression (20 -> 5 -> 1 ReLU, batch 1): the paper has no such
     # stream. PLACEHOLDER until the sweep below is in.
-    (REGRESSION, "*"): Preset(SupervisedAgent, UPGDConfig(
+    (REGRESSION, "*"): mlp(UPGDConfig(
         lr=0.01, beta_utility=0.999, sigma=0.01, weight_decay=0.0)),
     # Online permuted MNIST: the paper's input-permuted MNIST values (_MNIST, above) on
     # backprop's nets: 784 -> 3 x 2000 -> 10 (paper tier), 3 x 100 (cpu and smoke tiers).
-    (PERMUTED_MNIST, "*"): Preset(SupervisedAgent, UPGDConfig(
+    (PERMUTED_MNIST, "*"): mlp(UPGDConfig(
         hidden=(2000, 2000, 2000), **_MNIST)),
-    (PERMUTED_MNIST, "cpu"): Preset(SupervisedAgent, UPGDConfig(hidden=(100, 100, 100), **_MNIST)),
-    (PERMUTED_MNIST, "smoke"): Preset(SupervisedAgent, UPGDConfig(
+    (PERMUTED_MNIST, "cpu"): mlp(UPGDConfig(hidden=(100, 100, 100), **_MNIST)),
+    (PERMUTED_MNIST, "smoke"): mlp(UPGDConfig(
         hidden=(100, 100, 100), **_MNIST)),
     # Continual ImageNet: the paper's ConvNet with the head zeroed at every task, and the
     # values of the paper's nearest stream, label-permuted CIFAR-10 with a ConvNet

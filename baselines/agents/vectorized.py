@@ -39,6 +39,13 @@ entries zeroed). L2 Init (:class:`~baselines.agents.supervised.L2InitConfig`) ad
 in the fused one as an extra decay ``lr * strength`` and a constant pull ``+ lr * strength *
 W0`` (the biases start at 0: they only decay).
 
+UPGD (:class:`~baselines.agents.supervised.UPGDConfig`, its plain variant) forms every
+layer's gradient (no fused step) and updates with :class:`~baselines.core.upgd.BatchedUPGD`,
+seed ``i``'s noise from its generator as the single agent's; its steps run eagerly (no CUDA
+graph). CReLU (``activation="crelu"``) doubles each hidden layer's features (the next
+layer's fan-in), its derivative :func:`~baselines.core.activations.crelu_backward`. Layer
+normalization has no many-seeds agent (``VectorizationNotSupported``: one process a seed).
+
 On a CUDA device the whole step stays there: observations that are tensors on the
 device (the streams' ``device=`` mode) give predictions that stay there too (no host
 sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`;
@@ -59,14 +66,17 @@ from gymnasium import spaces
 
 from baselines.agents.supervised import (
     ContinualBackpropConfig,
+    LayerNormConfig,
     ShrinkPerturbConfig,
     SupervisedConfig,
 )
+from baselines.core.activations import crelu, crelu_backward
 from baselines.core.gnt import DenseUnits, GenerateAndTest
-from baselines.core.nets import kaiming_uniform_bound
+from baselines.core.nets import feature_width, kaiming_uniform_bound
 from baselines.core.optim import noise_chunk_size
 from baselines.core.redo import ReDo, ReDoFields, UnitLayer
 from baselines.core.regularizers import L2Init, L2InitFields
+from baselines.core.upgd import BatchedUPGD, UPGDFields
 from lop_bench.agents import vector_seeds
 from lop_bench.config import config_to_dict
 from lop_bench.errors import VectorizationNotSupported
@@ -109,6 +119,7 @@ _ACTIVATIONS = {
     "leaky_relu": torch.nn.functional.leaky_relu,
     "elu": torch.nn.functional.elu,
     "swish": torch.nn.functional.silu,
+    "crelu": lambda z: crelu(z, -1),  # backward: crelu_backward
 }
 
 
@@ -165,6 +176,14 @@ class VectorMLPAgent:
                 f"arch={cfg.arch!r}, reset_head={cfg.reset_head!r} has no vectorized agent (MLPs "
                 "without a head reset only); run the seeds one by one."
             )
+        if isinstance(cfg, LayerNormConfig) and cfg.layer_norm:
+            raise VectorizationNotSupported(
+                "layer normalization has no vectorized agent; run the seeds one by one."
+            )
+        if cfg.activation == "crelu" and isinstance(cfg, ContinualBackpropConfig):
+            raise VectorizationNotSupported(  # the single agent says why it cannot run
+                "generate-and-test with CReLU has no vectorized agent."
+            )
         if cfg.optimizer != "sgd":
             raise VectorizationNotSupported(
                 "vectorized agents support optimizer='sgd' only; run Adam seeds one by one."
@@ -182,14 +201,15 @@ class VectorMLPAgent:
         batch = observation_space.shape[0]
         hidden = tuple(cfg.hidden)
         sizes = (in_features, *hidden, out_features)
+        in_sizes = (in_features, *(feature_width(cfg.activation, h) for h in hidden))
         self.activation = cfg.activation
         self._act = _ACTIVATIONS[cfg.activation]
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
         gains = [cfg.activation] * len(hidden) + ["linear"]
-        self.init_bounds = [kaiming_uniform_bound(a, g) for a, g in zip(sizes[:-1], gains)]
+        self.init_bounds = [kaiming_uniform_bound(a, g) for a, g in zip(in_sizes, gains)]
         self.W: list[torch.Tensor] = []
         self.b: list[torch.Tensor] = []
-        for a, o in zip(sizes[:-1], sizes[1:]):
+        for a, o in zip(in_sizes, sizes[1:]):
             self.W.append(torch.empty(n, o, a, device=self.device))
             self.b.append(torch.zeros(n, o, device=self.device))
         # The single-seed MLP fills its layers in order from its generator: so do we, per seed.
@@ -206,6 +226,13 @@ class VectorMLPAgent:
         self.momentum_buffers: list[torch.Tensor] | None = None
         # Which layers take the fused step (see the module docstring), and its constants.
         self._fused = [not self.momentum and W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W]
+        # UPGD: every layer's gradient is formed (no fused step), then its batched update.
+        self.upgd: BatchedUPGD | None = None
+        if isinstance(cfg, UPGDFields):
+            self._fused = [False] * len(self.W)
+            self.upgd = BatchedUPGD(self.params, self.generators, lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay,
+                                    beta_utility=cfg.beta_utility, sigma=cfg.sigma)
         self._decay = 1.0 - self.lr * self.weight_decay
         # L2 Init: theta0 per seed; the fused step's extra decay and pull (module docstring).
         self.l2_init: L2Init | None = None
@@ -237,7 +264,8 @@ class VectorMLPAgent:
         # On CUDA the step is replayed from CUDA graphs, unless LOP_BENCH_CUDA_GRAPHS=0 (or
         # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
         self.use_cuda_graphs = (self.device.type == "cuda"
-                                and os.environ.get("LOP_BENCH_CUDA_GRAPHS", "1") != "0")
+                                and os.environ.get("LOP_BENCH_CUDA_GRAPHS", "1") != "0"
+                                and self.upgd is None)  # UPGD's noise draws: eager
         self._graph_steps: _CudaGraphStep | None = None
 
     @property
@@ -338,6 +366,7 @@ class VectorMLPAgent:
             delta = torch.sub(out, y).mul_(2.0 / (batch * out.shape[2]))
         grads: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
         relu = self.activation == "relu"
+        crelu_layers = self.activation == "crelu"
         decay = self._decay
         for k in range(len(self.W) - 1, -1, -1):
             # The error of the layer below, from W[k] before this step changes it.
@@ -361,6 +390,8 @@ class VectorMLPAgent:
             if below is not None:
                 if relu:  # autograd's own ReLU backward: one op
                     delta = torch.ops.aten.threshold_backward(below, hs[k], 0)
+                elif crelu_layers:  # 2k features' errors -> the k units' errors
+                    delta = crelu_backward(below, zs[k - 1])
                 else:
                     delta = below.mul_(_derivative(self.activation, zs[k - 1], hs[k]))
         if not any(self._fused):
@@ -372,6 +403,9 @@ class VectorMLPAgent:
         """``torch.optim.SGD``'s update of ``params`` (coupled weight decay, momentum (of
         every parameter: no layer is fused then), no dampening)."""
         params, grads = list(params), list(grads)
+        if self.upgd is not None:  # UPGD's own update instead (no layer is fused then)
+            self.upgd.step(params, grads)
+            return
         if self.weight_decay:
             torch._foreach_add_(grads, params, alpha=self.weight_decay)
         if self.l2_init is not None:  # coupled: strength * (theta - theta0)
@@ -429,6 +463,8 @@ class VectorMLPAgent:
             state["noise"], state["noise_row"] = self._noise, self._noise_row
         if self.gnt is not None:
             state["gnt"] = self.gnt.state_dict()
+        if self.upgd is not None:
+            state["upgd"] = self.upgd.state_dict()
         if self.redo is not None:
             state["redo"] = self.redo.state_dict()
         if self.l2_init is not None:
@@ -455,6 +491,8 @@ class VectorMLPAgent:
             self._noise_row = int(state["noise_row"])
         if self.gnt is not None:
             self.gnt.load_state_dict(state["gnt"])
+        if self.upgd is not None:
+            self.upgd.load_state_dict(state["upgd"])
         if self.redo is not None:
             self.redo.load_state_dict(state["redo"])
         if self.l2_init is not None:

@@ -68,6 +68,7 @@ __all__ = [
     "global_utility_max",
     "scaled_utilities",
     "upgd_update_",
+    "BatchedUPGD",
     "draw_noise",
     "draw_noise_batched",
 ]
@@ -239,6 +240,56 @@ def draw_noise_batched(
     return [
         part.view(n, *s) for part, s in zip(out.split(sizes, dim=1), shapes, strict=True)
     ]
+
+
+class BatchedUPGD:
+    """UPGD for the parameters of N seeds at once (tensors ``(N, ...)``, updated in place),
+    seed ``i``'s noise from ``generators[i]``: seed ``i`` follows :class:`UPGD` on its own
+    slices with ``generators[i]`` (up to the rounding of its gradients). State: the traces
+    (``buffers()``) and the step count; the noise is drawn fresh each step into one buffer."""
+
+    def __init__(self, params: Sequence[torch.Tensor], generators: Sequence[torch.Generator],
+                 *, lr: float, weight_decay: float, beta_utility: float, sigma: float) -> None:
+        check_upgd_fields(lr, weight_decay, beta_utility, sigma)
+        if any(p.shape[0] != len(generators) for p in params):
+            raise ValueError(f"every parameter needs a leading dimension of {len(generators)} "
+                             "seeds (one generator each).")
+        self.generators = list(generators)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.beta_utility, self.sigma = float(beta_utility), float(sigma)
+        self.traces = [torch.zeros_like(p) for p in params]
+        self.step_count = 0
+        self._shapes = [tuple(p.shape[1:]) for p in params]
+        self._buffer: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+        """One UPGD step of every seed (``grads`` shaped as ``params``)."""
+        self.step_count += 1
+        noises = None
+        if self.sigma != 0.0:
+            if self._buffer is None:
+                total = sum(math.prod(s) for s in self._shapes)
+                self._buffer = torch.empty(len(self.generators), total, device=params[0].device,
+                                           dtype=params[0].dtype)
+            noises = draw_noise_batched(self._shapes, self.generators, out=self._buffer)
+        upgd_update_(params, grads, self.traces, [self.step_count] * len(params), noises,
+                     lr=self.lr, weight_decay=self.weight_decay,
+                     beta_utility=self.beta_utility, sigma=self.sigma, batched=True)
+
+    def buffers(self) -> list[torch.Tensor]:
+        """The utility traces, ``(N, ...)`` per parameter."""
+        return list(self.traces)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count and the traces."""
+        return {"step": self.step_count, "traces": [t.clone() for t in self.traces]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.step_count = int(state["step"])
+        for dst, src in zip(self.traces, state["traces"], strict=True):
+            dst.copy_(torch.as_tensor(src))
 
 
 class UPGD(torch.optim.Optimizer):

@@ -202,7 +202,7 @@ def test_layernorm_agents_normalize_every_hidden_layer(env_id):
 
 
 @pytest.mark.parametrize("name", ["crelu", "layernorm"])
-def test_no_preset_on_incremental_cifar_and_no_many_seeds_agent(name):
+def test_no_preset_on_incremental_cifar(name):
     with pytest.raises(InvalidConfigError, match=f"{name}.*no preset.*It has presets for"):
         lop_bench.make_agent(name, _env(INCREMENTAL_CIFAR), seed=0)
 

@@ -1,7 +1,8 @@
 """UPGD (baselines.core.upgd) against hand computations: the scaled utility, one step of
 three weights with fixed noise (plain and adaptive), the trace's bias correction over two
 steps, the generator's draws, the per-seed batched update, resume, and bad settings; the
-``upgd`` agent: its presets, one agent step by hand, resume and seeding."""
+``upgd`` agent: its presets, one agent step by hand, resume and seeding; the many-seeds
+learner with UPGD or CReLU against each seed's single agent."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.spaces import Box, MultiDiscrete
 
 import lop_bench
+from baselines.agents.vectorized import VectorMLPAgent
 from baselines.core.upgd import (
     UPGD,
+    BatchedUPGD,
     draw_noise,
     draw_noise_batched,
     global_utility_max,
@@ -25,7 +28,7 @@ from baselines.core.upgd import (
     upgd_update_,
 )
 from baselines.presets import ANT, CONTINUAL_IMAGENET, INCREMENTAL_CIFAR, PERMUTED_MNIST, REGRESSION
-from lop_bench.errors import InvalidConfigError
+from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
 
 
 def _sig(x: float) -> float:
@@ -351,3 +354,72 @@ def test_upgd_agent_resumes_bit_for_bit_and_repeats_with_a_seed():
     d = lop_bench.make_agent("upgd", _env(REGRESSION), seed=2)
     _steps(d, 30, 0)
     assert not torch.equal(d.net.layers[0].weight, b.net.layers[0].weight)
+
+
+def test_batched_upgd_state_round_trip_and_seed_count_check():
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    params = [torch.ones(2, 3), torch.zeros(2, 1)]
+    opt = BatchedUPGD(params, gens, lr=0.1, weight_decay=0.0, beta_utility=0.9, sigma=0.1)
+    opt.step(params, [torch.full((2, 3), 0.5), torch.ones(2, 1)])
+    state = opt.state_dict()
+    assert state["step"] == 1  # trace = (1 - 0.9) * (-0.5 * 1)
+    assert torch.allclose(state["traces"][0], torch.full((2, 3), -0.05))
+    other = BatchedUPGD(params, gens, lr=0.1, weight_decay=0.0, beta_utility=0.9, sigma=0.1)
+    other.load_state_dict(state)
+    assert other.step_count == 1 and torch.equal(other.traces[0], opt.traces[0])
+    with pytest.raises(ValueError, match="leading dimension of 3"):
+        BatchedUPGD(params, gens + [torch.Generator()], lr=0.1, weight_decay=0.0,
+                    beta_utility=0.9, sigma=0.1)
+
+
+@pytest.mark.parametrize("name,env_id", [("upgd", REGRESSION), ("upgd", PERMUTED_MNIST),
+                                         ("crelu", REGRESSION), ("crelu", PERMUTED_MNIST)])
+def test_many_seeds_agent_follows_each_seeds_single_agent(name, env_id):
+    # The vectorized learner (make_vec's) with UPGD or CReLU: seed i's weights after 40
+    # steps are the single agent's of seed i, up to float rounding; resume is exact.
+    obs_space, act_space = _SPACES[env_id]
+    seeds = (3, 8)
+    vec_env = _env(env_id, vectorization_mode="sync", num_envs=2)
+    vec = lop_bench.make_agent(name, vec_env, seed=list(seeds))
+    assert isinstance(vec, VectorMLPAgent) and vec.num_envs == 2
+    singles = [lop_bench.make_agent(name, _env(env_id), seed=s) for s in seeds]
+    rng = np.random.default_rng(0)
+    classify = env_id == PERMUTED_MNIST
+
+    def batch():
+        obs = rng.random((2, *obs_space.shape)).astype(np.float32)
+        target = (rng.integers(0, 10, (2, 1)) if classify
+                  else rng.normal(size=(2, 1, 1)).astype(np.float32))
+        return obs, target
+
+    def step(obs, target):
+        vec.act(obs, {"phase": "train"})
+        vec.learn(obs, None, 0.0, obs, False, False, {"target": target, "phase": "train"})
+        for i, agent in enumerate(singles):
+            agent.act(obs[i], {"phase": "train"})
+            agent.learn(obs[i], None, 0.0, obs[i], False, False,
+                        {"target": target[i], "phase": "train"})
+
+    for _ in range(40):
+        step(*batch())
+    for i, agent in enumerate(singles):
+        for p, v in zip(agent.net.parameters(), vec.parameters()):
+            assert torch.allclose(p.detach(), v[i], rtol=1e-4, atol=1e-5)
+    state = copy.deepcopy(vec.state_dict())
+    data = [batch() for _ in range(5)]
+    for obs, target in data:
+        step(obs, target)
+    after = [p.clone() for p in vec.parameters()]
+    other = lop_bench.make_agent(name, vec_env, seed=list(seeds))
+    other.load_state_dict(state)
+    for obs, target in data:
+        other.act(obs, {"phase": "train"})
+        other.learn(obs, None, 0.0, obs, False, False, {"target": target, "phase": "train"})
+    for p, q in zip(other.parameters(), after):
+        assert torch.equal(p, q)
+
+
+def test_layernorm_has_no_many_seeds_agent():
+    vec_env = _env(REGRESSION, vectorization_mode="sync", num_envs=2)
+    with pytest.raises(VectorizationNotSupported, match="seeds one by one"):
+        lop_bench.make_agent("layernorm", vec_env, seed=[0, 1])
