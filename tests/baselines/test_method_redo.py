@@ -246,3 +246,194 @@ def test_state_dict_resumes_mid_period():
 def test_bad_settings_are_named(kwargs, field):
     with pytest.raises(InvalidConfigError, match=field):
         ReDo(**kwargs)
+
+
+# -- the agents ---------------------------------------------------------------------------
+import copy  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+from gymnasium.envs.registration import EnvSpec  # noqa: E402
+from gymnasium.spaces import Box, MultiDiscrete  # noqa: E402
+
+import lop_bench  # noqa: E402
+from baselines import redo as redo_table  # noqa: E402
+from baselines.agents.ppo import PPOAgent, PPOReDoConfig  # noqa: E402
+from baselines.agents.supervised import BackpropConfig, ReDoConfig, SupervisedAgent  # noqa: E402
+from baselines.agents.vectorized import VectorMLPAgent  # noqa: E402
+from baselines.presets import (  # noqa: E402
+    ANT,
+    CONTINUAL_IMAGENET,
+    INCREMENTAL_CIFAR,
+    PERMUTED_MNIST,
+    REGRESSION,
+)
+from lop_bench.errors import VectorizationNotSupported  # noqa: E402
+
+REG_SPACES = (Box(-np.inf, np.inf, (1, 20), np.float32), Box(-np.inf, np.inf, (1, 1), np.float32))
+SPACES = {
+    REGRESSION: REG_SPACES,
+    PERMUTED_MNIST: (Box(0, 1, (1, 784), np.float32), MultiDiscrete([10])),
+    CONTINUAL_IMAGENET: (Box(0, 255, (100, 3, 32, 32), np.float32), MultiDiscrete([2] * 100)),
+    INCREMENTAL_CIFAR: (Box(0, 1, (90, 3, 32, 32), np.float32), MultiDiscrete([100] * 90)),
+    ANT: (Box(-np.inf, np.inf, (27,), np.float64), Box(-1, 1, (8,), np.float32)),
+}
+
+
+def _env(env_id, tier="smoke", **kwargs):
+    """What make_agent reads of an env: its spec and spaces."""
+    obs, act = SPACES[env_id]
+    return types.SimpleNamespace(
+        spec=EnvSpec(env_id, entry_point="x:y", kwargs={"tier": tier, **kwargs}),
+        observation_space=obs, action_space=act)
+
+
+def _data(steps, seeds=None, seed=0):
+    g = np.random.default_rng(seed)
+    shape = (steps, 1, 20) if seeds is None else (steps, seeds, 1, 20)
+    x = g.random(shape, dtype=np.float32)
+    y = g.standard_normal(shape[:-1] + (1,)).astype(np.float32)
+    return x, y
+
+
+def _kill(layer: nn.Linear, unit: int) -> None:
+    """A ReLU unit that is 0 on every input in [0, 1]^n."""
+    with torch.no_grad():
+        layer.weight[unit] = -1.0
+        layer.bias[unit] = -10.0
+
+
+def _step(agent, x, y):
+    agent.act(x, {"phase": "train"})
+    agent.learn(x, None, 0.0, x, False, False, {"target": y})
+
+
+def test_supervised_agent_recycles_exactly_the_dead_unit():
+    """Beside a backprop twin on the same data: after F steps the units that were silent on
+    all F inputs (tau 0: only those; the killed unit among them) have the generator's next
+    draws, zero bias and zero outgoing weights; every other entry is the twin's, bit for bit."""
+    cfg = ReDoConfig(redo_threshold=0.0, redo_period=5, redo_score_over="period")
+    a = SupervisedAgent(cfg, *REG_SPACES, seed=0)
+    b = SupervisedAgent(BackpropConfig(), *REG_SPACES, seed=0)
+    for agent in (a, b):
+        _kill(agent.net.layers[0], 2)
+    x, y = _data(5)
+    activity = torch.zeros(5)
+    for t in range(5):
+        if t == 4:
+            g = copy.deepcopy(b.generator)  # the state ReDo's draws start from
+        _step(a, x[t], y[t])
+        b.act(x[t], {"phase": "train"})
+        activity += b._feats[0].detach().abs()[0]
+        b.learn(x[t], None, 0.0, x[t], False, False, {"target": y[t]})
+        if t < 4:
+            assert a.redo.num_reset == []  # no check before the 5th step
+    dead = torch.nonzero(activity == 0).flatten().tolist()
+    keep = [u for u in range(5) if u not in dead]
+    assert 2 in dead and keep
+    bound = a.net.init_bounds[0]
+    expected = torch.empty(len(dead), 20).uniform_(-bound, bound, generator=g)
+    assert a.redo.num_reset[0].tolist() == [len(dead)]
+    (w_a, b_a), (v_a, c_a) = [(lay.weight, lay.bias) for lay in a.net.layers]
+    (w_b, b_b), (v_b, c_b) = [(lay.weight, lay.bias) for lay in b.net.layers]
+    assert torch.equal(w_a[dead], expected)
+    assert torch.equal(b_a[dead], torch.zeros(len(dead)))
+    assert torch.equal(v_a[:, dead], torch.zeros(1, len(dead)))
+    assert v_b[0, 2] != 0  # the twin's dead unit kept its outgoing weight
+    assert torch.equal(w_a[keep], w_b[keep]) and torch.equal(b_a[keep], b_b[keep])
+    assert torch.equal(v_a[:, keep], v_b[:, keep]) and torch.equal(c_a, c_b)
+
+
+def test_vectorized_redo_is_the_single_agent_per_seed():
+    cfg = ReDoConfig(redo_threshold=0.0, redo_period=7, redo_score_over="period")
+    vec = VectorMLPAgent(cfg, *REG_SPACES, seeds=(3, 4))
+    singles = [SupervisedAgent(cfg, *REG_SPACES, seed=s) for s in (3, 4)]
+    with torch.no_grad():  # kill unit 1 of seed 4 in both
+        vec.W[0][1, 1], vec.b[0][1, 1] = -1.0, -10.0
+    _kill(singles[1].net.layers[0], 1)
+    x, y = _data(15, seeds=2)
+    for t in range(15):
+        vec.act(x[t], {"phase": "train"})
+        vec.learn(x[t], None, 0.0, x[t], False, False, {"target": y[t]})
+        for s, agent in enumerate(singles):
+            _step(agent, x[t, s], y[t, s])
+    assert vec.redo.num_reset[0][1] >= 1  # the killed unit, at least
+    assert not torch.equal(vec.W[0][1, 1], torch.full((20,), -1.0))
+    for s, agent in enumerate(singles):
+        assert agent.redo.num_reset[0].tolist() == [vec.redo.num_reset[0][s].item()]
+        for layer, W, b in zip(agent.net.layers, vec.W, vec.b):
+            assert torch.allclose(layer.weight, W[s], atol=1e-6)
+            assert torch.allclose(layer.bias, b[s], atol=1e-6)
+
+
+def test_resume_mid_period_is_bit_identical():
+    cfg = ReDoConfig(redo_threshold=0.5, redo_period=4, redo_score_over="period")
+    x, y = _data(11)
+
+    def run(split):
+        agent = SupervisedAgent(cfg, *REG_SPACES, seed=1)
+        _kill(agent.net.layers[0], 0)
+        for t in range(11):
+            if t == split:
+                state = copy.deepcopy(agent.state_dict())
+                agent = SupervisedAgent(cfg, *REG_SPACES, seed=99)
+                agent.load_state_dict(state)
+            _step(agent, x[t], y[t])
+        return agent
+
+    full, resumed = run(None), run(6)
+    assert full.redo.num_reset[0].sum() > 0
+    for p, q in zip(full.net.parameters(), resumed.net.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(full.redo.num_reset[0], resumed.redo.num_reset[0])
+
+
+def test_ppo_redo_recycles_a_dead_policy_unit():
+    cfg = PPOReDoConfig(hidden=(8, 8), batch_size=32, num_minibatches=2, num_epochs=2,
+                        redo_threshold=0.1, redo_period=3)
+    agent = PPOAgent(cfg, *SPACES[ANT], seed=0)
+    layer = agent.policy.layers[0]
+    with torch.no_grad():
+        layer.weight[5], layer.bias[5] = 0.0, -100.0
+    g = np.random.default_rng(0)
+    for _ in range(32):
+        obs = g.standard_normal(27)
+        a = agent.act(obs, {})
+        agent.learn(obs, a, float(g.standard_normal()), g.standard_normal(27), False, False, {})
+    # 4 minibatch updates: one check, at the 3rd, on both networks.
+    assert agent.redo[0].steps == 1 and agent.redo[1].steps == 1
+    assert agent.redo[0].num_reset[0][0] >= 1
+    assert layer.bias[5].abs() < 1.0 and layer.weight[5].abs().sum() > 0
+    state = agent.state_dict()
+    assert len(state["redo"]) == 2
+    other = PPOAgent(cfg, *SPACES[ANT], seed=1)
+    other.load_state_dict(copy.deepcopy(state))
+    assert other.redo[0].num_reset[0].tolist() == agent.redo[0].num_reset[0].tolist()
+
+
+@pytest.mark.parametrize("env_id", [REGRESSION, PERMUTED_MNIST, CONTINUAL_IMAGENET, ANT])
+def test_redo_on_its_streams_and_a_clear_error_elsewhere(env_id):
+    agent = lop_bench.make_agent("redo", _env(env_id), seed=0)
+    assert agent.redo and agent.preset.startswith(f"redo/{env_id}/")
+    with pytest.raises(InvalidConfigError, match="redo.*no preset.*IncrementalCIFAR100.*It has presets for"):
+        lop_bench.make_agent("redo", _env(INCREMENTAL_CIFAR), seed=0)
+
+
+def test_redo_presets_and_names():
+    ant = redo_table.ALGORITHM.presets[(ANT, "*")].config  # cfg/ant/redo.yml
+    assert (ant.redo_threshold, ant.redo_period, ant.redo_score_over) == (0.1, 100, "batch")
+    assert (ant.betas, ant.weight_decay, ant.lr, ant.hidden) == ((0.99, 0.99), 1e-4, 1e-4, (256, 256))
+    assert ant.replacement_rate == 0.0  # no generate-and-test besides
+    reg = redo_table.ALGORITHM.presets[(REGRESSION, "*")].config
+    assert (reg.redo_threshold, reg.redo_period, reg.redo_score_over) == (0.1, 1000, "period")
+    a = lop_bench.make_agent("ppo_redo", _env(ANT), seed=0)
+    b = lop_bench.make_agent("redo", _env(ANT), seed=0)
+    assert a.cfg == b.cfg and a.preset == f"ppo_redo/{ANT}/*"
+    vec = lop_bench.make_agent("redo", _env(REGRESSION, vectorization_mode="vector_entry_point",
+                                            num_envs=2), seed=(0, 1))
+    assert type(vec) is VectorMLPAgent and vec.redo is not None
+    with pytest.raises(VectorizationNotSupported):
+        lop_bench.make_agent("redo", _env(CONTINUAL_IMAGENET, vectorization_mode="vector_entry_point",
+                                          num_envs=2), seed=0)
+    with pytest.raises(InvalidConfigError, match="redo_score_over"):
+        lop_bench.make_agent("redo", _env(REGRESSION), seed=0, redo_score_over="epoch")
