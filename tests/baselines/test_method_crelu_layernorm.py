@@ -226,3 +226,20 @@ def test_layernorm_off_is_backprop_bit_for_bit():
 def test_generate_and_test_refuses_crelu():
     with pytest.raises(InvalidConfigError, match="generate-and-test is not defined"):
         lop_bench.make_agent("continual_backprop", _env(REGRESSION), seed=0, activation="crelu")
+
+
+@pytest.mark.parametrize("name", ["crelu", "layernorm", "upgd"])
+def test_continual_imagenet_convnet_variants_learn(name):
+    # Two train steps of each method's ConvNet on a batch of 100 random images: finite
+    # loss, every conv and fc layer moved, the head zeroed at the task's start (reset_head).
+    agent = lop_bench.make_agent(name, _env(CONTINUAL_IMAGENET), seed=0)
+    g = torch.Generator().manual_seed(1)
+    obs = (torch.rand(100, 3, 32, 32, generator=g) * 255).numpy()
+    labels = torch.randint(0, 2, (100,), generator=g).numpy()
+    before = [layer.weight.detach().clone() for layer in agent.net.layers[:-1]]
+    for _ in range(2):
+        agent.act(obs, {"phase": "train", "task": 0})
+        agent.learn(obs, None, 0.0, obs, False, False,
+                    {"target": labels, "phase": "train", "task": 0})
+    assert torch.isfinite(agent.last_loss)
+    assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, agent.net.layers))
