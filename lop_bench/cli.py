@@ -224,8 +224,8 @@ def _preset_table(agents: Sequence[str], env_ids: Sequence[str],
     for name in agents:
         try:
             keys = presets_of(name)
-        except LopBenchError:  # a registered agent that fails to load: listed, not shown
-            keys = None
+        except (LopBenchError, ImportError, AttributeError):  # an entry point that fails to
+            keys = None  # load (a stale install, a missing extra): listed, its presets "?"
         rows.append([name, *(cell(keys, e) for e in env_ids)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()

@@ -154,3 +154,17 @@ def test_list_shows_which_algorithm_has_a_preset_where(capsys):
     assert rows["ppo_cbp"]["SlowlyChangingRegression-v0"] == "-"
     assert rows["head_reset"]["IncrementalCIFAR100-v0"] == "all"
     assert rows["l2"]["IncrementalCIFAR100-v0"] == "-"
+
+
+def test_list_survives_an_agent_that_fails_to_load():
+    from lop_bench.cli import _preset_table
+
+    def presets_of(name):
+        if name == "stale":
+            raise AttributeError("module 'x' has no attribute 'make_agent'")
+        return None if name == "plain" else [(REGRESSION, "*"), (ANT, "cpu")]
+
+    table = _preset_table(["good", "plain", "stale"], [REGRESSION, ANT], presets_of)
+    rows = [line.split() for line in table.splitlines()]
+    assert rows == [["agent", "SlowlyChangingRegression-v0", "ChangingFrictionAnt-v0"],
+                    ["good", "all", "cpu"], ["plain", "?", "?"], ["stale", "?", "?"]]
