@@ -6,18 +6,21 @@ Before every optimizer step the gradient gets ``l2_init_strength * (theta - thet
 like ``l2``'s weight decay, which is the same with ``theta0 = 0``
 (:mod:`baselines.core.regularizers`). The paper's ``lambda`` multiplies ``||theta -
 theta0||^2``: it is half of ``l2_init_strength``. The same algorithm on the MLP streams
-(single and many seeds), the ConvNet of Continual ImageNet and PPO on the Ant (alias
+(single and many seeds), the ConvNet of Continual ImageNet, the ResNet-18 of
+class-incremental CIFAR-100 and PPO on the Ant (alias
 ``ppo_l2_init``; every parameter Adam trains, the log-std included, as ``l2``'s weight
 decay there).
 """
 
 from __future__ import annotations
 
+from baselines.agents.incremental import CPU_WIDTH, IncrementalAgent, IncrementalL2InitConfig
 from baselines.agents.ppo import PROPER_BETAS, PPOAgent, PPOL2InitConfig
 from baselines.agents.supervised import L2InitConfig, SupervisedAgent
 from baselines.presets import (
     ANT,
     CONTINUAL_IMAGENET,
+    INCREMENTAL_CIFAR,
     PERMUTED_MNIST,
     REGRESSION,
     Algorithm,
@@ -55,8 +58,16 @@ ALGORITHM = Algorithm("l2_init", {
     # Not tuned (the paper has no L2 Init run on the Ant).
     (ANT, "*"): Preset(PPOAgent, PPOL2InitConfig(input_fan_in=111, betas=PROPER_BETAS,
                                                  l2_init_strength=1e-3)),
-    # Class-incremental CIFAR-100 has no row: its ResNet-18 learner (IncrementalAgent, with
-    # its own config) has no L2 Init option yet.
+    # Class-incremental CIFAR-100: backprop's ResNet-18 learner (base_deep_learning_system
+    # .json: SGD lr 0.1, momentum 0.9, the lr schedule, early stopping) with its weight
+    # decay 5e-4 moved to theta0: no weight decay, strength 5e-4 (every parameter, the batch
+    # norms' included). Not tuned. The functional tiers take backprop's narrow width.
+    (INCREMENTAL_CIFAR, "*"): Preset(IncrementalAgent, IncrementalL2InitConfig(
+        weight_decay=0.0, l2_init_strength=5e-4)),
+    (INCREMENTAL_CIFAR, "cpu"): Preset(IncrementalAgent, IncrementalL2InitConfig(
+        width=CPU_WIDTH, weight_decay=0.0, l2_init_strength=5e-4)),
+    (INCREMENTAL_CIFAR, "smoke"): Preset(IncrementalAgent, IncrementalL2InitConfig(
+        width=CPU_WIDTH, weight_decay=0.0, l2_init_strength=5e-4)),
 }, aliases={"ppo_l2_init": (ANT,)})
 
 make_agent = ALGORITHM.factory()

@@ -12,7 +12,10 @@ of it (in ``baselines/<algorithm>.py``):
   downsample shortcuts (``continual_backpropagation.json``);
 - ``head_reset``: the head re-initialized at every new block (``head_resetting.json``);
 - ``from_scratch``: network and optimizer re-initialized at every block
-  (``retrained_network.json``).
+  (``retrained_network.json``);
+- ``l2_init`` (beyond the paper, :class:`IncrementalL2InitConfig`): the gradient gets
+  ``l2_init_strength * (theta - theta0)`` before each step, theta0 the network as built
+  (:mod:`baselines.core.regularizers`).
 
 Protocol (DESIGN.md section 4; the stream ``lop/IncrementalCIFAR100-v0``):
 
@@ -81,6 +84,7 @@ from gymnasium import spaces
 from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, resnet_units
 from baselines.core.nets import COVERAGES, ResNet18, stage_channels
 from baselines.core.optim import OptimizerEntries
+from baselines.core.regularizers import L2Init, L2InitFields, check_l2_init_fields
 from lop_bench.agents import tier_of
 from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
 from lop_bench.errors import InvalidActionError, InvalidConfigError
@@ -90,6 +94,7 @@ __all__ = [
     "GENERATOR_PURPOSES",
     "CPU_WIDTH",
     "IncrementalConfig",
+    "IncrementalL2InitConfig",
     "learning_rate",
     "lr_milestone_epochs",
     "resolve_memory_format",
@@ -199,6 +204,16 @@ class IncrementalConfig(GnTFields):
                 f"channels_last must be true, false or null (channels-last on CUDA only), got "
                 f"{self.channels_last!r}."
             )
+
+
+@dataclass(frozen=True)
+class IncrementalL2InitConfig(IncrementalConfig, L2InitFields):
+    """The incremental agent's hyperparameters plus L2 Init's strength
+    (:class:`~baselines.core.regularizers.L2InitFields`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_l2_init_fields(self)
 
 
 def resolve_memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
@@ -344,6 +359,9 @@ class IncrementalAgent:
         self._all_features = self.gnt is not None and cfg.cbp_layers == "all_convs"
         self._params = list(self.net.parameters())
         self._num_params = sum(p.numel() for p in self._params)
+        self.l2_init: L2Init | None = None
+        if isinstance(cfg, L2InitFields):
+            self.l2_init = L2Init(self._params, cfg.l2_init_strength)
         self.best_accuracy: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self.last_loss: torch.Tensor | None = None
@@ -457,6 +475,8 @@ class IncrementalAgent:
         loss = F.cross_entropy(out, t)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.l2_init is not None:
+            self.l2_init.add_to_grad()
         self.optimizer.step()
         self.last_loss = loss.detach()
         if self.gnt is not None:
@@ -547,6 +567,7 @@ class IncrementalAgent:
             "phase": self._phase,
             "lr_epoch": self._lr_epoch,
             "gnt": None if self.gnt is None else self.gnt.state_dict(),
+            **({"l2_init": self.l2_init.state_dict()} if self.l2_init is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -564,6 +585,8 @@ class IncrementalAgent:
         self._lr_epoch = None if state["lr_epoch"] is None else int(state["lr_epoch"])
         if self.gnt is not None:
             self.gnt.load_state_dict(state["gnt"])
+        if self.l2_init is not None:
+            self.l2_init.load_state_dict(state["l2_init"])
         self._out, self._mids = None, []
 
 
