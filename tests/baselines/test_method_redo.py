@@ -437,3 +437,44 @@ def test_redo_presets_and_names():
                                           num_envs=2), seed=0)
     with pytest.raises(InvalidConfigError, match="redo_score_over"):
         lop_bench.make_agent("redo", _env(REGRESSION), seed=0, redo_score_over="epoch")
+
+
+def test_convnet_channels_recycled_with_their_biases_drawn():
+    """Continual ImageNet's ConvNet: a silent conv channel gets a fresh filter and a fresh
+    bias (the net's default init draws both), its slice of the next conv's filters 0; every
+    entry of the live channels is the backprop twin's."""
+    spaces_ = (Box(0, 255, (4, 3, 32, 32), np.float32), MultiDiscrete([2] * 4))
+    base = dict(lr=0.01, momentum=0.9, arch="convnet", hidden=(16, 16))
+    a = SupervisedAgent(ReDoConfig(redo_threshold=0.0, redo_period=2, **base), *spaces_, seed=0)
+    b = SupervisedAgent(BackpropConfig(**base), *spaces_, seed=0)
+    for agent in (a, b):
+        with torch.no_grad():
+            agent.net.layers[0].weight[3] = -1.0
+            agent.net.layers[0].bias[3] = -1000.0
+    g = np.random.default_rng(0)
+    activity = torch.zeros(32)
+    for t in range(2):
+        x = g.random((4, 3, 32, 32), dtype=np.float32)
+        y = g.integers(0, 2, 4)
+        if t == 1:
+            gen = copy.deepcopy(b.generator)
+        _step(a, x, y)
+        b.act(x, {"phase": "train"})
+        activity += b._feats[0].detach().abs().mean((0, 2, 3))
+        b.learn(x, None, 0.0, x, False, False, {"target": y})
+    dead = torch.nonzero(activity == 0).flatten().tolist()
+    live = [c for c in range(32) if c not in dead]
+    assert 3 in dead and a.redo.num_reset[0].tolist() == [len(dead)]
+    bound = a.net.init_bounds[0]
+    w_fresh = torch.empty(len(dead), 3, 5, 5).uniform_(-bound, bound, generator=gen)
+    b_fresh = torch.empty(len(dead)).uniform_(-bound, bound, generator=gen)
+    conv_a, conv_b = a.net.layers[0], b.net.layers[0]
+    assert torch.equal(conv_a.weight[dead], w_fresh) and torch.equal(conv_a.bias[dead], b_fresh)
+    assert torch.equal(conv_a.weight[live], conv_b.weight[live])
+    # Into the next conv: the dead channels' slices are 0 in every filter that layer did not
+    # re-draw itself (those equal the twin's on the live slices).
+    w1a, w1b = a.net.layers[1].weight, b.net.layers[1].weight
+    kept = [o for o in range(w1a.shape[0]) if torch.equal(w1a[o, live], w1b[o, live])]
+    assert len(kept) == w1a.shape[0] - a.redo.num_reset[1].item()
+    assert w1a[kept][:, dead].abs().sum() == 0 and w1b[kept][:, dead].abs().sum() > 0
+    assert a.optimizer.state[conv_a.weight]["momentum_buffer"][dead].abs().sum() == 0
