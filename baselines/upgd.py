@@ -36,9 +36,14 @@ _MNIST = dict(lr=0.01, beta_utility=0.9999, sigma=0.1, weight_decay=0.01)
 
 ALGORITHM = Algorithm("upgd", {
     # Slowly-changing regression (20 -> 5 -> 1 ReLU, batch 1): the paper has no such
-    # stream. PLACEHOLDER until the sweep below is in.
+    # stream. Backprop's lr 0.01, the input-permuted MNIST weight decay 0.01, the README's
+    # beta_utility 0.999, and sigma from a short sweep of ours (lop-bench sweep, cpu tier cut
+    # to 30 tasks of 10,000 steps, seeds 0-2, many-seeds path, 281 s on 2 shared cores;
+    # final error, mean error over all tasks): sigma 0.001 0.577, 0.929; 0.01 0.552, 0.926;
+    # 0.1 0.552, 0.883; backprop 1.014, 1.242. Sigma barely matters here (the CIs overlap
+    # widely); 0.1, the paper's MNIST value, is best on both, so it is the preset.
     (REGRESSION, "*"): mlp(UPGDConfig(
-        lr=0.01, beta_utility=0.999, sigma=0.01, weight_decay=0.0)),
+        lr=0.01, beta_utility=0.999, sigma=0.1, weight_decay=0.01)),
     # Online permuted MNIST: the paper's input-permuted MNIST values (_MNIST, above) on
     # backprop's nets: 784 -> 3 x 2000 -> 10 (paper tier), 3 x 100 (cpu and smoke tiers).
     (PERMUTED_MNIST, "*"): mlp(UPGDConfig(
