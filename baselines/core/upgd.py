@@ -245,37 +245,56 @@ def draw_noise_batched(
 class BatchedUPGD:
     """UPGD for the parameters of N seeds at once (tensors ``(N, ...)``, updated in place),
     seed ``i``'s noise from ``generators[i]``: seed ``i`` follows :class:`UPGD` on its own
-    slices with ``generators[i]`` (up to the rounding of its gradients). State: the traces
-    (``buffers()``) and the step count; the noise is drawn fresh each step into one buffer."""
+    slices with ``generators[i]`` (up to the rounding of its gradients).
+
+    The step works on all parameters flattened side by side, ``(N, total)``: a handful of
+    operations per step whatever the layer count (a 20-5-1 net of 10 seeds: about 4x
+    fewer than one pass per parameter), the same arithmetic as :func:`upgd_update_` with
+    ``batched=True`` (so bit for bit its result). State: the traces (``traces[i]`` views
+    one flat buffer) and the step count; the noise is drawn fresh each step into one buffer.
+    """
 
     def __init__(self, params: Sequence[torch.Tensor], generators: Sequence[torch.Generator],
                  *, lr: float, weight_decay: float, beta_utility: float, sigma: float) -> None:
         check_upgd_fields(lr, weight_decay, beta_utility, sigma)
-        if any(p.shape[0] != len(generators) for p in params):
-            raise ValueError(f"every parameter needs a leading dimension of {len(generators)} "
-                             "seeds (one generator each).")
+        n = len(generators)
+        if not params or any(p.shape[0] != n for p in params):
+            raise ValueError(f"every parameter needs a leading dimension of {n} seeds (one "
+                             "generator each).")
         self.generators = list(generators)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.beta_utility, self.sigma = float(beta_utility), float(sigma)
-        self.traces = [torch.zeros_like(p) for p in params]
+        self._shapes = [tuple(p.shape) for p in params]
+        self._sizes = [math.prod(s[1:]) for s in self._shapes]
+        p0 = params[0]
+        self._trace = torch.zeros(n, sum(self._sizes), device=p0.device, dtype=p0.dtype)
+        self.traces = [part.view(shape) for part, shape in
+                       zip(self._trace.split(self._sizes, dim=1), self._shapes, strict=True)]
         self.step_count = 0
-        self._shapes = [tuple(p.shape[1:]) for p in params]
-        self._buffer: torch.Tensor | None = None
+        self._noise = torch.empty_like(self._trace) if self.sigma != 0.0 else None
 
     @torch.no_grad()
     def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
         """One UPGD step of every seed (``grads`` shaped as ``params``)."""
         self.step_count += 1
-        noises = None
-        if self.sigma != 0.0:
-            if self._buffer is None:
-                total = sum(math.prod(s) for s in self._shapes)
-                self._buffer = torch.empty(len(self.generators), total, device=params[0].device,
-                                           dtype=params[0].dtype)
-            noises = draw_noise_batched(self._shapes, self.generators, out=self._buffer)
-        upgd_update_(params, grads, self.traces, [self.step_count] * len(params), noises,
-                     lr=self.lr, weight_decay=self.weight_decay,
-                     beta_utility=self.beta_utility, sigma=self.sigma, batched=True)
+        n, beta = self._trace.shape[0], self.beta_utility
+        g = torch.cat([x.reshape(n, -1) for x in grads], 1)
+        w = torch.cat([x.reshape(n, -1) for x in params], 1)
+        _trace_(self._trace, g, w, beta)
+        eta = self._trace.amax(1, keepdim=True).clamp_min_(_TINY)
+        bc = 1.0 - beta**self.step_count
+        gate = torch.sigmoid(self._trace.div(bc).div_(eta)).neg_().add_(1.0)  # 1 - s
+        if self._noise is not None:
+            for row, gen in zip(self._noise, self.generators, strict=True):
+                torch.randn(row.shape[0], generator=gen, device=gen.device, dtype=row.dtype,
+                            out=row)
+            g.add_(self._noise, alpha=self.sigma)
+        direction = g.mul_(gate)
+        decay = 1.0 - self.lr * self.weight_decay
+        for x, part in zip(params, direction.split(self._sizes, dim=1), strict=True):
+            if decay != 1.0:
+                x.mul_(decay)
+            x.add_(part.view(x.shape), alpha=-self.lr)
 
     def buffers(self) -> list[torch.Tensor]:
         """The utility traces, ``(N, ...)`` per parameter."""

@@ -423,3 +423,25 @@ def test_layernorm_has_no_many_seeds_agent():
     vec_env = _env(REGRESSION, vectorization_mode="sync", num_envs=2)
     with pytest.raises(VectorizationNotSupported, match="seeds one by one"):
         lop_bench.make_agent("layernorm", vec_env, seed=[0, 1])
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1])
+def test_batched_upgd_is_upgd_update_bit_for_bit(sigma):
+    # BatchedUPGD's flattened step equals upgd_update_(batched=True) exactly, noise included.
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4, 2), (3, 4), (3, 1, 4), (3, 1)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    ref = [p.clone() for p in params]
+    traces = [torch.zeros_like(p) for p in params]
+    seeds = (5, 6, 7)
+    opt = BatchedUPGD(params, [torch.Generator().manual_seed(s) for s in seeds], lr=0.05,
+                      weight_decay=0.01, beta_utility=0.9, sigma=sigma)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    for t in range(1, 4):
+        grads = [torch.randn(s, generator=g) for s in shapes]
+        opt.step(params, grads)
+        noise = draw_noise_batched([s[1:] for s in shapes], gens) if sigma else None
+        upgd_update_(ref, grads, traces, [t] * 4, noise, lr=0.05, weight_decay=0.01,
+                     beta_utility=0.9, sigma=sigma, batched=True)
+    for p, r, u, v in zip(params, ref, opt.traces, traces):
+        assert torch.equal(p, r) and torch.equal(u, v)
