@@ -24,22 +24,22 @@ from baselines.presets import (
     REGRESSION,
     Algorithm,
     Preset,
+    mlp,
 )
 
 __all__ = ["ALGORITHM", "make_agent"]
 
 ALGORITHM = Algorithm("layernorm", {
     # Every row: backprop's preset (baselines/backprop.py, with its sources) with the
-    # normalizations (no hyperparameter of its own). Many seeds run one process each (the
-    # vectorized learner has no normalization).
+    # normalizations (no hyperparameter of its own).
     # Slowly-changing regression: 20 -> LayerNorm(5) ReLU -> 1, SGD lr 0.01.
-    (REGRESSION, "*"): Preset(SupervisedAgent, LayerNormConfig()),
+    (REGRESSION, "*"): mlp(LayerNormConfig()),
     # Online permuted MNIST: 784 -> 3 x 2000 -> 10 (cpu and smoke: 3 x 100), SGD lr 0.003.
-    (PERMUTED_MNIST, "*"): Preset(SupervisedAgent, LayerNormConfig(
+    (PERMUTED_MNIST, "*"): mlp(LayerNormConfig(
         lr=0.003, hidden=(2000, 2000, 2000))),
-    (PERMUTED_MNIST, "cpu"): Preset(SupervisedAgent, LayerNormConfig(
+    (PERMUTED_MNIST, "cpu"): mlp(LayerNormConfig(
         lr=0.003, hidden=(100, 100, 100))),
-    (PERMUTED_MNIST, "smoke"): Preset(SupervisedAgent, LayerNormConfig(
+    (PERMUTED_MNIST, "smoke"): mlp(LayerNormConfig(
         lr=0.003, hidden=(100, 100, 100))),
     # Continual ImageNet: the paper's ConvNet with GroupNorm(1, C) after each conv and
     # LayerNorm after each hidden fc layer, SGD lr 0.01 momentum 0.9, head zeroed per task.

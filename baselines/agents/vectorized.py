@@ -43,8 +43,12 @@ UPGD (:class:`~baselines.agents.supervised.UPGDConfig`, its plain variant) forms
 layer's gradient (no fused step) and updates with :class:`~baselines.core.upgd.BatchedUPGD`,
 seed ``i``'s noise from its generator as the single agent's; its steps run eagerly (no CUDA
 graph). CReLU (``activation="crelu"``) doubles each hidden layer's features (the next
-layer's fan-in), its derivative :func:`~baselines.core.activations.crelu_backward`. Layer
-normalization has no many-seeds agent (``VectorizationNotSupported``: one process a seed).
+layer's fan-in), its derivative :func:`~baselines.core.activations.crelu_backward`. Layer normalization
+(:class:`~baselines.agents.supervised.LayerNormConfig`) normalizes each hidden layer's
+pre-activations over its units (``nn.LayerNorm``'s biased variance, eps 1e-5) with a scale
+and shift per seed, ``(N, units)``, trained by the same SGD (after the weights in
+``parameters()``, as the single agent's); its backward pass is written out in
+:meth:`VectorMLPAgent._norm_backward`, its steps run eagerly (no CUDA graph).
 
 On a CUDA device the whole step stays there: observations that are tensors on the
 device (the streams' ``device=`` mode) give predictions that stay there too (no host
@@ -176,10 +180,6 @@ class VectorMLPAgent:
                 f"arch={cfg.arch!r}, reset_head={cfg.reset_head!r} has no vectorized agent (MLPs "
                 "without a head reset only); run the seeds one by one."
             )
-        if isinstance(cfg, LayerNormConfig) and cfg.layer_norm:
-            raise VectorizationNotSupported(
-                "layer normalization has no vectorized agent; run the seeds one by one."
-            )
         if cfg.activation == "crelu" and isinstance(cfg, ContinualBackpropConfig):
             raise VectorizationNotSupported(  # the single agent says why it cannot run
                 "generate-and-test with CReLU has no vectorized agent."
@@ -217,6 +217,14 @@ class VectorMLPAgent:
             for W, bound in zip(self.W, self.init_bounds):
                 W[i].uniform_(-bound, bound, generator=g)
         self.params = [t for pair in zip(self.W, self.b) for t in pair]
+        # Layer normalization: a scale (1) and a shift (0) per seed and hidden unit, after
+        # the weights in the parameter list (the single MLP's order: layers, then norms).
+        self.norm_scale: list[torch.Tensor] = []
+        self.norm_shift: list[torch.Tensor] = []
+        if isinstance(cfg, LayerNormConfig) and cfg.layer_norm:
+            self.norm_scale = [torch.ones(n, h, device=self.device) for h in hidden]
+            self.norm_shift = [torch.zeros(n, h, device=self.device) for h in hidden]
+            self.params += [t for pair in zip(self.norm_scale, self.norm_shift) for t in pair]
         # Views made once (they follow the in-place updates): fewer Python-level ops per step.
         self._Wt = [W.transpose(1, 2) for W in self.W]
         self._b3 = [b.unsqueeze(1) for b in self.b]
@@ -265,7 +273,8 @@ class VectorMLPAgent:
         # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
         self.use_cuda_graphs = (self.device.type == "cuda"
                                 and os.environ.get("LOP_BENCH_CUDA_GRAPHS", "1") != "0"
-                                and self.upgd is None)  # UPGD's noise draws: eager
+                                and self.upgd is None  # UPGD's noise draws: eager
+                                and not self.norm_scale)  # the norms' backward: eager
         self._graph_steps: _CudaGraphStep | None = None
 
     @property
@@ -284,6 +293,8 @@ class VectorMLPAgent:
 
     def _forward(self, x: torch.Tensor):
         # The weights never require grad: no autograd graph is built, no no_grad needed.
+        if self.norm_scale:
+            return self._forward_norm(x)
         zs, hs = [], [x]
         h = x
         act = self._act
@@ -293,6 +304,40 @@ class VectorMLPAgent:
             h = act(z)
             hs.append(h)
         return torch.baddbmm(self._b3[-1], h, self._Wt[-1]), zs, hs
+
+    def _forward_norm(self, x: torch.Tensor):
+        """:meth:`_forward` with layer normalization: ``zs`` holds each hidden layer's
+        normalized pre-activation ``y = x_hat * scale + shift`` (what the activation reads)
+        and, in ``zs.norm``, the ``(x_hat, 1 / std)`` its backward pass needs."""
+        zs, hs = _NormedPreactivations(), [x]
+        h = x
+        act = self._act
+        for Wt, b, scale, shift in zip(self._Wt[:-1], self._b3[:-1], self.norm_scale,
+                                       self.norm_shift):
+            z = torch.baddbmm(b, h, Wt)
+            centred = z - z.mean(-1, keepdim=True)
+            inv_std = torch.rsqrt(centred.square().mean(-1, keepdim=True).add_(_NORM_EPS))
+            x_hat = centred.mul_(inv_std)
+            y = torch.addcmul(shift.unsqueeze(1), x_hat, scale.unsqueeze(1))
+            zs.append(y)
+            zs.norm.append((x_hat, inv_std))
+            h = act(y)
+            hs.append(h)
+        return torch.baddbmm(self._b3[-1], h, self._Wt[-1]), zs, hs
+
+    def _norm_backward(self, i: int, dy: torch.Tensor, zs: _NormedPreactivations,
+                       grads: list[torch.Tensor]) -> torch.Tensor:
+        """Hidden layer ``i``'s normalization backward: the scale's and shift's gradients
+        into ``grads`` (summed over the batch), and dL/dz from dL/dy:
+        ``dz = (dx - mean(dx) - x_hat * mean(dx * x_hat)) / std``, ``dx = dy * scale``."""
+        x_hat, inv_std = zs.norm[i]
+        k = 2 * len(self.W) + 2 * i
+        grads[k] = (dy * x_hat).sum(1)
+        grads[k + 1] = dy.sum(1)
+        dx = dy * self.norm_scale[i].unsqueeze(1)
+        dz = dx - dx.mean(-1, keepdim=True)
+        dz.sub_(x_hat * (dx * x_hat).mean(-1, keepdim=True))
+        return dz.mul_(inv_std)
 
     def _predict(self, x: torch.Tensor) -> tuple:
         """``(out, zs, hs, prediction)``: the forward pass and what :meth:`act` returns."""
@@ -394,9 +439,11 @@ class VectorMLPAgent:
                     delta = crelu_backward(below, zs[k - 1])
                 else:
                     delta = below.mul_(_derivative(self.activation, zs[k - 1], hs[k]))
+                if self.norm_scale:  # through the normalization to the linear layer's output
+                    delta = self._norm_backward(k - 1, delta, zs, grads)
         if not any(self._fused):
             self._sgd(self.params, grads)
-        elif not all(self._fused):
+        elif not all(self._fused) or self.norm_scale:
             self._sgd(*zip(*[(p, g) for p, g in zip(self.params, grads) if g is not None]))
 
     def _sgd(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
@@ -457,6 +504,7 @@ class VectorMLPAgent:
         state (tensors, numpy arrays and plain values; live tensors, as torch's own)."""
         state: dict[str, Any] = {
             "W": list(self.W), "b": list(self.b), "momentum_buffers": self.momentum_buffers,
+            "norms": [*self.norm_scale, *self.norm_shift],
             "generators": [g.get_state() for g in self.generators],
         }
         if self.noise_std > 0:
@@ -478,7 +526,8 @@ class VectorMLPAgent:
                 f"the state holds {len(state['W'])} layers of {len(state['generators'])} seeds; "
                 f"this agent has {len(self.W)} layers of {self.num_envs} seeds."
             )
-        for dst, src in zip([*self.W, *self.b], [*state["W"], *state["b"]]):
+        for dst, src in zip([*self.W, *self.b, *self.norm_scale, *self.norm_shift],
+                            [*state["W"], *state["b"], *state.get("norms", [])]):
             dst.copy_(torch.as_tensor(src))  # in place: the views and self.params follow
         buffers = state["momentum_buffers"]
         self.momentum_buffers = (None if buffers is None else
@@ -501,6 +550,18 @@ class VectorMLPAgent:
                 torch.mul(W0, self.lr * self.l2_init.strength, out=pull)
         self._cache = None
         self._graph_steps = None  # its graphs hold the replaced momentum buffers: capture anew
+
+
+_NORM_EPS = 1e-5  # nn.LayerNorm's default, as the single agent's
+
+
+class _NormedPreactivations(list):
+    """The hidden layers' normalized pre-activations, with each normalization's
+    ``(x_hat, 1 / std)`` in ``norm`` (:meth:`VectorMLPAgent._forward_norm`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm: list[tuple[torch.Tensor, torch.Tensor]] = []
 
 
 class _CudaGraph:

@@ -2,7 +2,7 @@
 three weights with fixed noise (plain and adaptive), the trace's bias correction over two
 steps, the generator's draws, the per-seed batched update, resume, and bad settings; the
 ``upgd`` agent: its presets, one agent step by hand, resume and seeding; the many-seeds
-learner with UPGD or CReLU against each seed's single agent."""
+learner with UPGD, CReLU or layer normalization against each seed's single agent."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from baselines.core.upgd import (
     upgd_update_,
 )
 from baselines.presets import ANT, CONTINUAL_IMAGENET, INCREMENTAL_CIFAR, PERMUTED_MNIST, REGRESSION
-from lop_bench.errors import InvalidConfigError, VectorizationNotSupported
+from lop_bench.errors import InvalidConfigError
 
 
 def _sig(x: float) -> float:
@@ -372,11 +372,12 @@ def test_batched_upgd_state_round_trip_and_seed_count_check():
                     beta_utility=0.9, sigma=0.1)
 
 
-@pytest.mark.parametrize("name,env_id", [("upgd", REGRESSION), ("upgd", PERMUTED_MNIST),
-                                         ("crelu", REGRESSION), ("crelu", PERMUTED_MNIST)])
+@pytest.mark.parametrize("name", ["upgd", "crelu", "layernorm"])
+@pytest.mark.parametrize("env_id", [REGRESSION, PERMUTED_MNIST])
 def test_many_seeds_agent_follows_each_seeds_single_agent(name, env_id):
-    # The vectorized learner (make_vec's) with UPGD or CReLU: seed i's weights after 40
-    # steps are the single agent's of seed i, up to float rounding; resume is exact.
+    # The vectorized learner (make_vec's) with UPGD, CReLU or layer normalization: seed i's
+    # weights (and norms) after 40 steps are the single agent's of seed i, up to float
+    # rounding; resume is exact.
     obs_space, act_space = _SPACES[env_id]
     seeds = (3, 8)
     vec_env = _env(env_id, vectorization_mode="sync", num_envs=2)
@@ -417,12 +418,6 @@ def test_many_seeds_agent_follows_each_seeds_single_agent(name, env_id):
         other.learn(obs, None, 0.0, obs, False, False, {"target": target, "phase": "train"})
     for p, q in zip(other.parameters(), after):
         assert torch.equal(p, q)
-
-
-def test_layernorm_has_no_many_seeds_agent():
-    vec_env = _env(REGRESSION, vectorization_mode="sync", num_envs=2)
-    with pytest.raises(VectorizationNotSupported, match="seeds one by one"):
-        lop_bench.make_agent("layernorm", vec_env, seed=[0, 1])
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.1])
