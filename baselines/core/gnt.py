@@ -446,7 +446,7 @@ class GenerateAndTest:
             raise ValueError(f"layers of {[u.num_seeds for u in self.layers]} seeds for "
                              f"{len(self.generators)} generators.")
         self.reset_state = reset_state
-        self.replacement_rate = float(replacement_rate)
+        self._replacement_rate = float(replacement_rate)
         self.decay_rate = float(decay_rate)
         self.maturity_threshold = int(maturity_threshold)
         self.utility_type = utility
@@ -463,10 +463,15 @@ class GenerateAndTest:
             self.birth.append(np.zeros((n, u.num_units), dtype=np.int64))
         self.accumulated = [np.zeros(n, dtype=np.float64) for _ in self.layers]
         self.num_replaced = [np.zeros(n, dtype=np.int64) for _ in self.layers]
-        # Eligible units per seed: they change only when a unit matures or is replaced, so
-        # they are recounted (host only) then, not every step.
+        # Eligible units per seed (and replacement_rate times them): they change only when a
+        # unit matures or is replaced, so they are recounted (host only) then, not every step.
         self._num_mature = [np.zeros(n, dtype=np.int64) for _ in self.layers]
+        self._due_rate = [np.zeros(n, dtype=np.float64) for _ in self.layers]
         self._next_recount = [self.maturity_threshold + 1] * len(self.layers)
+        # A network of nn.Modules (weights and activations that require grad) is measured
+        # under no_grad; the many-seeds agent's batched tensors never require grad, and skip
+        # its cost (a few microseconds a step).
+        self._no_grad = any(not (isinstance(u, DenseUnits) and u.batched) for u in self.layers)
 
     @classmethod
     def from_config(cls, layers: Sequence[Units], generators: Sequence[torch.Generator],
@@ -475,6 +480,17 @@ class GenerateAndTest:
         return cls(layers, generators, reset_state, replacement_rate=cfg.replacement_rate,
                    decay_rate=cfg.decay_rate, maturity_threshold=cfg.maturity_threshold,
                    utility=cfg.utility, accumulate=cfg.accumulate)
+
+    @property
+    def replacement_rate(self) -> float:
+        """Fraction of the eligible units replaced per step (settable)."""
+        return self._replacement_rate
+
+    @replacement_rate.setter
+    def replacement_rate(self, value: float) -> None:
+        self._replacement_rate = float(value)
+        for i in range(len(self.layers)):
+            self._recount(i)
 
     @property
     def num_seeds(self) -> int:
@@ -486,7 +502,6 @@ class GenerateAndTest:
         return self.step_count - self.birth[layer]
 
     # -- the per-step update -------------------------------------------------------------
-    @torch.no_grad()
     def step(self, features: Sequence[torch.Tensor]) -> None:
         """Score every layer, then replace the units due in every layer.
 
@@ -495,6 +510,13 @@ class GenerateAndTest:
         """
         if len(features) != len(self.layers):
             raise ValueError(f"{len(features)} activations for {len(self.layers)} layers.")
+        if self._no_grad:
+            with torch.no_grad():
+                self._step(features)
+        else:
+            self._step(features)
+
+    def _step(self, features: Sequence[torch.Tensor]) -> None:
         self.step_count += 1
         eta = self.decay_rate
         adaptable = self.utility_type == "adaptable_contribution"
@@ -502,10 +524,9 @@ class GenerateAndTest:
         for i, (units, h) in enumerate(zip(self.layers, features)):
             # 1 - eta ** age, kept by its recurrence c <- eta * c + (1 - eta) (0 at age 0).
             bias_correction = self.bias_correction[i].mul_(eta).add_(1.0 - eta)
-            new_util = units.measure(h.detach(), self.mean_act[i], bias_correction, 1.0 - eta,
-                                     adaptable)
+            new_util = units.measure(h, self.mean_act[i], bias_correction, 1.0 - eta, adaptable)
             self.utility[i].lerp_(new_util, 1.0 - eta)
-            if self.replacement_rate == 0.0:
+            if self._replacement_rate == 0.0:
                 continue
             if self.step_count >= self._next_recount[i]:
                 self._recount(i)
@@ -528,7 +549,7 @@ class GenerateAndTest:
         ``accumulate`` an accumulator gains ``n`` a step, its integer part is due and the
         fraction carries over; without, one unit with probability ``n`` when ``n < 1`` (a
         draw from the seed's generator), else ``int(n)``."""
-        rate = self.replacement_rate * self._num_mature[i]
+        rate = self._due_rate[i]
         if self.accumulate:
             acc = self.accumulated[i] + rate
             self.accumulated[i] = acc
@@ -547,6 +568,7 @@ class GenerateAndTest:
         ages = self.ages(i)
         mature = ages > self.maturity_threshold
         self._num_mature[i] = mature.sum(1)
+        self._due_rate[i] = self._replacement_rate * self._num_mature[i]
         young = ages[~mature]
         self._next_recount[i] = (self.step_count + self.maturity_threshold + 1 - int(young.max())
                                  if young.size else np.iinfo(np.int64).max)

@@ -306,3 +306,13 @@ def test_buffers_and_no_update_on_test_batches():
         x, agent.act(x, TRAIN), 0.0, x, False, False, {"target": np.ones((1, 1), np.float32)}
     )
     assert not same(before, list(agent.buffers()))
+
+
+def test_statistics_carry_no_autograd_history_and_the_rate_can_be_changed():
+    agent = _agent(replacement_rate=0.0, maturity_threshold=3)
+    train(agent, *data(10))  # the activations come from the autograd forward pass
+    assert not any(b.requires_grad or b.grad_fn is not None for b in agent.buffers())
+    assert agent.gnt.num_replaced == [0]
+    agent.gnt.replacement_rate = 0.4  # 5 eligible units -> 2 due this step (recounted now)
+    train(agent, *data(1, seed=3))
+    assert agent.gnt.num_replaced == [2]
