@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from lop_bench.errors import InvalidConfigError, UnknownAgentError, did_you_mean
+from lop_bench.fresh import resolve_fresh
 
 __all__ = [
     "Agent",
@@ -98,7 +99,12 @@ def agent_presets(agent: str | AgentFactory) -> list[tuple[str, str]] | None:
 
 
 def resolve_factory(agent: str | AgentFactory) -> tuple[str, AgentFactory]:
-    """Turn an agent name, ``"module:function"`` or a callable into ``(name, factory)``."""
+    """Turn an agent name, ``"module:function"``, ``"fresh:<agent>"`` (that agent
+    re-initialized at every task start, :mod:`lop_bench.fresh`) or a callable into
+    ``(name, factory)``."""
+    found = resolve_fresh(agent, resolve_factory)
+    if found is not None:
+        return found
     if callable(agent):
         name = getattr(agent, "agent_name", None) or getattr(agent, "__qualname__", repr(agent))
         module = getattr(agent, "__module__", None)

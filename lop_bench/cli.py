@@ -299,7 +299,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from lop_bench.runner import check_device
     from lop_bench.sweeps import Grid, RunSettings, SweepSpec, sweep
 
-    agents = args.agents.split(",") if args.agents else list(stream_spec(args.env).reference_agents)
+    spec = stream_spec(args.env)
+    if args.agents == "all":
+        agents = list(spec.all_agents)
+    else:
+        agents = args.agents.split(",") if args.agents else list(spec.default_agents)
     if not agents:
         raise LopBenchError(f"{args.env} has no reference agents yet; pass --agents a,b.")
     seeds = parse_seeds(args.seeds) if args.seeds else None
@@ -534,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "others from their checkpoints; kept for scripts)")
     cluster(sp)
     sp.add_argument("--out", help="result directory (default: results/<stream>-<tier>)")
-    sp.add_argument("--agents", help="comma-separated subset of agents (default: all reference agents)")
+    sp.add_argument("--agents", help="comma-separated agents (default: the reference agents and the "
+                    "fresh agent; 'all': also the methods beyond the paper's, see lop-bench list)")
     sp.add_argument("--plot", metavar="FILE", help="plot path (default: <out>/plot.png)")
     sp.add_argument("--no-vectorized", action="store_true",
                     help="one process per seed even where an agent has a vectorized version")

@@ -211,6 +211,12 @@ class FreshFactory:
         return FreshAgent(self.inner_factory, self.inner_name,
                           (env_spec, observation_space, action_space, seed, device), hparams)
 
+    def preset_keys(self) -> list[tuple[str, str]]:
+        """The inner factory's ``(stream id, tier)`` presets (``lop-bench list``); ``[]``
+        when it does not say."""
+        keys = getattr(self.inner_factory, "preset_keys", None)
+        return list(keys()) if callable(keys) else []
+
     def __repr__(self) -> str:
         return f"fresh({self.inner_name})"
 

@@ -86,6 +86,10 @@ class StreamSpec:
             then not shown.
         reference_agents: the paper's agents on this stream, by registered name, in the
             order ``lop-bench reproduce`` runs and reports them.
+        more_agents: the methods beyond the paper's with published reference results on
+            this stream (``redo``, ``l2_init``, ...): ``lop-bench reproduce --agents all``
+            runs them after the reference agents, and the leaderboard accepts their
+            reference entries.
         findings: the paper's qualitative findings, which ``lop-bench report`` checks.
         functional_tiers: tiers too short to show the findings, each with how long it is
             (``{"cpu": "20 tasks"}``); the report says so beside their verdicts.
@@ -109,6 +113,7 @@ class StreamSpec:
     rank_by: str = "final"
     gap_to: str | None = None
     reference_agents: tuple[str, ...] = ()
+    more_agents: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     functional_tiers: Mapping[str, str] = field(default_factory=dict)
     dataset_fingerprint: str | None = None
@@ -151,9 +156,31 @@ class StreamSpec:
             )
         object.__setattr__(self, "plasticity_scale",
                            check_scale(self.plasticity_scale, f"{what}: plasticity_scale"))
-        for name in ("reference_agents", "findings"):
+        for name in ("reference_agents", "more_agents"):
+            names = getattr(self, name)
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+                raise InvalidConfigError(f"{what}: {name} is a tuple of registered agent names.")
+        both = sorted(set(self.reference_agents) & set(self.more_agents))
+        if both:
+            raise InvalidConfigError(f"{what}: {both} are in both reference_agents and more_agents.")
+        for name in ("reference_agents", "more_agents", "findings"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "functional_tiers", dict(self.functional_tiers))
+
+    @property
+    def default_agents(self) -> tuple[str, ...]:
+        """The reference agents, then the fresh agent if not among them: what
+        ``lop-bench reproduce`` runs by default (the fresh agent gives the plasticity
+        column, :mod:`lop_bench.plasticity`)."""
+        fresh = () if self.fresh_agent in self.reference_agents else (self.fresh_agent,)
+        return (*self.reference_agents, *fresh)
+
+    @property
+    def all_agents(self) -> tuple[str, ...]:
+        """:attr:`default_agents`, then :attr:`more_agents`: what ``lop-bench reproduce
+        --agents all`` runs, and the agents that may have a reference entry on the
+        leaderboard."""
+        return (*self.default_agents, *self.more_agents)
 
     @property
     def id(self) -> str:

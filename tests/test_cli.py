@@ -67,9 +67,26 @@ def test_reproduce_smoke_in_parallel(tmp_path, capsys):
     out = tmp_path / "repro"
     assert main(["reproduce", REG, "--tier", "smoke", "--jobs", "2", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert len(list(out.glob("*.json"))) == 5 * 2
+    # the 5 reference agents and the fresh agent (the plasticity column), 2 seeds each
+    assert len(list(out.glob("*.json"))) == 6 * 2
     assert (out / "plot.png").exists()
     assert "The paper's findings" in text and "continual_backprop" in text
+    assert "plasticity (1 = fresh)" in text
+    for f in out.glob("*__backprop__*.json"):  # reproduce recorded each file's plasticity
+        assert json.loads(f.read_text())["plasticity"]["reference"]["agent"] == "fresh"
+
+
+def test_reproduce_all_runs_the_more_agents_too(tmp_path, capsys):
+    from lop_bench.registration import stream_spec
+
+    spec = stream_spec(REG)
+    assert "fresh" not in spec.reference_agents and "redo" in spec.more_agents
+    assert spec.all_agents == (*spec.reference_agents, "fresh", *spec.more_agents)
+    out = tmp_path / "all"
+    assert main(["reproduce", REG, "--tier", "smoke", "--jobs", "2", "--seeds", "0",
+                 "--agents", "all", "--out", str(out)]) == 0
+    names = {json.loads(f.read_text())["agent"]["name"] for f in out.glob("*.json")}
+    assert names == set(spec.all_agents)
 
 
 def test_override_makes_the_run_custom(tmp_path):

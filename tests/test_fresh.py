@@ -76,7 +76,7 @@ def _task_alone(seed: int, k: int) -> float:
 def test_per_task_scores_equal_the_inner_agent_on_each_task_alone_bit_for_bit():
     result = lop_bench.run(REG, fresh(_backprop()), tier="smoke", seed=1, progress=False,
                            diagnostics=False)
-    assert result.data["agent"]["name"] == "fresh:baselines.backprop:make_agent"
+    assert result.data["agent"]["name"] == "fresh:backprop"  # the factory's agent_name
     assert result.data["agent"]["preset"] == f"backprop/{REG}/*"
     for k in (0, 1, 5, 9):
         assert result.per_task[k] == _task_alone(1, k), k

@@ -414,9 +414,12 @@ class ChangingFrictionAntEnv(ContinualStream):
 SPEC = StreamSpec(
     env=ChangingFrictionAntEnv,
     label="mean episode return",
-    # The paper's Ant rows that fit the cpu tier's time: standard PPO, L2, continual backprop
-    # (ppo_proper_adam and ppo_shrink_perturb are registered too: --agents to add them).
-    reference_agents=("ppo", "ppo_l2", "ppo_cbp"),
+    # The paper's Ant rows that fit the cpu tier's time: standard PPO (``backprop``), L2,
+    # continual backprop, all PPO here (``ppo``, ``ppo_l2``, ``ppo_cbp`` are aliases;
+    # ppo_proper_adam and shrink_perturb are registered too: --agents to add them).
+    reference_agents=("backprop", "l2", "continual_backprop"),
+    more_agents=("redo", "l2_init", "continual_backprop_instantaneous", "upgd", "crelu",
+                 "layernorm"),
     functional_tiers={"cpu": "5 frictions of 30,000 steps"},
     # Returns can be negative (all are on the cpu tier): the plasticity score is a difference
     # in units of 1,000 return, the healthy reward of a full-length episode.

@@ -539,6 +539,7 @@ SPEC = StreamSpec(
     label="test accuracy",
     bin_size=50,  # as the paper plots it
     reference_agents=("backprop", "l2", "shrink_perturb", "continual_backprop"),
+    more_agents=("redo", "l2_init", "upgd", "crelu", "layernorm"),
     findings=(
         Finding("backprop loses plasticity: its final accuracy is below its initial accuracy",
                 ("backprop", "final"), "<", ("backprop", "initial")),

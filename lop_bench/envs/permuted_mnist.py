@@ -645,6 +645,7 @@ SPEC = StreamSpec(
     vector_env=PermutedMNISTVectorEnv,
     label="online accuracy",
     reference_agents=("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
+    more_agents=("redo", "l2_init", "upgd", "crelu", "layernorm"),
     findings=(
         Finding("backprop learns: its initial accuracy is above the linear learner's",
                 ("backprop", "initial"), ">", ("linear", "initial")),

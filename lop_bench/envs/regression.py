@@ -679,6 +679,7 @@ SPEC = StreamSpec(
     label="mean squared error",
     bin_size=2,  # as the paper plots it: bins of 20,000 steps, 2 tasks of 10,000
     reference_agents=("linear", "backprop", "l2", "shrink_perturb", "continual_backprop"),
+    more_agents=("redo", "l2_init", "upgd", "crelu", "layernorm"),
     findings=(
         Finding("backprop learns: its initial error is below the linear learner's",
                 ("backprop", "initial"), "<", ("linear", "initial")),

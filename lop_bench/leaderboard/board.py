@@ -88,13 +88,13 @@ def _marked(members: list[tuple[str, Result]]) -> bool:
 
 
 def reference_names(env_id: str) -> frozenset[str]:
-    """The agents of a stream that may have a reference entry: its reference agents and its
-    fresh agent (none for an unknown stream)."""
+    """The agents of a stream that may have a reference entry: its reference agents, its
+    fresh agent and its more agents (none for an unknown stream)."""
     try:
         spec = stream_spec(env_id)
     except LopBenchError:
         return frozenset()
-    return frozenset((*spec.reference_agents, spec.fresh_agent))
+    return frozenset(spec.all_agents)
 
 
 def reference_problems(marked: list[EntryKey], folders: set[str],
