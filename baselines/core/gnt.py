@@ -423,8 +423,10 @@ class GenerateAndTest:
     the optimizer state of replaced entries (:data:`ResetState`). State per layer ``i``:
     ``utility[i]``, ``mean_act[i]`` and ``bias_correction[i]`` (``1 - eta ** age``),
     tensors ``(num_seeds, units)`` on the layer's device; ``birth[i]`` (host, the step at
-    which each unit was born: ``ages(i) = step_count - birth[i]``), ``accumulated[i]``
-    (the fractional count carried over) and ``num_replaced[i]``, host arrays per seed.
+    which each unit was born: ``ages(i) = step_count - birth[i]``) and ``num_replaced[i]``,
+    host arrays per seed; ``accumulated[i]`` (the fractional count carried over), a list of
+    floats per seed (plain Python numbers: the per-step count of one seed or of a few
+    dozen costs less than numpy's per-call overhead, with the same float64 arithmetic).
     """
 
     def __init__(
@@ -461,12 +463,12 @@ class GenerateAndTest:
             for stat in (self.utility, self.mean_act, self.bias_correction):
                 stat.append(torch.zeros(n, u.num_units, device=u.device, dtype=u.dtype))
             self.birth.append(np.zeros((n, u.num_units), dtype=np.int64))
-        self.accumulated = [np.zeros(n, dtype=np.float64) for _ in self.layers]
+        self.accumulated: list[list[float]] = [[0.0] * n for _ in self.layers]
         self.num_replaced = [np.zeros(n, dtype=np.int64) for _ in self.layers]
         # Eligible units per seed (and replacement_rate times them): they change only when a
         # unit matures or is replaced, so they are recounted (host only) then, not every step.
         self._num_mature = [np.zeros(n, dtype=np.int64) for _ in self.layers]
-        self._due_rate = [np.zeros(n, dtype=np.float64) for _ in self.layers]
+        self._due_rate: list[list[float]] = [[0.0] * n for _ in self.layers]
         self._next_recount = [self.maturity_threshold + 1] * len(self.layers)
         # A network of nn.Modules (weights and activations that require grad) is measured
         # under no_grad; the many-seeds agent's batched tensors never require grad, and skip
@@ -534,8 +536,8 @@ class GenerateAndTest:
             if k is None:  # nothing due in any seed (the common case)
                 continue
             mature = self.ages(i) > self.maturity_threshold
-            for s in np.flatnonzero(k).tolist():
-                kk = min(int(k[s]), int(self._num_mature[i][s]))
+            for s, ks in enumerate(k):
+                kk = min(ks, int(self._num_mature[i][s]))
                 if kk:
                     due.append((i, s, self._lowest(i, s, kk, mature[s])))
         for i, s, idx in due:
@@ -543,7 +545,7 @@ class GenerateAndTest:
         for i in sorted({i for i, _, _ in due}):
             self._recount(i)
 
-    def _num_due(self, i: int) -> np.ndarray | None:
+    def _num_due(self, i: int) -> list[int] | None:
         """Units due per seed in layer ``i`` (before the cap at the eligible count), or None
         when none is due in any seed: with ``n = replacement_rate * eligible``, with
         ``accumulate`` an accumulator gains ``n`` a step, its integer part is due and the
@@ -551,24 +553,25 @@ class GenerateAndTest:
         draw from the seed's generator), else ``int(n)``."""
         rate = self._due_rate[i]
         if self.accumulate:
-            acc = self.accumulated[i] + rate
-            self.accumulated[i] = acc
-            if acc.max() < 1.0:
+            acc = [a + r for a, r in zip(self.accumulated[i], rate)]
+            if max(acc) < 1.0:
+                self.accumulated[i] = acc
                 return None
-            k = acc.astype(np.int64)
-            self.accumulated[i] = acc - k
+            k = [int(a) for a in acc]
+            self.accumulated[i] = [a - n for a, n in zip(acc, k)]
             return k
-        k = rate.astype(np.int64)  # int(n) where n >= 1
-        for s in np.flatnonzero((rate > 0.0) & (rate < 1.0)).tolist():
-            k[s] = int(coin_flip(self.generators[s]) <= rate[s])
-        return k if k.any() else None
+        k = [int(r) for r in rate]  # int(n) where n >= 1
+        for s, r in enumerate(rate):
+            if 0.0 < r < 1.0:
+                k[s] = int(coin_flip(self.generators[s]) <= r)
+        return k if any(k) else None
 
     def _recount(self, i: int) -> None:
         """Eligible units per seed of layer ``i``, and the step at which the next one matures."""
         ages = self.ages(i)
         mature = ages > self.maturity_threshold
         self._num_mature[i] = mature.sum(1)
-        self._due_rate[i] = self._replacement_rate * self._num_mature[i]
+        self._due_rate[i] = [self._replacement_rate * int(m) for m in self._num_mature[i]]
         young = ages[~mature]
         self._next_recount[i] = (self.step_count + self.maturity_threshold + 1 - int(young.max())
                                  if young.size else np.iinfo(np.int64).max)
@@ -618,15 +621,16 @@ class GenerateAndTest:
         return [*self.utility, *self.mean_act, *self.bias_correction]
 
     _TENSORS = ("utility", "mean_act", "bias_correction")
-    _ARRAYS = ("birth", "accumulated", "num_replaced")
+    _ARRAYS = ("birth", "num_replaced")
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count and per-layer statistics (copies: tensors, numpy arrays)."""
+        """Step count and per-layer statistics (copies: tensors, numpy arrays, floats)."""
         state: dict[str, Any] = {"step_count": self.step_count}
         for name in self._TENSORS:
             state[name] = [t.clone() for t in getattr(self, name)]
         for name in self._ARRAYS:
             state[name] = [a.copy() for a in getattr(self, name)]
+        state["accumulated"] = [list(a) for a in self.accumulated]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -638,6 +642,10 @@ class GenerateAndTest:
         for name in self._ARRAYS:
             for dst, src in zip(getattr(self, name), state[name], strict=True):
                 dst[...] = np.asarray(src)
+        if len(state["accumulated"]) != len(self.accumulated):
+            raise ValueError(f"a state of {len(state['accumulated'])} layers for "
+                             f"{len(self.accumulated)}.")
+        self.accumulated = [[float(a) for a in layer] for layer in state["accumulated"]]
         for i in range(len(self.layers)):
             self._recount(i)
 
