@@ -95,14 +95,18 @@ def test_improvement_interval_is_a_seeded_stratified_bootstrap():
         ranking.improvement_ci(x, y, reps=0)
 
 
-def test_rank_groups_join_the_entry_above_when_intervals_overlap():
+def test_rank_groups_join_when_the_interval_overlaps_the_group_leader():
     assert ranking.rank_groups([]) == []
     assert ranking.rank_groups([(0, 1)]) == [1]
     assert ranking.rank_groups([(0, 1), (0.5, 2), (2.5, 3), (2.9, 3.1)]) == [1, 1, 2, 2]
     assert ranking.rank_groups([(0, 1), (1, 2)]) == [1, 1]  # touching counts as overlap
     assert ranking.rank_groups([(0, 1), (1.01, 2), (3, 4)]) == [1, 2, 3]
-    # a chain: each joins the entry above, not the group's first
-    assert ranking.rank_groups([(0, 1), (0.9, 1.9), (1.8, 2.8)]) == [1, 1, 1]
+    # no chains: the third overlaps the second but not the group's leader, so it opens group 2
+    assert ranking.rank_groups([(0, 1), (0.9, 1.9), (1.8, 2.8)]) == [1, 1, 2]
+    # ... and leads it: the fourth is compared with it, not with the entry of group 1
+    assert ranking.rank_groups([(0, 1), (0.9, 1.9), (1.8, 2.8), (1.5, 1.85)]) == [1, 1, 2, 2]
+    # a long table of overlapping neighbours is not one group (the board's regression case)
+    assert ranking.rank_groups([(k, k + 1.5) for k in range(6)]) == [1, 1, 2, 2, 3, 3]
     # intervals of a lower-is-better stream come in any position: overlap is symmetric
     assert ranking.rank_groups([(2, 3), (1, 2.5), (-1, 0)]) == [1, 1, 2]
     with pytest.raises(ValueError, match="low above high"):

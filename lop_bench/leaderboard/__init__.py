@@ -34,7 +34,8 @@ only and one per agent, stream and tier; a build checks the marks again.
 ``lop-bench leaderboard build`` (:func:`build`) regenerates ``<dir>/README.md`` and
 ``<dir>/index.html``: per stream and tier a table, ranked by ``final`` (or by the last task
 for the streams that declare so), in *rank groups* (an entry whose 95% Student-t interval
-of the ranking statistic overlaps the one of the entry above shares its rank) with each
+of the ranking statistic overlaps that of the first entry of the group above it shares its
+rank) with each
 entry's probability of improvement over the next (rliable's, with a seeded
 stratified-bootstrap interval); its hyperparameters as the difference from its agent's
 reference entry ("preset", "custom agent"), the full set one click away (``<details>``);

@@ -96,20 +96,28 @@ def improvement_ci(x: Sequence[float], y: Sequence[float], higher_is_better: boo
 def rank_groups(intervals: Sequence[tuple[float, float]]) -> list[int]:
     """The rank group of each entry, given in rank order by its interval ``(low, high)``.
 
-    The first entry opens group 1; each following entry joins the group of the entry above
-    it when their intervals overlap (closed intervals: touching counts), and opens the next
-    group otherwise. Entries of one group are not distinguishable from their neighbours.
+    The first entry opens group 1 and leads it; each following entry joins the group of
+    the entry above it when its interval overlaps the interval of that group's leader
+    (closed intervals: touching counts), and otherwise opens, and leads, the next group.
+    Every entry of a group is thus indistinguishable from the group's best entry. (Chaining
+    on the entry above alone would put a long table of overlapping neighbours into one
+    group however far its ends are apart.)
     """
     groups: list[int] = []
+    leader = (0.0, 0.0)
     for i, (low, high) in enumerate(intervals):
         if low > high:
             raise ValueError(f"interval {i} is ({low}, {high}): low above high.")
         if i == 0:
             groups.append(1)
+            leader = (low, high)
             continue
-        above_low, above_high = intervals[i - 1]
-        overlap = low <= above_high and above_low <= high
-        groups.append(groups[-1] if overlap else groups[-1] + 1)
+        lead_low, lead_high = leader
+        if low <= lead_high and lead_low <= high:
+            groups.append(groups[-1])
+        else:
+            groups.append(groups[-1] + 1)
+            leader = (low, high)
     return groups
 
 
@@ -454,8 +462,9 @@ _CELLS = (
 
 _CELLS_RANKED = (
     "`#` is the rank group: entries in rank order, each joining the group of the entry above "
-    "it when their 95% Student-t intervals of the ranking statistic overlap (they are not "
-    "distinguishable), else opening the next group. `P(> next)` is the probability that a "
+    "it when its 95% Student-t interval of the ranking statistic overlaps that of the "
+    "group's first entry (it is not distinguishable from the group's best), else opening "
+    "the next group. `P(> next)` is the probability that a "
     "run of the entry beats a run of the entry below it (rliable's probability of "
     "improvement: the Mann-Whitney U statistic over pairs of seeds, ties counting half) "
     "with its 95% stratified-bootstrap interval ({reps} replicates, seed {seed}). "
