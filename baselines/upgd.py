@@ -5,7 +5,9 @@ of its first-order utility ``-g * w``; the traces, scaled by their global maximu
 sigmoid, gate each weight's gradient step and Gaussian perturbation, so useful weights are
 protected and the others stay plastic. On the supervised streams the plain variant
 (:class:`~baselines.agents.supervised.UPGDConfig`), on the Ant PPO with the adaptive
-(Adam-style) variant the paper used for PPO (:class:`~baselines.agents.ppo.PPOUPGDConfig`).
+(Adam-style) variant the paper used for PPO (:class:`~baselines.agents.ppo.PPOUPGDConfig`);
+on class-incremental CIFAR-100 the ResNet-18 learner with UPGD for SGD
+(:class:`~baselines.agents.incremental.IncrementalUPGDConfig`).
 
 Step size: here ``lr`` is the step itself (Algorithm 1 and the paper's supervised code);
 the public RL code steps by ``2 * lr`` (see :mod:`baselines.core.upgd`).
@@ -13,11 +15,13 @@ the public RL code steps by ``2 * lr`` (see :mod:`baselines.core.upgd`).
 
 from __future__ import annotations
 
+from baselines.agents.incremental import CPU_WIDTH, IncrementalAgent, IncrementalUPGDConfig
 from baselines.agents.ppo import PPOAgent, PPOUPGDConfig
 from baselines.agents.supervised import SupervisedAgent, UPGDConfig
 from baselines.presets import (
     ANT,
     CONTINUAL_IMAGENET,
+    INCREMENTAL_CIFAR,
     PERMUTED_MNIST,
     REGRESSION,
     Algorithm,
@@ -59,8 +63,17 @@ ALGORITHM = Algorithm("upgd", {
     (CONTINUAL_IMAGENET, "*"): Preset(SupervisedAgent, UPGDConfig(
         lr=0.01, beta_utility=0.999, sigma=0.001, weight_decay=0.0, arch="convnet",
         hidden=(128, 128), reset_head=True)),
-    # Class-incremental CIFAR-100: no preset. Its ResNet-18 learner trains with its own SGD
-    # (a step-size schedule, early stopping, batch norm); UPGD is not wired into it.
+    # Class-incremental CIFAR-100: backprop's ResNet-18 learner (the lr schedule from 0.1,
+    # early stopping, batch norm) with UPGD instead of SGD: the label-permuted CIFAR-10
+    # values of the Continual ImageNet row (beta_utility 0.999, sigma 0.001, weight_decay
+    # 0); lr the learner's schedule; no momentum. Not tuned. The functional tiers take
+    # backprop's narrow width.
+    (INCREMENTAL_CIFAR, "*"): Preset(IncrementalAgent, IncrementalUPGDConfig(
+        beta_utility=0.999, sigma=0.001, weight_decay=0.0)),
+    (INCREMENTAL_CIFAR, "cpu"): Preset(IncrementalAgent, IncrementalUPGDConfig(
+        width=CPU_WIDTH, beta_utility=0.999, sigma=0.001, weight_decay=0.0)),
+    (INCREMENTAL_CIFAR, "smoke"): Preset(IncrementalAgent, IncrementalUPGDConfig(
+        width=CPU_WIDTH, beta_utility=0.999, sigma=0.001, weight_decay=0.0)),
     # The Ant: standard PPO (backprop's Ant preset: lr 1e-4, betas 0.9, 0.999, eps 1e-8)
     # with the adaptive UPGD of the paper's PPO runs (core/run/rl/ppo_continuous_action_upgd.py:
     # weight_decay 0.001, beta_utility 0.999, sigma 0.001; its betas 0.9, 0.999). The RL

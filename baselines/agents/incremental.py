@@ -15,7 +15,10 @@ of it (in ``baselines/<algorithm>.py``):
   (``retrained_network.json``);
 - ``l2_init`` (beyond the paper, :class:`IncrementalL2InitConfig`): the gradient gets
   ``l2_init_strength * (theta - theta0)`` before each step, theta0 the network as built
-  (:mod:`baselines.core.regularizers`).
+  (:mod:`baselines.core.regularizers`);
+- ``upgd`` (beyond the paper, :class:`IncrementalUPGDConfig`): UPGD
+  (:mod:`baselines.core.upgd`) instead of SGD, its ``lr`` following the same schedule,
+  ``weight_decay`` its own shrink, its noise from the ``noise`` generator.
 
 Protocol (DESIGN.md section 4; the stream ``lop/IncrementalCIFAR100-v0``):
 
@@ -66,7 +69,7 @@ Differences from the code, and why:
 
 All randomness comes from the seed: torch generators for the purposes ``init`` (initial
 weights, head resets, retraining), ``gnt`` (fresh units) and ``noise`` (shrink and
-perturb), spawned with :func:`lop_bench.seeding.spawn_generators`.
+perturb, UPGD), spawned with :func:`lop_bench.seeding.spawn_generators`.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, resnet_u
 from baselines.core.nets import COVERAGES, ResNet18, stage_channels
 from baselines.core.optim import OptimizerEntries
 from baselines.core.regularizers import L2Init, L2InitFields, check_l2_init_fields
+from baselines.core.upgd import UPGD, UPGDFields, check_upgd_fields
 from lop_bench.agents import tier_of
 from lop_bench.config import check_choice, check_positive, check_range, config_to_dict
 from lop_bench.errors import InvalidActionError, InvalidConfigError
@@ -95,6 +99,7 @@ __all__ = [
     "CPU_WIDTH",
     "IncrementalConfig",
     "IncrementalL2InitConfig",
+    "IncrementalUPGDConfig",
     "learning_rate",
     "lr_milestone_epochs",
     "resolve_memory_format",
@@ -216,6 +221,28 @@ class IncrementalL2InitConfig(IncrementalConfig, L2InitFields):
         check_l2_init_fields(self)
 
 
+@dataclass(frozen=True)
+class IncrementalUPGDConfig(IncrementalConfig, UPGDFields):
+    """The incremental agent's hyperparameters with UPGD (:class:`~baselines.core.upgd.UPGD`,
+    plain variant) as the optimizer instead of SGD: ``lr`` is its step size, scheduled as
+    SGD's (:func:`learning_rate`, set on the optimizer's groups); ``weight_decay`` its own
+    shrink ``w <- (1 - lr * weight_decay) w`` (not SGD's coupled L2); ``beta_utility`` and
+    ``sigma`` (:class:`~baselines.core.upgd.UPGDFields`) its own. UPGD has no momentum
+    (``momentum`` must be 0, its default here). Its noise comes from the agent's ``noise``
+    generator."""
+
+    momentum: float = 0.0
+    """UPGD has no momentum: must be 0."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_upgd_fields(self.lr, self.weight_decay, self.beta_utility, self.sigma)
+        if self.momentum != 0.0:
+            raise InvalidConfigError(
+                f"UPGD has no momentum; set momentum=0 (got {self.momentum!r})."
+            )
+
+
 def resolve_memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
     """The memory layout of the network's conv weights and inputs on ``device``.
 
@@ -301,9 +328,9 @@ class IncrementalAgent:
     Attributes: ``cfg`` (the frozen :class:`IncrementalConfig`, ``epochs_per_block``
     resolved), ``preset``, ``hparams`` (the config as a dict), ``net``
     (:class:`~baselines.core.nets.ResNet18`), ``memory_format`` (its layout on the agent's
-    device, :func:`resolve_memory_format`), ``optimizer`` (``torch.optim.SGD``),
-    ``generators`` (purpose -> ``torch.Generator``), ``gnt`` (generate-and-test over the
-    conv channels, a :class:`~baselines.core.gnt.SingleSeed`, or ``None``), ``best_accuracy``
+    device, :func:`resolve_memory_format`), ``optimizer`` (``torch.optim.SGD``, or
+    :class:`~baselines.core.upgd.UPGD` with :class:`IncrementalUPGDConfig`), ``generators``
+    (purpose -> ``torch.Generator``), ``gnt`` (generate-and-test over the conv channels, a :class:`~baselines.core.gnt.SingleSeed`, or ``None``), ``best_accuracy``
     (the block's best validation accuracy so far, or ``None``), ``last_loss``.
     """
 
@@ -377,8 +404,12 @@ class IncrementalAgent:
         self._active: torch.Tensor | None = None
         self._position: torch.Tensor | None = None
 
-    def _make_optimizer(self) -> torch.optim.SGD:
+    def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
+        if isinstance(cfg, UPGDFields):
+            return UPGD(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        beta_utility=cfg.beta_utility, sigma=cfg.sigma,
+                        generator=self.generators["noise"])
         return torch.optim.SGD(
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )

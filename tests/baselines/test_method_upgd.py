@@ -294,8 +294,10 @@ def test_upgd_presets_and_a_clear_error_elsewhere(env_id):
     assert agent.optimizer.generator is agent.generator
     assert agent.optimizer.defaults["adaptive"] == (env_id == ANT)
     assert {"beta_utility", "sigma"} <= set(agent.hparams)
-    with pytest.raises(InvalidConfigError, match="upgd.*no preset.*It has presets for"):
-        lop_bench.make_agent("upgd", _env(INCREMENTAL_CIFAR), seed=0)
+    # Class-incremental CIFAR-100: the ResNet-18 learner with UPGD for SGD
+    # (tests/baselines/test_method_cifar_rows.py).
+    inc = lop_bench.make_agent("upgd", _env(INCREMENTAL_CIFAR), seed=0)
+    assert isinstance(inc.optimizer, UPGD) and inc.optimizer.generator is inc.generators["noise"]
     with pytest.raises(InvalidConfigError, match="momentum"):
         lop_bench.make_agent("upgd", _env(REGRESSION), seed=0, momentum=0.9)
     with pytest.raises(InvalidConfigError, match="beta_utility"):
