@@ -8,7 +8,10 @@ incoming weights from the network's init, zero outgoing weights and zero optimiz
 algorithm on the MLP streams (one step per sample: scored over the ``F`` steps since the
 last check, ``redo_score_over="period"``, since one sample is too noisy a score), the
 ConvNet of Continual ImageNet (channels and units, scored on the check's batch of 100)
-and both PPO networks on the Ant (alias ``ppo_redo``; scored on the check's minibatch).
+and both PPO networks on the Ant (alias ``ppo_redo``; scored on the check's minibatch). On
+class-incremental CIFAR-100, the channels of each ResNet-18 block's first conv only
+(:class:`~baselines.agents.incremental.IncrementalReDoConfig`; a reset channel also gets a
+fresh batch norm).
 
 Differences from the paper's Ant code (``lop/algos/gntRedo.py``, ``cfg/ant/redo.yml``): the
 recycled entries' Adam moments and step counts are reset (the code kept them), and a layer
@@ -18,11 +21,13 @@ nothing).
 
 from __future__ import annotations
 
+from baselines.agents.incremental import CPU_WIDTH, IncrementalAgent, IncrementalReDoConfig
 from baselines.agents.ppo import PROPER_BETAS, PPOAgent, PPOReDoConfig
 from baselines.agents.supervised import ReDoConfig, SupervisedAgent
 from baselines.presets import (
     ANT,
     CONTINUAL_IMAGENET,
+    INCREMENTAL_CIFAR,
     PERMUTED_MNIST,
     REGRESSION,
     Algorithm,
@@ -87,8 +92,21 @@ ALGORITHM = Algorithm("redo", {
     (ANT, "*"): Preset(PPOAgent, PPOReDoConfig(
         input_fan_in=111, betas=PROPER_BETAS, weight_decay=1e-4, redo_threshold=0.1,
         redo_period=100, redo_score_over="batch")),
-    # Class-incremental CIFAR-100 has no row: its ResNet-18's channels feed residual sums
-    # and batch norms, which this mechanism's (layer, next layer) view does not cover.
+    # Class-incremental CIFAR-100: backprop's ResNet-18 learner (SGD lr 0.1, momentum 0.9,
+    # weight decay 5e-4, the lr schedule, early stopping) with ReDo on the channels of each
+    # block's first conv (generate-and-test's "first_convs" layout: read only by the
+    # block's second conv through its batch norm; the stem and block outputs feed residual
+    # sums and shortcuts and are left out): tau 0.1, F 1000 updates, scored on the
+    # update's batch; a reset channel gets a fresh Kaiming-normal filter, a fresh batch
+    # norm, zero outgoing kernels and zero momentum (IncrementalReDoConfig). The functional
+    # tiers scale F as continual backprop's presets scale their maturity (1000 -> 20 on
+    # cpu, 5 on smoke) and take backprop's narrow width. Not tuned.
+    (INCREMENTAL_CIFAR, "*"): Preset(IncrementalAgent, IncrementalReDoConfig(
+        redo_threshold=_TAU, redo_period=_F)),
+    (INCREMENTAL_CIFAR, "cpu"): Preset(IncrementalAgent, IncrementalReDoConfig(
+        width=CPU_WIDTH, redo_threshold=_TAU, redo_period=20)),
+    (INCREMENTAL_CIFAR, "smoke"): Preset(IncrementalAgent, IncrementalReDoConfig(
+        width=CPU_WIDTH, redo_threshold=_TAU, redo_period=5)),
 }, aliases={"ppo_redo": (ANT,)})
 
 make_agent = ALGORITHM.factory()

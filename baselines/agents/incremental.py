@@ -18,7 +18,11 @@ of it (in ``baselines/<algorithm>.py``):
   (:mod:`baselines.core.regularizers`);
 - ``upgd`` (beyond the paper, :class:`IncrementalUPGDConfig`): UPGD
   (:mod:`baselines.core.upgd`) instead of SGD, its ``lr`` following the same schedule,
-  ``weight_decay`` its own shrink, its noise from the ``noise`` generator.
+  ``weight_decay`` its own shrink, its noise from the ``noise`` generator;
+- ``redo`` (beyond the paper, :class:`IncrementalReDoConfig`): every ``redo_period``
+  updates, the dormant channels of each block's first conv (the ``first_convs`` layout of
+  generate-and-test) are reset as generate-and-test resets a channel
+  (:mod:`baselines.core.redo` scores, :class:`~baselines.core.gnt.ResidualUnits` resets).
 
 Protocol (DESIGN.md section 4; the stream ``lop/IncrementalCIFAR100-v0``):
 
@@ -84,9 +88,22 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from baselines.core.gnt import GnTFields, SingleSeed, check_gnt_fields, resnet_units
+from baselines.core.gnt import (
+    GnTFields,
+    ResidualUnits,
+    SingleSeed,
+    check_gnt_fields,
+    resnet_units,
+)
 from baselines.core.nets import COVERAGES, ResNet18, stage_channels
 from baselines.core.optim import OptimizerEntries
+from baselines.core.redo import (
+    ReDoFields,
+    check_redo_fields,
+    dormant_mask,
+    dormant_scores,
+    unit_activity,
+)
 from baselines.core.regularizers import L2Init, L2InitFields, check_l2_init_fields
 from baselines.core.upgd import UPGD, UPGDFields, check_upgd_fields
 from lop_bench.agents import tier_of
@@ -100,6 +117,7 @@ __all__ = [
     "IncrementalConfig",
     "IncrementalL2InitConfig",
     "IncrementalUPGDConfig",
+    "IncrementalReDoConfig",
     "learning_rate",
     "lr_milestone_epochs",
     "resolve_memory_format",
@@ -241,6 +259,31 @@ class IncrementalUPGDConfig(IncrementalConfig, UPGDFields):
             raise InvalidConfigError(
                 f"UPGD has no momentum; set momentum=0 (got {self.momentum!r})."
             )
+
+
+@dataclass(frozen=True)
+class IncrementalReDoConfig(IncrementalConfig, ReDoFields):
+    """The incremental agent's hyperparameters with ReDo (:class:`~baselines.core.redo.ReDoFields`)
+    on the channels of each residual block's first conv (``cbp_layers="first_convs"``'s
+    layout: read only by the block's second conv, through its batch norm). Every
+    ``redo_period`` SGD updates, a channel is dormant when ``mean |h|`` after its ReLU over
+    the update's batch, divided by its layer's mean, is ``<= redo_threshold``; a dormant
+    channel gets a fresh conv filter (the net's Kaiming-normal init, from the ``gnt``
+    generator), bias 0, a fresh batch norm (weight 1, bias 0, running mean 0, variance 1),
+    zero outgoing kernels in the second conv, and zero SGD momentum at all these entries.
+    Scored on the update's batch only (``redo_score_over="batch"``); not with continual
+    backprop (both draw from the ``gnt`` generator)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_redo_fields(self)
+        if self.redo_score_over != "batch":
+            raise InvalidConfigError(
+                f"the incremental learner's ReDo scores the update's batch only "
+                f"(redo_score_over='batch'), got {self.redo_score_over!r}."
+            )
+        if self.continual_backprop:
+            raise InvalidConfigError("ReDo and continual_backprop cannot be combined here.")
 
 
 def resolve_memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
@@ -389,6 +432,9 @@ class IncrementalAgent:
         self.l2_init: L2Init | None = None
         if isinstance(cfg, L2InitFields):
             self.l2_init = L2Init(self._params, cfg.l2_init_strength)
+        self.redo: dict[str, Any] | None = None  # ReDo's counters: steps, num_reset
+        if isinstance(cfg, ReDoFields):
+            self.redo = {"steps": 0, "num_reset": [0] * len(self.net.channel_layers("first_convs"))}
         self.best_accuracy: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self.last_loss: torch.Tensor | None = None
@@ -512,9 +558,37 @@ class IncrementalAgent:
         self.last_loss = loss.detach()
         if self.gnt is not None:
             self.gnt.step(self._mids)
+        if self.redo is not None:
+            self._redo_step(self._mids)
         self._mids = []
         if self.cfg.noise_std > 0.0:
             self._perturb()
+
+    @torch.no_grad()
+    def _redo_step(self, mids: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """Count one update; at every ``redo_period``-th, reset the dormant first-conv
+        channels (scored on ``mids``, this update's eight first-conv activations, all layers
+        scored before any reset). Returns the masks of the channels reset, else None."""
+        redo = self.redo
+        redo["steps"] += 1
+        if redo["steps"] < self.cfg.redo_period:
+            return None
+        redo["steps"] = 0
+        layers = self.net.channel_layers("first_convs")
+        masks = [dormant_mask(dormant_scores(unit_activity(h.unsqueeze(0))),
+                              self.cfg.redo_threshold)[0] for h in mids]
+        if len(masks) != len(layers):
+            raise ValueError(f"{len(masks)} activations for {len(layers)} first convs.")
+        reset_state = OptimizerEntries(self.optimizer)
+        for i, (layer, mask) in enumerate(zip(layers, masks, strict=True)):
+            index = torch.nonzero(mask).flatten()
+            if index.numel() == 0:
+                continue
+            w = layer.conv.weight
+            zero = torch.zeros(index.numel(), device=w.device, dtype=w.dtype)
+            ResidualUnits(layer).replace(0, index, zero, self.generators["gnt"], reset_state)
+            redo["num_reset"][i] += int(index.numel())
+        return masks
 
     @torch.no_grad()
     def _perturb(self) -> None:
@@ -599,6 +673,7 @@ class IncrementalAgent:
             "lr_epoch": self._lr_epoch,
             "gnt": None if self.gnt is None else self.gnt.state_dict(),
             **({"l2_init": self.l2_init.state_dict()} if self.l2_init is not None else {}),
+            **({"redo": copy.deepcopy(self.redo)} if self.redo is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -618,6 +693,9 @@ class IncrementalAgent:
             self.gnt.load_state_dict(state["gnt"])
         if self.l2_init is not None:
             self.l2_init.load_state_dict(state["l2_init"])
+        if self.redo is not None:
+            self.redo = {"steps": int(state["redo"]["steps"]),
+                         "num_reset": [int(n) for n in state["redo"]["num_reset"]]}
         self._out, self._mids = None, []
 
 

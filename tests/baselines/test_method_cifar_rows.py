@@ -4,7 +4,13 @@ of baselines.agents.incremental), on the fake stream of its own tests (no real d
 UPGD (IncrementalUPGDConfig): with beta_utility 0 and sigma 0 every step is the by-hand
 gated step w <- (1 - lr * wd) w - lr * g * (1 - sigmoid(u / eta)), u = -g * w, eta the
 global maximum of u, lr the learner's schedule; its noise comes from the agent's "noise"
-generator; the learner resumes bit for bit; the defaults (backprop) keep SGD."""
+generator; the learner resumes bit for bit; the defaults (backprop) keep SGD.
+
+ReDo (IncrementalReDoConfig) on the first conv of every residual block: at each check the
+channels whose mean |h| over the batch, over the layer's mean, is <= tau (and only those)
+get a fresh Kaiming-normal filter from the "gnt" generator, bias 0, a fresh batch norm,
+zero outgoing kernels and zero momentum; every other entry is bit-identical (replayed on
+a twin that never resets); a ReDo that never fires is backprop bit for bit; resume."""
 
 from __future__ import annotations
 
@@ -124,3 +130,150 @@ def test_upgd_preset_and_defaults_unchanged():
     with pytest.raises(InvalidConfigError, match="beta_utility"):
         IncrementalUPGDConfig(beta_utility=1.0)
     assert "upgd" in lop_bench.envs.incremental_cifar.SPEC.more_agents
+
+
+# -- ReDo on the ResNet-18's first convs ------------------------------------------------------
+from baselines import redo as redo_table  # noqa: E402
+from baselines.agents.incremental import IncrementalReDoConfig  # noqa: E402
+from baselines.core.nets import conv_std  # noqa: E402
+
+
+def _redo(env, seed=0, **hp):
+    return redo_table.make_agent(env.spec, env.observation_space, env.action_space, seed, "cpu",
+                                 width=W, **hp)
+
+
+def test_redo_resets_exactly_the_dormant_channels_and_nothing_else():
+    env = FakeIncrementalStream(blocks=2, epochs=3, train_batches=2)
+    agent = _redo(env, redo_period=3, redo_threshold=0.9)
+    assert isinstance(agent.cfg, IncrementalReDoConfig) and agent.redo["steps"] == 0
+    checks = []
+
+    def on_learn(when, a, info):
+        if "target" not in info:
+            return
+        if when == "before":
+            checks.append({
+                "due": a.redo["steps"] + 1 == a.cfg.redo_period,
+                "mids": [h.detach().clone() for h in a._mids],
+                "gen": a.generators["gnt"].get_state(),
+            })
+            return
+        c = checks[-1]
+        c["after"] = {k: v.detach().clone() for k, v in a.net.state_dict().items()}
+        c["momentum"] = {n: a.optimizer.state[p]["momentum_buffer"].clone()
+                         for n, p in a.net.named_parameters()}
+
+    drive(agent, env, on_learn=on_learn)
+    due = [c for c in checks if c["due"]]
+    assert len(due) == len(checks) // 3 and agent.redo["steps"] == len(checks) % 3
+    # Replay one check: from the state just before its reset (SGD step taken), the reset
+    # is exactly the dormant channels' entries.
+    env2 = FakeIncrementalStream(blocks=2, epochs=3, train_batches=2)
+    twin = _redo(env2, redo_period=10**6, redo_threshold=0.9)  # never resets by itself
+    n_train, resets = 0, 0
+    obs, info = env2.reset()
+    while True:
+        action = twin.act(obs, info)
+        next_obs, reward, term, trunc, info = env2.step(action)
+        train = "target" in info
+        mids = [h.detach().clone() for h in twin._mids] if train else None
+        twin.learn(obs, action, reward, next_obs, term, trunc, info)
+        if train:
+            c = checks[n_train]
+            n_train += 1
+            if c["due"]:
+                before = {k: v.detach().clone() for k, v in twin.net.state_dict().items()}
+                mom = {n: twin.optimizer.state[p]["momentum_buffer"].clone()
+                       for n, p in twin.net.named_parameters()}
+                twin.generators["gnt"].set_state(c["gen"])
+                layers = twin.net.channel_layers("first_convs")
+                names = {id(m): n for n, m in twin.net.named_modules()}
+                expected = dict(before)
+                exp_mom = dict(mom)
+                gen = twin.generators["gnt"]
+                for layer, h in zip(layers, mids, strict=True):
+                    act = h.abs().mean(dim=(0, 2, 3))
+                    dormant = torch.nonzero(act / act.mean() <= 0.9).flatten()
+                    cv, bn, nx = (names[id(m)] for m in (layer.conv, layer.bn, layer.next))
+                    if dormant.numel():
+                        resets += dormant.numel()
+                        w = expected[cv + ".weight"].clone()
+                        w[dormant] = torch.empty((dormant.numel(), *w.shape[1:])).normal_(
+                            0.0, conv_std(layer.conv), generator=gen)
+                        expected[cv + ".weight"] = w
+                        for key, val in ((cv + ".bias", 0.0), (bn + ".weight", 1.0),
+                                         (bn + ".bias", 0.0), (bn + ".running_mean", 0.0),
+                                         (bn + ".running_var", 1.0)):
+                            t = expected[key].clone()
+                            t[dormant] = val
+                            expected[key] = t
+                        t = expected[nx + ".weight"].clone()
+                        t[:, dormant] = 0.0
+                        expected[nx + ".weight"] = t
+                        for key in (cv + ".weight", cv + ".bias", bn + ".weight", bn + ".bias"):
+                            m = exp_mom[key].clone()
+                            m[dormant] = 0.0
+                            exp_mom[key] = m
+                        m = exp_mom[nx + ".weight"].clone()
+                        m[:, dormant] = 0.0
+                        exp_mom[nx + ".weight"] = m
+                for k, v in c["after"].items():
+                    assert torch.equal(v, expected[k]), k
+                for k, v in c["momentum"].items():
+                    assert torch.equal(v, exp_mom[k]), k
+                # Continue the twin from the ReDo agent's state at this point.
+                with torch.no_grad():
+                    twin.net.load_state_dict(c["after"])
+                    for n, p in twin.net.named_parameters():
+                        twin.optimizer.state[p]["momentum_buffer"].copy_(c["momentum"][n])
+        if info["stream_done"]:
+            break
+        obs = next_obs
+    channels = sum(layer.conv.weight.shape[0] for layer in twin.net.channel_layers("first_convs"))
+    assert n_train == len(checks) and 0 < resets < channels * len(due)
+    assert sum(agent.redo["num_reset"]) == resets
+
+
+def test_redo_that_never_fires_is_backprop_bit_for_bit_and_resumes():
+    runs = []
+    for make, hp in ((_redo, dict(redo_period=10**6)),
+                     (lop_bench.agents.resolve_factory("backprop")[1], dict(width=W))):
+        env = FakeIncrementalStream(blocks=1, epochs=2)
+        if make is _redo:
+            a = _redo(env, **hp)
+        else:
+            a = make(env.spec, env.observation_space, env.action_space, 0, "cpu", **hp)
+        drive(a, env)
+        runs.append(_tensors(a))
+    assert _same(runs[0], runs[1])
+    kw = dict(blocks=2, epochs=3, train_batches=2, val_batches=1, test_batches=2, pad=True,
+              val_accuracies=[0.1, 0.3, 0.2, 0.5, 0.1, 0.2])
+    hp = dict(redo_period=2, redo_threshold=0.9)
+    env_a = FakeIncrementalStream(**kw)
+    full = _redo(env_a, **hp)
+    ref_actions, _ = drive(full, env_a)
+    assert sum(full.redo["num_reset"]) > 0
+    env_b = FakeIncrementalStream(**kw)
+    agent_b = _redo(env_b, **hp)
+    first, start = drive(agent_b, env_b, steps=9)
+    resumed = _redo(env_b, **hp)
+    resumed.load_state_dict(_roundtrip(agent_b.state_dict()))
+    rest, _ = drive(resumed, env_b, start=start)
+    assert all(np.array_equal(a, b) for a, b in zip(first + rest, ref_actions, strict=True))
+    assert _same(_tensors(full), _tensors(resumed)) and full.redo == resumed.redo
+
+
+def test_redo_preset_and_errors():
+    rows = {t: redo_table.ALGORITHM.presets[(INCREMENTAL_CIFAR, t)].config
+            for t in ("*", "cpu", "smoke")}
+    assert [(r.redo_threshold, r.redo_period) for r in rows.values()] == [
+        (0.1, 1000), (0.1, 20), (0.1, 5)]
+    env = FakeIncrementalStream(blocks=1, epochs=2)
+    agent = redo_table.make_agent(env.spec, env.observation_space, env.action_space, 0, "cpu")
+    assert agent.preset == f"redo/{INCREMENTAL_CIFAR}/smoke" and agent.cfg.redo_period == 5
+    with pytest.raises(InvalidConfigError, match="redo_score_over"):
+        IncrementalReDoConfig(redo_score_over="period")
+    with pytest.raises(InvalidConfigError, match="continual_backprop"):
+        IncrementalReDoConfig(continual_backprop=True)
+    assert "redo" in lop_bench.envs.incremental_cifar.SPEC.more_agents
