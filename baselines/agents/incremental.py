@@ -118,6 +118,7 @@ __all__ = [
     "IncrementalL2InitConfig",
     "IncrementalUPGDConfig",
     "IncrementalReDoConfig",
+    "IncrementalCReLUConfig",
     "learning_rate",
     "lr_milestone_epochs",
     "resolve_memory_format",
@@ -286,6 +287,31 @@ class IncrementalReDoConfig(IncrementalConfig, ReDoFields):
             raise InvalidConfigError("ReDo and continual_backprop cannot be combined here.")
 
 
+@dataclass(frozen=True)
+class IncrementalCReLUConfig(IncrementalConfig):
+    """The incremental agent's hyperparameters with a CReLU inside every residual block
+    (the ``crelu`` agent): ``block_activation="crelu"`` replaces the ReLU after each block's
+    first conv and batch norm, so its second conv reads twice the channels; the stem's ReLU
+    and each block's output ReLU (after the residual sum) stay, so the residual stream and
+    the shortcuts keep their widths. ``"relu"``: :class:`IncrementalConfig`'s network bit
+    for bit. Not with continual backprop or ReDo (their channel resets map channel ``c`` to
+    the next conv's input ``c`` only)."""
+
+    block_activation: str = "crelu"
+    """The inner activation of each residual block: ``"crelu"`` or ``"relu"``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("block_activation", self.block_activation, ("relu", "crelu"))
+        if self.block_activation == "crelu" and self.continual_backprop:
+            raise InvalidConfigError(
+                "continual_backprop is not defined with block_activation='crelu': "
+                "generate-and-test's ResidualUnits map a first-conv channel c to the second "
+                "conv's input channel c, but after the CReLU the second conv reads 2 C "
+                "features (c and C + c); use block_activation='relu'."
+            )
+
+
 def resolve_memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
     """The memory layout of the network's conv weights and inputs on ``device``.
 
@@ -416,7 +442,7 @@ class IncrementalAgent:
         self.generators = _torch_generators(check_seed(seed), self.device)
         self.net = ResNet18(
             num_classes, cfg.width, generator=self.generators["init"], device=self.device,
-            in_channels=channels,
+            in_channels=channels, block_activation=getattr(cfg, "block_activation", "relu"),
         )
         if self.memory_format is torch.channels_last:
             self.net.to(memory_format=torch.channels_last)

@@ -445,14 +445,22 @@ class BasicBlock(nn.Module):
     The shortcut is the identity, or a 1x1 conv (stride ``stride``) and batch norm when the
     shape changes. :meth:`forward_with_mid` also returns the first conv's activation (the
     units of generate-and-test).
+
+    ``activation="crelu"`` (the ``crelu`` agent): the inner activation (after ``bn1``) is
+    the concatenated ReLU, so ``conv2`` reads ``2 x channels``; the output ReLU after the
+    residual sum stays a ReLU (the residual stream and the shortcut keep their widths).
     """
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1,
+                 activation: str = "relu") -> None:
         super().__init__()
+        check_choice("activation", activation, CONV_ACTIVATIONS)
+        self.activation = activation
         meta = {"device": "meta"}
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=True, **meta)
         self.bn1 = nn.BatchNorm2d(channels, **meta)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=True, **meta)
+        self.conv2 = nn.Conv2d(feature_width(activation, channels), channels, 3, 1, 1,
+                               bias=True, **meta)
         self.bn2 = nn.BatchNorm2d(channels, **meta)
         self.downsample: nn.Sequential | None = None
         if stride != 1 or in_channels != channels:
@@ -462,8 +470,9 @@ class BasicBlock(nn.Module):
             )
 
     def forward_with_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(block output, activation after conv1 -> bn1 -> ReLU)``."""
-        mid = F.relu(self.bn1(self.conv1(x)))
+        """``(block output, activation after conv1 -> bn1 -> ReLU)`` (CReLU: ``2 C`` channels)."""
+        z = self.bn1(self.conv1(x))
+        mid = crelu(z, 1) if self.activation == "crelu" else F.relu(z)
         out = self.bn2(self.conv2(mid))
         identity = x if self.downsample is None else self.downsample(x)
         return F.relu(out + identity), mid
@@ -497,6 +506,9 @@ class ResNet18(nn.Module):
     ``forward_with_features`` returns the logits and the hidden activations the paper's
     analysis uses: the stem's output, each block's first-conv activation and output (the
     last block's output replaced by its global average, the head's input), 17 tensors.
+    ``block_activation="crelu"``: each block's inner activation is a CReLU
+    (:class:`BasicBlock`; its first-conv activation then has ``2 C`` channels); the stem's
+    and the blocks' output ReLUs stay (generate-and-test and ReDo refuse this net).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> net = ResNet18(100, width=0.125, generator=g)
@@ -511,10 +523,13 @@ class ResNet18(nn.Module):
         generator: torch.Generator,
         device: torch.device | str | None = None,
         in_channels: int = 3,
+        block_activation: str = "relu",
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes <= 0:
             raise InvalidConfigError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        check_choice("block_activation", block_activation, CONV_ACTIVATIONS)
+        self.block_activation = block_activation
         self.width = float(width)
         self.channels = stage_channels(width)
         c0 = self.channels[0]
@@ -525,7 +540,7 @@ class ResNet18(nn.Module):
         for stage, c in enumerate(self.channels):
             for j in range(2):
                 stride = 2 if stage > 0 and j == 0 else 1
-                blocks.append(BasicBlock(prev, c, stride))
+                blocks.append(BasicBlock(prev, c, stride, block_activation))
                 prev = c
         self.blocks = nn.ModuleList(blocks)
         self.fc = nn.Linear(prev, num_classes, device="meta")
@@ -593,6 +608,13 @@ class ResNet18(nn.Module):
         only, read by the block's second conv alone.
         """
         check_choice("coverage", coverage, COVERAGES)
+        if self.block_activation != "relu":
+            raise InvalidConfigError(
+                f"generate-and-test and ReDo are not defined for a ResNet18 with "
+                f"block_activation={self.block_activation!r}: a block's first conv has C "
+                f"channels but its second conv reads 2 C CReLU features (ResidualUnits maps "
+                f"channel c to next.weight[:, c] only); use block_activation='relu'."
+            )
         blocks = self._blocks
         if coverage == "first_convs":
             return [ChannelLayer(b.conv1, b.bn1, b.conv2, b.bn2) for b in blocks]

@@ -621,7 +621,7 @@ SPEC = StreamSpec(
     fresh_agent="from_scratch",  # the normalized plasticity score's reference
     reference_agents=("backprop", "shrink_perturb", "continual_backprop", "head_reset",
                       "from_scratch"),
-    more_agents=("l2_init", "upgd", "redo"),
+    more_agents=("l2_init", "upgd", "redo", "crelu"),
     findings=(
         Finding("backprop loses plasticity: on all classes it ends below a network retrained "
                 "from scratch", ("backprop", "last"), "<", ("from_scratch", "last")),
