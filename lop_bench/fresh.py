@@ -8,10 +8,10 @@ means "as plastic as this agent"). A stream names its fresh reference agent in i
 :class:`~lop_bench.streams.StreamSpec` (``fresh_agent``, ``"fresh"`` by default: backprop's
 network, PPO on the Ant; incremental CIFAR-100 has its own, ``from_scratch``)::
 
+    from lop_bench.agents import resolve_factory
     from lop_bench.fresh import fresh
-    from baselines.backprop import make_agent
-    make_fresh_backprop = fresh(make_agent)       # register it, or pass it to lop_bench.run
-    lop_bench.run("lop/SlowlyChangingRegression-v0", make_fresh_backprop, tier="smoke")
+    name, factory = resolve_factory("my_pkg.agents:make")   # your agent's factory
+    lop_bench.run("lop/SlowlyChangingRegression-v0", fresh(factory, name=name), tier="smoke")
 
 On the command line ``--agent fresh:<agent>`` wraps any agent by name (``fresh:backprop``,
 ``fresh:my_pkg.agents:make``; :func:`resolve_fresh`, called by

@@ -36,13 +36,14 @@ have one finite score per task, in task order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from lop_bench.errors import InvalidConfigError
 
-__all__ = ["check_scale", "plasticity_score", "plasticity_scores"]
+__all__ = ["check_scale", "plasticity_score", "plasticity_scores", "score_against_fresh"]
 
 
 def check_scale(scale: float | None, what: str = "plasticity_scale") -> float | None:
@@ -132,3 +133,24 @@ def plasticity_score(per_task: Sequence[float] | np.ndarray,
     """The summary plasticity: the mean over tasks of :func:`plasticity_scores`."""
     return float(np.mean(plasticity_scores(per_task, fresh_per_task,
                                            higher_is_better=higher_is_better, scale=scale)))
+
+
+def score_against_fresh(results: Iterable[Any], fresh_results: Iterable[Any], *,
+                        higher_is_better: bool, scale: float | None = None,
+                        ) -> Iterator[tuple[Any, Any, np.ndarray | None, str | None]]:
+    """Pair each result with the fresh reference's result of the same seed and protocol
+    and score it: ``(result, fresh result or None, per-task plasticity or None, why not
+    scored or None)`` for each of ``results`` (objects with ``seed``, ``per_task`` and
+    ``data["protocol_hash"]``, as :class:`lop_bench.results.Result`). The report, the
+    recorded ``plasticity`` blocks and the leaderboard all pair results this way."""
+    refs = {r.seed: r for r in fresh_results}
+    for r in results:
+        f = refs.get(r.seed)
+        if f is None or f.data["protocol_hash"] != r.data["protocol_hash"]:
+            yield r, None, None, f"no result of the fresh reference agent with seed {r.seed}"
+            continue
+        try:
+            yield r, f, plasticity_scores(r.per_task, f.per_task,
+                                          higher_is_better=higher_is_better, scale=scale), None
+        except InvalidConfigError as exc:
+            yield r, f, None, str(exc)

@@ -282,23 +282,12 @@ def plasticity_by_seed(g: Group, fresh: Group) -> dict[int, np.ndarray]:
     same seed and protocol (:func:`lop_bench.plasticity.plasticity_scores`); seeds without
     such a reference, or where the score is undefined (a fresh accuracy of 0), are left
     out."""
-    from lop_bench.errors import InvalidConfigError
-    from lop_bench.plasticity import plasticity_scores
+    from lop_bench.plasticity import score_against_fresh
 
     spec = stream_spec(g.env_id)
-    refs = {r.seed: r for r in fresh.results}
-    out = {}
-    for r in g.results:
-        f = refs.get(r.seed)
-        if f is None or f.data["protocol_hash"] != r.data["protocol_hash"]:
-            continue
-        try:
-            out[r.seed] = plasticity_scores(r.per_task, f.per_task,
-                                            higher_is_better=spec.higher_is_better,
-                                            scale=spec.plasticity_scale)
-        except InvalidConfigError:
-            continue
-    return out
+    pairs = score_against_fresh(g.results, fresh.results, higher_is_better=spec.higher_is_better,
+                                scale=spec.plasticity_scale)
+    return {r.seed: scores for r, _, scores, _ in pairs if scores is not None}
 
 
 def _plasticity_cell(g: Group, fresh: Group) -> str:
@@ -357,8 +346,7 @@ def attach_plasticity(paths: Sequence[str | os.PathLike[str]]) -> PlasticityReco
     is undefined, is left as it is (its old block, if any, stays). The block is not part
     of the result's identity, nor of its deterministic part.
     """
-    from lop_bench.errors import InvalidConfigError
-    from lop_bench.plasticity import plasticity_scores
+    from lop_bench.plasticity import score_against_fresh
     from lop_bench.results import load, save
 
     record = PlasticityRecord([], [], [])
@@ -373,18 +361,13 @@ def attach_plasticity(paths: Sequence[str | os.PathLike[str]]) -> PlasticityReco
             if fresh is None:
                 continue
             spec = stream_spec(g.env_id)
-            refs = {r.seed: r for r in fresh.results}
-            for r in g.results:
-                path, f = where[id(r)], refs.get(r.seed)
-                if f is None or f.data["protocol_hash"] != r.data["protocol_hash"]:
-                    record.skipped.append(f"{path.name} (no {fresh.agent} result of seed {r.seed})")
-                    continue
-                try:
-                    scores = plasticity_scores(r.per_task, f.per_task,
-                                               higher_is_better=spec.higher_is_better,
-                                               scale=spec.plasticity_scale)
-                except InvalidConfigError as exc:
-                    record.skipped.append(f"{path.name} ({exc})")
+            pairs = score_against_fresh(g.results, fresh.results,
+                                        higher_is_better=spec.higher_is_better,
+                                        scale=spec.plasticity_scale)
+            for r, f, scores, why in pairs:
+                path = where[id(r)]
+                if scores is None:
+                    record.skipped.append(f"{path.name} ({why})")
                     continue
                 block = {
                     "reference": {"agent": f.agent_name, "settings": fresh.settings,

@@ -290,24 +290,19 @@ def _gap(e: Entry, ref: Entry | None) -> tuple[str, float | None]:
 def _plasticity(e: Entry, fresh: Entry | None, higher_is_better: bool,
                 scale: float | None) -> tuple[str, float | None]:
     """The mean over seeds of the entry's plasticity score against the board's fresh
-    reference entry on the same seed (:func:`lop_bench.plasticity.plasticity_score`), with
+    reference entry on the same seed (:func:`lop_bench.plasticity.score_against_fresh`), with
     its 95% interval; a dash without a fresh reference or a seed in common. Seeds where the
     score is undefined (a ratio over a zero score) are left out, and the cell says how many
     seeds it holds then."""
     if fresh is None:
         return DASH, None
-    from lop_bench.errors import InvalidConfigError
-    from lop_bench.plasticity import plasticity_score
+    import numpy as np
 
-    theirs = {r.seed: r.per_task for r in fresh.results}
-    scores = []
-    shared = [r for r in e.results if r.seed in theirs]
-    for r in shared:
-        try:
-            scores.append(plasticity_score(r.per_task, theirs[r.seed],
-                                           higher_is_better=higher_is_better, scale=scale))
-        except InvalidConfigError:
-            continue
+    from lop_bench.plasticity import score_against_fresh
+
+    pairs = score_against_fresh(e.results, fresh.results, higher_is_better=higher_is_better,
+                                scale=scale)
+    scores = [float(np.mean(p)) for _, _, p, _ in pairs if p is not None]
     if not scores:
         return DASH, None
     text = _mean_ci(scores)
