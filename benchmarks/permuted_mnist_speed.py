@@ -34,6 +34,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from lop_bench import registration
 from lop_bench.runner import run, run_vectorized
 
 ENV = "lop/PermutedMNIST-v0"
+REGRESSION = "lop/SlowlyChangingRegression-v0"
 AGENTS = ("linear", "backprop", "l2", "shrink_perturb", "continual_backprop")
 CPU_WIDTH = (100, 100, 100)
 PAPER_WIDTH = (2000, 2000, 2000)
@@ -116,17 +118,24 @@ def single_seed(root: Path, agent: str, hidden: tuple[int, ...] | None, steps: i
 
 
 def many_seeds(root: Path, agent: str, hidden: tuple[int, ...] | None, n: int, steps: int,
-               device: str = "cpu", graphs: bool = True) -> float:
+               device: str = "cpu", graphs: bool = True, rowsparse: bool = True,
+               env: str = ENV) -> float:
     """Seed-steps/s of ``run_vectorized`` with ``n`` seeds, diagnostics off (on a GPU the
-    stream is there too; ``graphs``: CUDA-graph replay of the step)."""
+    stream is there too; ``graphs``: CUDA-graph replay of the step; ``rowsparse``: the
+    Triton kernel of baselines.core.rowsparse for the backward pass and update)."""
     hp = {} if hidden is None else {"hidden": list(hidden)}
     os.environ["LOP_BENCH_CUDA_GRAPHS"] = "1" if graphs else "0"
+    os.environ["LOP_BENCH_TRITON"] = "1" if rowsparse else "0"
+    env_kwargs = (_short(root, steps, None if device == "cpu" else device) if env == ENV
+                  else {"num_tasks": 1, "change_period": steps,
+                        **({} if device == "cpu" else {"device": device})})
     try:
-        rs = run_vectorized(ENV, agent, tier="cpu", seeds=range(n), progress=False,
+        rs = run_vectorized(env, agent, tier="cpu", seeds=range(n), progress=False,
                             diagnostics=False, device=device, agent_kwargs=hp,
-                            env_kwargs=_short(root, steps, None if device == "cpu" else device))
+                            env_kwargs=env_kwargs)
     finally:
         os.environ.pop("LOP_BENCH_CUDA_GRAPHS", None)
+        os.environ.pop("LOP_BENCH_TRITON", None)
     return rs[0].data["run_info"]["steps_per_s"]
 
 
@@ -166,102 +175,143 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=2, help="processes of the reproduce estimate")
     p.add_argument("--tasks", type=int, default=2, help="cpu-tier tasks timed per agent in (f)")
     p.add_argument("--no-paper-width", action="store_true", help="skip the 784-2000x3-10 rows")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="only the GPU section (e), with the paper width's bytes per seed-step")
     args = p.parse_args()
     torch.set_num_threads(1)
     ensure_registered()
+    per_step = bytes_per_seed_step((784, *PAPER_WIDTH, 10))
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fixture(Path(tmp))
         cfg = registration.env_class(ENV).TIERS["cpu"]
         print(f"{ENV}: synthetic 60,000-image dataset, one torch thread; cpu tier "
               f"{cfg.num_tasks} tasks x {cfg.examples_per_task:,} images, {cfg.num_seeds} seeds")
+        if not args.gpu_only:
+            cpu_sections(args, root, per_step)
+        gpu_section(root, per_step)
+        if not args.gpu_only:
+            reproduce_estimate(args, root, cfg)
 
-        print(f"\n(a) env alone: {env_only(root, 'cpu', 20_000):,.0f} steps/s")
 
-        print(f"\n(b) {'agent (cpu tier)':<22} {'bare loop':>12} {'single-seed run':>16} {'ratio':>6}")
-        singles = {}
-        for name in args.agents:
-            bare = bare_loop(root, name, "cpu", 5000)
-            singles[name] = single_seed(root, name, None, 5000)
-            print(f"    {name:<22} {_fmt_rate(bare)}/s {_fmt_rate(singles[name])}/s "
-                  f"{singles[name] / bare:>6.2f}")
+def cpu_sections(args: argparse.Namespace, root: Path, per_step: int) -> None:
+    """(a) to (d): the env alone, bare loop against the single-seed run, many seeds on the
+    CPU at both widths, and the memory-traffic bound of the paper width here."""
+    print(f"\n(a) env alone: {env_only(root, 'cpu', 20_000):,.0f} steps/s")
 
-        print("\n(c) many seeds in one process: seed-steps/s (x: against the single-seed run)")
-        print(f"    {'net':<16} {'agent':<20} {'single':>12} "
-              + " ".join(f"{f'N={n}':>20}" for n in SEEDS))
-        rows = [("784-100x3-10", name, None) for name in args.agents]
-        if not args.no_paper_width:
-            rows.append(("784-2000x3-10", "backprop", PAPER_WIDTH))
-        paper_rates = {}
-        for net, name, hidden in rows:
-            wide = hidden is not None
-            ref = single_seed(root, name, hidden, 60 if wide else 5000) if wide else singles[name]
-            cells = []
-            for n in SEEDS:
-                steps = (max(12, 60 // n) if wide
-                         else 1000 if n >= 30 or name == "shrink_perturb" else 3000)
-                rate = many_seeds(root, name, hidden, n, steps)
-                if wide:
-                    paper_rates[n] = rate
-                cells.append(f"{rate:>12,.0f} ({rate / ref:>4.1f}x)")
-            print(f"    {net:<16} {name:<20} {_fmt_rate(ref)} " + " ".join(cells))
+    print(f"\n(b) {'agent (cpu tier)':<22} {'bare loop':>12} {'single-seed run':>16} {'ratio':>6}")
+    singles = {}
+    for name in args.agents:
+        bare = bare_loop(root, name, "cpu", 5000)
+        singles[name] = single_seed(root, name, None, 5000)
+        print(f"    {name:<22} {_fmt_rate(bare)}/s {_fmt_rate(singles[name])}/s "
+              f"{singles[name] / bare:>6.2f}")
+
+    print("\n(c) many seeds in one process: seed-steps/s (x: against the single-seed run)")
+    print(f"    {'net':<16} {'agent':<20} {'single':>12} "
+          + " ".join(f"{f'N={n}':>20}" for n in SEEDS))
+    rows = [("784-100x3-10", name, None) for name in args.agents]
+    if not args.no_paper_width:
+        rows.append(("784-2000x3-10", "backprop", PAPER_WIDTH))
+    paper_rates = {}
+    for net, name, hidden in rows:
+        wide = hidden is not None
+        ref = single_seed(root, name, hidden, 60 if wide else 5000) if wide else singles[name]
+        cells = []
+        for n in SEEDS:
+            steps = (max(12, 60 // n) if wide
+                     else 1000 if n >= 30 or name == "shrink_perturb" else 3000)
+            rate = many_seeds(root, name, hidden, n, steps)
             if wide:
-                paper_rates["single"] = ref
+                paper_rates[n] = rate
+            cells.append(f"{rate:>12,.0f} ({rate / ref:>4.1f}x)")
+        print(f"    {net:<16} {name:<20} {_fmt_rate(ref)} " + " ".join(cells))
+        if wide:
+            paper_rates["single"] = ref
 
-        widths = (784, *PAPER_WIDTH, 10)
-        per_step = bytes_per_seed_step(widths)
-        bandwidth = copy_bandwidth()
-        bound = bandwidth / per_step
-        print(f"\n(d) memory-traffic bound of the 784-2000x3-10 net here: {per_step / 1e6:.1f} MB per "
-              f"seed-step over a copy bandwidth of {bandwidth / 1e9:.1f} GB/s (one thread, read + "
-              f"write) = {bound:,.0f} seed-steps/s")
-        for key, rate in paper_rates.items():
-            label = "single-seed run" if key == "single" else f"vectorized N={key}"
-            print(f"    {label:<18} {rate:>8,.0f} seed-steps/s = {rate / bound:.2f} of the bound")
-        if paper_rates:
-            best = max(v for k, v in paper_rates.items() if k != "single")
-            days = PAPER["seeds"] * PAPER["steps"] / best / 86400
-            print(f"    paper tier (30 seeds x 48M steps) on one such core: {days:,.0f} days")
+    bandwidth = copy_bandwidth()
+    bound = bandwidth / per_step
+    print(f"\n(d) memory-traffic bound of the 784-2000x3-10 net here: {per_step / 1e6:.1f} MB per "
+          f"seed-step over a copy bandwidth of {bandwidth / 1e9:.1f} GB/s (one thread, read + "
+          f"write) = {bound:,.0f} seed-steps/s")
+    for key, rate in paper_rates.items():
+        label = "single-seed run" if key == "single" else f"vectorized N={key}"
+        print(f"    {label:<18} {rate:>8,.0f} seed-steps/s = {rate / bound:.2f} of the bound")
+    if paper_rates:
+        best = max(v for k, v in paper_rates.items() if k != "single")
+        days = PAPER["seeds"] * PAPER["steps"] / best / 86400
+        print(f"    paper tier (30 seeds x 48M steps) on one such core: {days:,.0f} days")
 
-        print("\n(e) GPU:", end=" ")
-        if not torch.cuda.is_available():
-            print("no CUDA device on this machine: eager vs graph-replayed steps and the paper "
-                  "tier's projection not measured.")
-        else:
-            print(torch.cuda.get_device_name())
-            gpu_bw = copy_bandwidth("cuda", 2048)
-            print(f"    copy bandwidth {gpu_bw / 1e9:,.0f} GB/s; paper-width bound "
-                  f"{gpu_bw / per_step:,.0f} seed-steps/s")
-            print(f"    {'net':<16} {'N':>4} {'eager':>14} {'graphs':>14} {'speed-up':>9}")
-            many_seeds(root, "backprop", None, 2, 500, device="cuda")  # warm-up
-            for net, hidden in (("784-100x3-10", None), ("784-2000x3-10", PAPER_WIDTH)):
-                for n in SEEDS:
-                    steps = 3000 if hidden is None else 600
-                    eager = many_seeds(root, "backprop", hidden, n, steps, "cuda", graphs=False)
-                    graph = many_seeds(root, "backprop", hidden, n, steps, "cuda", graphs=True)
-                    print(f"    {net:<16} {n:>4} {_fmt_rate(eager)}/s {_fmt_rate(graph)}/s "
-                          f"{graph / eager:>8.2f}x")
-                    if hidden is not None and n == PAPER["seeds"]:
-                        hours = PAPER["seeds"] * PAPER["steps"] / max(eager, graph) / 3600
-                        print(f"    paper tier, 30 seeds x 48M steps in one process: "
-                              f"{hours:,.1f} GPU-hours")
 
-        print(f"\n(f) `lop-bench reproduce {ENV} --tier cpu` on {args.cores} processes "
-              f"(each agent's {cfg.num_seeds} seeds vectorized, diagnostics on):")
-        costs = {}
-        # A process pays its first diagnostics' one-time costs (imports, LAPACK) once: here
-        # before timing, so that --tasks tasks are not charged with them.
-        run_vectorized(ENV, "backprop", tier="cpu", seeds=(0,), progress=False,
-                       env_kwargs=_short(root, 10))
-        for name in args.agents:
-            rs = run_vectorized(ENV, name, tier="cpu", seeds=range(cfg.num_seeds), progress=False,
-                                env_kwargs={"root": str(root), "num_tasks": args.tasks})
-            wall = rs[0].data["run_info"]["wall_time_s"]
-            costs[name] = wall * cfg.num_tasks / args.tasks
-            print(f"    {name:<22} {costs[name] / 60:6.1f} min")
-        loads = [0.0] * args.cores
-        for c in sorted(costs.values(), reverse=True):  # longest job first
-            loads[loads.index(min(loads))] += c
-        print(f"    about {max(loads) / 60:.1f} min on {args.cores} processes")
+def gpu_section(root: Path, per_step: int) -> None:
+    """(e): on a CUDA GPU, eager / graph-replayed / graph-replayed with the row-sparse
+    Triton kernel, at N = 1, 5, 30 seeds, both widths, and the paper tier's projection."""
+    print("\n(e) GPU:", end=" ")
+    if not torch.cuda.is_available():
+        print("no CUDA device on this machine: eager vs graph-replayed steps and the paper "
+              "tier's projection not measured.")
+        return
+    from baselines.core import rowsparse
+
+    print(torch.cuda.get_device_name(), f"(torch {torch.__version__}, row-sparse kernel "
+          f"{'on' if rowsparse.available(torch.device('cuda')) else 'unavailable'})")
+    gpu_bw = copy_bandwidth("cuda", 2048)
+    bound = gpu_bw / per_step
+    print(f"    copy bandwidth {gpu_bw / 1e9:,.0f} GB/s (read + write); paper-width dense "
+          f"bound {bound:,.0f} seed-steps/s")
+    print(f"    {'stream / net':<28} {'N':>4} {'eager':>14} {'graphs':>14} "
+          f"{'graphs+rowsparse':>18} {'best/eager':>10}")
+    many_seeds(root, "backprop", None, 2, 500, device="cuda")  # warm-up (cuBLAS, Triton JIT)
+    rows = [(ENV, "784-100x3-10", None, "backprop", 3000),
+            (ENV, "784-2000x3-10", PAPER_WIDTH, "backprop", 1500),
+            (ENV, "784-2000x3-10", PAPER_WIDTH, "continual_backprop", 1500),
+            (REGRESSION, "regression 20-5-1", None, "backprop", 3000)]
+    best_paper = {}
+    for env, net, hidden, agent, steps in rows:
+        for n in SEEDS:
+            if agent == "continual_backprop" and n != PAPER["seeds"]:
+                continue
+            eager = many_seeds(root, agent, hidden, n, steps, "cuda", graphs=False,
+                               rowsparse=False, env=env)
+            graph = many_seeds(root, agent, hidden, n, steps, "cuda", graphs=True,
+                               rowsparse=False, env=env)
+            sparse = many_seeds(root, agent, hidden, n, steps, "cuda", graphs=True,
+                                rowsparse=True, env=env)
+            best = max(eager, graph, sparse)
+            print(f"    {net + ' ' + agent:<28} {n:>4} {_fmt_rate(eager)}/s {_fmt_rate(graph)}/s "
+                  f"{_fmt_rate(sparse):>16}/s {best / eager:>9.2f}x")
+            if hidden is not None:
+                best_paper[(agent, n)] = best
+    for (agent, n), rate in best_paper.items():
+        if n == PAPER["seeds"]:
+            hours = PAPER["seeds"] * PAPER["steps"] / rate / 3600
+            print(f"    paper tier, {agent}, 30 seeds x 48M steps in one process: {hours:,.1f} "
+                  f"GPU-hours ({rate / bound:.2f} of the dense bound; an H100 at 3.35/4.8 of "
+                  f"this H200's bandwidth: {hours * 4.8 / 3.35:,.1f} h)"
+                  if "H200" in torch.cuda.get_device_name() else
+                  f"    paper tier, {agent}, 30 seeds x 48M steps in one process: {hours:,.1f} "
+                  f"GPU-hours ({rate / bound:.2f} of the dense bound)")
+
+
+
+def reproduce_estimate(args: argparse.Namespace, root: Path, cfg: Any) -> None:
+    """(f): the wall time of ``lop-bench reproduce`` at the cpu tier, from --tasks tasks."""
+    print(f"\n(f) `lop-bench reproduce {ENV} --tier cpu` on {args.cores} processes "
+          f"(each agent's {cfg.num_seeds} seeds vectorized, diagnostics on):")
+    costs = {}
+    # A process pays its first diagnostics' one-time costs (imports, LAPACK) once: here
+    # before timing, so that --tasks tasks are not charged with them.
+    run_vectorized(ENV, "backprop", tier="cpu", seeds=(0,), progress=False,
+                   env_kwargs=_short(root, 10))
+    for name in args.agents:
+        rs = run_vectorized(ENV, name, tier="cpu", seeds=range(cfg.num_seeds), progress=False,
+                            env_kwargs={"root": str(root), "num_tasks": args.tasks})
+        wall = rs[0].data["run_info"]["wall_time_s"]
+        costs[name] = wall * cfg.num_tasks / args.tasks
+        print(f"    {name:<22} {costs[name] / 60:6.1f} min")
+    loads = [0.0] * args.cores
+    for c in sorted(costs.values(), reverse=True):  # longest job first
+        loads[loads.index(min(loads))] += c
+    print(f"    about {max(loads) / 60:.1f} min on {args.cores} processes")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ from baselines.core.nets import feature_width, kaiming_uniform_bound
 from baselines.core.optim import noise_chunk_size
 from baselines.core.redo import ReDo, ReDoFields, UnitLayer
 from baselines.core.regularizers import L2Init, L2InitFields
+from baselines.core.rowsparse import available as rowsparse_available
+from baselines.core.rowsparse import prop_update
 from baselines.core.upgd import BatchedUPGD, UPGDFields
 from lop_bench.agents import vector_seeds
 from lop_bench.config import config_to_dict
@@ -276,6 +278,10 @@ class VectorMLPAgent:
                                 and self.upgd is None  # UPGD's noise draws: eager
                                 and not self.norm_scale)  # the norms' backward: eager
         self._graph_steps: _CudaGraphStep | None = None
+        # On CUDA with Triton, the batch-1 backward pass and update of a fused layer
+        # without decay read and write only the rows with a nonzero error, in one pass
+        # (baselines.core.rowsparse; LOP_BENCH_TRITON=0 turns it off).
+        self._rowsparse = rowsparse_available(self.device)
 
     @property
     def _graphs(self) -> _CudaGraphStep | None:
@@ -413,10 +419,16 @@ class VectorMLPAgent:
         relu = self.activation == "relu"
         crelu_layers = self.activation == "crelu"
         decay = self._decay
+        rowsparse = self._rowsparse and batch == 1 and decay == 1.0 and self._pull is None
         for k in range(len(self.W) - 1, -1, -1):
-            # The error of the layer below, from W[k] before this step changes it.
-            below = torch.bmm(delta, self.W[k]) if k > 0 else None
-            if self._fused[k]:
+            if rowsparse and self._fused[k]:
+                # One pass over the rows of W[k] with a nonzero error: the error below
+                # (from the weights before the update) and the update (module docstring).
+                below = prop_update(self.W[k], delta, hs[k], self.lr, prop=k > 0)
+                self._b3[k].add_(delta, alpha=-self.lr)
+            elif self._fused[k]:
+                # The error of the layer below, from W[k] before this step changes it.
+                below = torch.bmm(delta, self.W[k]) if k > 0 else None
                 W, b = self.W[k], self._b3[k]
                 if batch == 1:  # a rank-1 update: elementwise passes are the fastest here
                     if decay != 1.0:
@@ -430,6 +442,7 @@ class VectorMLPAgent:
                 if self._pull is not None:  # L2 Init's pull toward W0
                     W.add_(self._pull[k])
             else:
+                below = torch.bmm(delta, self.W[k]) if k > 0 else None
                 grads[2 * k] = torch.bmm(delta.transpose(1, 2), hs[k])
                 grads[2 * k + 1] = delta.sum(1)
             if below is not None:

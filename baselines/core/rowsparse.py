@@ -1,0 +1,115 @@
+"""One pass over a layer's weights for batch-1 SGD: the error sent to the layer below and
+the rank-one update, on a GPU, skipping the rows whose error is exactly zero (Triton).
+
+At batch size 1 a step of a wide MLP is bound by memory traffic, not arithmetic: the
+784-2000-2000-2000-10 net holds 38 MB of float32 weights per seed, and every step reads
+them to predict, reads them again to backpropagate the error (``delta W``), and reads and
+writes them to update (``W -= lr * delta h^T``). Two facts cut that traffic:
+
+* the backpropagation and the update of a layer read the same weights, before and after
+  the update: one kernel reads each weight once, adds its share of the error below, and
+  writes the updated weight (the error below is formed from the weights *before* the
+  update, as autograd's is);
+* after a ReLU, a unit that did not fire has a zero error: its row of ``W`` contributes
+  nothing to the error below and its update is zero. The kernel loads and stores only the
+  rows with a nonzero error (masked loads move no memory). About half the units of a
+  ReLU net are silent on a given input, more as it loses plasticity.
+
+So the backward pass and the update move ``2 * active`` of the layer's weights instead of
+3. The values are those of the dense path up to float rounding: the update of an active
+row is the same ``w - lr * (delta_i * h_j)`` per weight; a silent row is left as the dense
+path leaves it (``w - lr * 0 * h_j`` is ``w``); the error below is summed in another order
+(row blocks, then their partial sums), as any change of kernel sums it. The update has
+no weight decay here: a decayed layer changes every row, so the agent uses this only
+without decay (plain SGD: backprop, continual backprop).
+
+:func:`available` says whether Triton and a CUDA device are there. The tests run the
+kernel on the CPU with Triton's interpreter (``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+__all__ = ["available", "prop_update"]
+
+try:  # Triton ships with torch's CUDA wheels; without it the dense path is used.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+BLOCK_ROWS = 64
+BLOCK_COLS = 128
+
+
+def available(device: torch.device) -> bool:
+    """Whether :func:`prop_update` runs for tensors on ``device``: Triton is installed and
+    the device is a CUDA GPU (or Triton's interpreter is on, for the tests), and
+    ``LOP_BENCH_TRITON`` is not ``0``."""
+    if triton is None or os.environ.get("LOP_BENCH_TRITON", "1") == "0":
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _prop_update(W, delta, h, partial, lr, rows, cols, stride_w, stride_d, stride_h,
+                     stride_p, PROP: tl.constexpr, BLOCK_R: tl.constexpr,
+                     BLOCK_C: tl.constexpr):
+        seed = tl.program_id(0)
+        row_block = tl.program_id(1)
+        col_block = tl.program_id(2)
+        r = row_block * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = col_block * BLOCK_C + tl.arange(0, BLOCK_C)
+        in_rows = r < rows
+        in_cols = c < cols
+        d = tl.load(delta + seed * stride_d + r, mask=in_rows, other=0.0)
+        x = tl.load(h + seed * stride_h + c, mask=in_cols, other=0.0)
+        live = in_rows & (d != 0.0)
+        mask = live[:, None] & in_cols[None, :]
+        ptrs = W + seed * stride_w + r[:, None] * cols + c[None, :]
+        w = tl.load(ptrs, mask=mask, other=0.0)
+        if PROP:
+            below = tl.sum(d[:, None] * w, axis=0)
+            tl.store(partial + seed * stride_p + row_block * cols + c, below, mask=in_cols)
+        w = w - lr * (d[:, None] * x[None, :])
+        tl.store(ptrs, w, mask=mask)
+
+
+def prop_update(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float,
+                prop: bool = True) -> torch.Tensor | None:
+    """``W -= lr * delta^T h`` in place, for ``W`` of shape ``(N, out, in)`` (rows
+    contiguous), ``delta`` ``(N, 1, out)`` and ``h`` ``(N, 1, in)``; returns the error below,
+    ``delta @ W`` with the weights before the update, ``(N, 1, in)`` (None unless ``prop``).
+    Rows whose ``delta`` is zero are neither read nor written."""
+    n, rows, cols = W.shape
+    if W.stride() != (rows * cols, cols, 1):
+        raise ValueError(f"prop_update needs W with contiguous rows, got strides {W.stride()}.")
+    delta = delta.reshape(n, rows)
+    h = h.reshape(n, cols)
+    if delta.stride(1) != 1:
+        delta = delta.contiguous()
+    if h.stride(1) != 1:
+        h = h.contiguous()
+    row_blocks = triton.cdiv(rows, BLOCK_ROWS)
+    partial = (torch.empty(n, row_blocks, cols, device=W.device, dtype=W.dtype) if prop
+               else W)  # unused without prop
+    grid = (n, row_blocks, triton.cdiv(cols, BLOCK_COLS))
+    _prop_update[grid](W, delta, h, partial, float(lr), rows, cols, W.stride(0),
+                       delta.stride(0), h.stride(0), row_blocks * cols if prop else 0,
+                       PROP=prop, BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
+    return partial.sum(1, keepdim=True) if prop else None
+
+
+def dense_reference(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float,
+                    prop: bool = True) -> Any:
+    """What :func:`prop_update` computes, with torch's dense operations (the agent's path
+    without Triton)."""
+    below = torch.bmm(delta, W) if prop else None
+    W.addcmul_(delta.transpose(1, 2), h, value=-lr)
+    return below
