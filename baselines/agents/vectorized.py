@@ -271,6 +271,9 @@ class VectorMLPAgent:
             self.gnt = GenerateAndTest.from_config(units, self.generators, _MomentumEntries(self),
                                                    cfg)
         self._cache: tuple | None = None
+        # Generate-and-test's test pass (device only) joins the step's CUDA graph; its count
+        # and replacements (host) run after.
+        self._measure_in_step = self.gnt is not None and self.noise_std == 0
         # On CUDA the step is replayed from CUDA graphs, unless LOP_BENCH_CUDA_GRAPHS=0 (or
         # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
         self.use_cuda_graphs = (self.device.type == "cuda"
@@ -377,11 +380,14 @@ class VectorMLPAgent:
         out, zs, hs, _ = cache
         y = self._target(target, out)
         if self._graphs is None or not self._graphs.step(out, y):
-            self._backward_and_step(out, zs, hs, y)
+            self._device_step(out, zs, hs, y)
         if self.noise_std > 0:
             self._perturb()
         if self.gnt is not None:
-            self.gnt.step(hs[1:])
+            if self._measure_in_step:
+                self.gnt.generate()  # its measure ran in _device_step
+            else:
+                self.gnt.step(hs[1:])
         if self.redo is not None:
             self.redo.step(hs[1:], self._redo_layers, self.generators)
 
@@ -401,6 +407,15 @@ class VectorMLPAgent:
         if self.classify:
             return y.reshape(out.shape[0], out.shape[1], 1).long()
         return y if y.shape == out.shape else y.reshape(out.shape)
+
+    def _device_step(self, out: torch.Tensor, zs: list[torch.Tensor], hs: list[torch.Tensor],
+                     y: torch.Tensor) -> None:
+        """What a step does on the device alone (what :class:`_CudaGraphStep` replays): the
+        backward pass and SGD step, then generate-and-test's measure where nothing runs
+        between the two (no shrink-and-perturb noise)."""
+        self._backward_and_step(out, zs, hs, y)
+        if self._measure_in_step:
+            self.gnt.measure(hs[1:])
 
     def _backward_and_step(self, out: torch.Tensor, zs: list[torch.Tensor],
                            hs: list[torch.Tensor], y: torch.Tensor) -> None:
@@ -601,9 +616,10 @@ class _CudaGraphStep:
     (targets -> backpropagation and the SGD update) are two graphs, since the stream
     reveals the targets between them. Observations and targets are copied into static
     tensors; the outputs are the graph's own tensors, rewritten by every replay.
-    Shrink-and-perturb's noise (drawn in chunks from each seed's generator) and
-    generate-and-test (whose replacement counts live on the host) run eagerly after the
-    replayed step, on the same tensors.
+    Generate-and-test's test pass (its utilities, on the device) is part of the step's
+    graph; its count and replacements (the counts live on the host) and shrink-and-perturb's
+    noise (drawn in chunks from each seed's generator) run eagerly after the replayed step,
+    on the same tensors.
 
     The graphs are captured after ``warmup`` eager steps (which initialize cuBLAS and the
     momentum buffers) and replay the eager step's kernels, so the results equal the eager
@@ -643,7 +659,7 @@ class _CudaGraphStep:
         if self._step is None:
             self._y = y.clone()
             out, zs, hs, _ = self._forward.outputs
-            self._step = self._capture(lambda: self.agent._backward_and_step(out, zs, hs, self._y),
+            self._step = self._capture(lambda: self.agent._device_step(out, zs, hs, self._y),
                                        pool=self._forward.pool)
             if self._step is None:
                 return False
@@ -653,12 +669,24 @@ class _CudaGraphStep:
 
     def _capture(self, fn: Callable[[], Any], pool: Any = None) -> Any:
         try:
+            if self.graph is _CudaGraph and self.agent.device.type != "cuda":
+                # A capture records CUDA kernels only: the CPU ops of an agent on another
+                # device would run once, at capture, and never again at a replay.
+                raise RuntimeError(f"the agent's tensors are on {self.agent.device}, not CUDA")
             return self.graph(fn, pool)
         except Exception as exc:  # an op that cannot be captured: the step stays eager
+            self._forward = None
+            if self.agent._measure_in_step:
+                # Capture anew at the next step without generate-and-test's measure (which
+                # then runs eagerly after the replayed step), before giving up on graphs.
+                self.agent._measure_in_step = False
+                warnings.warn(f"CUDA graph capture of the vectorized step with "
+                              f"generate-and-test's measure failed ({exc}); capturing it "
+                              "without.", RuntimeWarning, stacklevel=3)
+                return None
             warnings.warn(f"CUDA graph capture of the vectorized step failed ({exc}); "
                           "running it eagerly.", RuntimeWarning, stacklevel=3)
             self.failed = True
-            self._forward = None
             return None
 
 

@@ -176,3 +176,60 @@ def test_on_a_gpu_graph_replayed_runs_equal_eager_runs(env_id, agent, monkeypatc
     tol = 1 / 250 if env_id == MNIST else 1e-5  # one prediction of a task; float rounding
     for g, e in zip(graphed, eager, strict=True):
         np.testing.assert_allclose(g.per_task, e.per_task, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("agent", ["backprop", "continual_backprop"])
+def test_on_a_gpu_a_run_is_reproducible(agent):
+    """The whole GPU path (device-resident stream, graphs, the row-sparse kernel, the
+    one-pass utilities) twice: the same per-task scores, bit for bit. (A GPU run draws its
+    weights from CUDA generators: it is another sample than the CPU run of its seed.)"""
+    kw = dict(tier="smoke", seeds=(0, 1, 2), progress=False, device="cuda",
+              env_kwargs={"device": "cuda"},
+              agent_kwargs={"replacement_rate": 1e-2} if agent == "continual_backprop" else {})
+    first, second = run_vectorized(MNIST, agent, **kw), run_vectorized(MNIST, agent, **kw)
+    for a, b in zip(first, second, strict=True):
+        assert a.per_task == b.per_task
+        assert min(a.per_task) > 0.2  # it learns (chance: 0.1)
+
+
+def test_a_step_capture_that_fails_with_the_measure_is_retried_without_it():
+    """Generate-and-test's measure is part of the step's graph; a capture that fails with
+    it warns, captures anew without it (measure then runs eagerly), and changes nothing."""
+
+    class FailingOnce(_ReplayOnCPU):
+        captures = 0
+
+        def __init__(self, fn, pool=None):
+            FailingOnce.captures += 1
+            if FailingOnce.captures == 2:  # the first step capture (after the forward's)
+                raise RuntimeError("operation not permitted when stream is capturing")
+            super().__init__(fn, pool)
+
+    seeds = (0, 5)
+    envs = lop_bench.make_vec(MNIST, tier="smoke", seeds=seeds, device="cpu")
+    eager = lop_bench.make_agent("continual_backprop", envs, seed=seeds, **REPLACING)
+    graphed = lop_bench.make_agent("continual_backprop", envs, seed=seeds, **REPLACING)
+    graphed.use_cuda_graphs = True
+    graphed._graph_steps = _CudaGraphStep(graphed, graph=FailingOnce)
+    assert graphed._measure_in_step
+    venv = envs.unwrapped
+    obs, infos = venv.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(300):
+            a, b = eager.act(obs, infos), graphed.act(obs, infos)
+            assert torch.equal(a, b)
+            nobs, r, te, tr, infos = venv.step(a)
+            eager.learn(obs, a, r, nobs, te, tr, infos)
+            graphed.learn(obs, b, r, nobs, te, tr, infos)
+            obs = nobs
+    assert [str(w.message) for w in caught if "capture" in str(w.message)] == [
+        "CUDA graph capture of the vectorized step with generate-and-test's measure failed "
+        "(operation not permitted when stream is capturing); capturing it without."]
+    graphs = graphed._graph_steps
+    assert not graphs.failed and not graphed._measure_in_step
+    assert graphs._step is not None and graphs._step.replays > 250
+    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
+        assert torch.equal(x, y)
+    assert sum(int(n.sum()) for n in graphed.gnt.num_replaced) > 0
