@@ -81,7 +81,12 @@ from baselines.core.optim import noise_chunk_size
 from baselines.core.redo import ReDo, ReDoFields, UnitLayer
 from baselines.core.regularizers import L2Init, L2InitFields
 from baselines.core.rowsparse import available as rowsparse_available
-from baselines.core.rowsparse import prop_update
+from baselines.core.rowsparse import (
+    input_major_available,
+    prop_update,
+    prop_update_input_major,
+    sparse_input_linear,
+)
 from baselines.core.upgd import BatchedUPGD, UPGDFields
 from lop_bench.agents import vector_seeds
 from lop_bench.config import config_to_dict
@@ -218,6 +223,18 @@ class VectorMLPAgent:
         for i, g in enumerate(self.generators):
             for W, bound in zip(self.W, self.init_bounds):
                 W[i].uniform_(-bound, bound, generator=g)
+        # On CUDA with Triton, a batch-1 ReLU net taking plain SGD steps (no momentum, decay,
+        # L2 Init, noise, normalization or UPGD) stores its weights input-major: its forward
+        # pass, backward pass and update skip the zero inputs of every layer
+        # (baselines.core.rowsparse). The same values; LOP_BENCH_TRITON=0 turns it off.
+        self._input_major = (
+            input_major_available(self.device) and batch == 1 and cfg.activation == "relu"
+            and not cfg.momentum and not cfg.weight_decay
+            and not isinstance(cfg, (UPGDFields, L2InitFields, ShrinkPerturbConfig))
+            and not (isinstance(cfg, LayerNormConfig) and cfg.layer_norm)
+            and all(W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W))
+        if self._input_major:
+            self.W = [W.transpose(1, 2).contiguous().transpose(1, 2) for W in self.W]
         self.params = [t for pair in zip(self.W, self.b) for t in pair]
         # Layer normalization: a scale (1) and a shift (0) per seed and hidden unit, after
         # the weights in the parameter list (the single MLP's order: layers, then norms).
@@ -307,11 +324,14 @@ class VectorMLPAgent:
         zs, hs = [], [x]
         h = x
         act = self._act
-        for Wt, b in zip(self._Wt[:-1], self._b3[:-1]):
-            z = torch.baddbmm(b, h, Wt)
+        sparse = self._input_major and x.shape[1] == 1
+        for W, Wt, b in zip(self.W[:-1], self._Wt[:-1], self._b3[:-1]):
+            z = sparse_input_linear(W, h, b) if sparse else torch.baddbmm(b, h, Wt)
             zs.append(z)
             h = act(z)
             hs.append(h)
+        if sparse:
+            return sparse_input_linear(self.W[-1], h, self._b3[-1]), zs, hs
         return torch.baddbmm(self._b3[-1], h, self._Wt[-1]), zs, hs
 
     def _forward_norm(self, x: torch.Tensor):
@@ -439,7 +459,8 @@ class VectorMLPAgent:
             if rowsparse and self._fused[k]:
                 # One pass over the rows of W[k] with a nonzero error: the error below
                 # (from the weights before the update) and the update (module docstring).
-                below = prop_update(self.W[k], delta, hs[k], self.lr, prop=k > 0)
+                update = prop_update_input_major if self._input_major else prop_update
+                below = update(self.W[k], delta, hs[k], self.lr, prop=k > 0)
                 self._b3[k].add_(delta, alpha=-self.lr)
             elif self._fused[k]:
                 # The error of the layer below, from W[k] before this step changes it.

@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "prop_update"]
+__all__ = [
+    "available",
+    "input_major_available",
+    "prop_update",
+    "prop_update_input_major",
+    "sparse_input_linear",
+]
 
 try:  # Triton ships with torch's CUDA wheels; without it the dense path is used.
     import triton
@@ -47,12 +53,19 @@ BLOCK_COLS = 128
 
 
 def available(device: torch.device) -> bool:
-    """Whether :func:`prop_update` runs for tensors on ``device``: Triton is installed and
-    the device is a CUDA GPU (or Triton's interpreter is on, for the tests), and
+    """Whether the kernels run for tensors on ``device``: Triton is installed and the
+    device is a CUDA GPU (or Triton's interpreter is on, for the tests), and
     ``LOP_BENCH_TRITON`` is not ``0``."""
     if triton is None or os.environ.get("LOP_BENCH_TRITON", "1") == "0":
         return False
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def input_major_available(device: torch.device) -> bool:
+    """Whether the input-major kernels run on ``device``: :func:`available`, and
+    ``LOP_BENCH_TRITON`` is not ``rows`` (which keeps the output-major row-sparse kernel
+    alone)."""
+    return available(device) and os.environ.get("LOP_BENCH_TRITON", "1") != "rows"
 
 
 if triton is not None:
@@ -104,6 +117,123 @@ def prop_update(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float
                        delta.stride(0), h.stride(0), row_blocks * cols if prop else 0,
                        PROP=prop, BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS)
     return partial.sum(1, keepdim=True) if prop else None
+
+
+# -- the transposed layout: a ReLU net's silent inputs skipped in all three passes --------
+#
+# With the weights stored input-major (``Wp`` of shape ``(N, in, out)``, the agent's
+# ``W = Wp.transpose(1, 2)``), a physical row is one *input* unit's outgoing weights. An input
+# that is zero (a silent ReLU unit below, a blank pixel) contributes nothing to the forward
+# pass, its weights get a zero update, and the error sent back to it is discarded by the
+# ReLU's derivative: its row is skipped in all three passes. About half of a ReLU layer's
+# units and four fifths of MNIST's pixels are zero on a given input.
+
+
+if triton is not None:
+
+    @triton.jit
+    def _sparse_input_linear(Wp, h, partial, rows, cols, rows_per_split, stride_w, stride_h,
+                             stride_p, BLOCK_J: tl.constexpr, BLOCK_O: tl.constexpr):
+        seed = tl.program_id(0)
+        out_block = tl.program_id(1)
+        split = tl.program_id(2)
+        o = out_block * BLOCK_O + tl.arange(0, BLOCK_O)
+        in_o = o < cols
+        acc = tl.zeros((BLOCK_O,), dtype=tl.float32)
+        start = split * rows_per_split
+        end = start + rows_per_split
+        for j0 in range(start, end, BLOCK_J):
+            j = j0 + tl.arange(0, BLOCK_J)
+            in_j = (j < rows) & (j < end)
+            x = tl.load(h + seed * stride_h + j, mask=in_j, other=0.0)
+            live = in_j & (x != 0.0)
+            w = tl.load(Wp + seed * stride_w + j[:, None] * cols + o[None, :],
+                        mask=live[:, None] & in_o[None, :], other=0.0)
+            acc += tl.sum(x[:, None] * w, axis=0)
+        tl.store(partial + seed * stride_p + split * cols + o, acc, mask=in_o)
+
+    @triton.jit
+    def _prop_update_t(Wp, delta, h, below, lr, rows, cols, stride_w, stride_d, stride_h,
+                       stride_b, PROP: tl.constexpr, BLOCK_J: tl.constexpr,
+                       BLOCK_O: tl.constexpr):
+        seed = tl.program_id(0)
+        row_block = tl.program_id(1)
+        j = row_block * BLOCK_J + tl.arange(0, BLOCK_J)
+        in_j = j < rows
+        x = tl.load(h + seed * stride_h + j, mask=in_j, other=0.0)
+        live = in_j & (x != 0.0)
+        acc = tl.zeros((BLOCK_J,), dtype=tl.float32)
+        for o0 in range(0, cols, BLOCK_O):
+            o = o0 + tl.arange(0, BLOCK_O)
+            in_o = o < cols
+            d = tl.load(delta + seed * stride_d + o, mask=in_o, other=0.0)
+            mask = live[:, None] & in_o[None, :]
+            ptrs = Wp + seed * stride_w + j[:, None] * cols + o[None, :]
+            w = tl.load(ptrs, mask=mask, other=0.0)
+            if PROP:
+                acc += tl.sum(w * d[None, :], axis=1)
+            tl.store(ptrs, w - lr * (x[:, None] * d[None, :]), mask=mask)
+        if PROP:
+            tl.store(below + seed * stride_b + j, acc, mask=in_j)
+
+
+def _input_major(W: torch.Tensor) -> torch.Tensor:
+    """The input-major storage ``Wp`` (contiguous ``(N, in, out)``) of ``W = Wp.transpose(1, 2)``."""
+    Wp = W.transpose(1, 2)
+    n, rows, cols = Wp.shape
+    if Wp.stride() != (rows * cols, cols, 1):
+        raise ValueError(f"the input-major kernels need W stored input-major (W = "
+                         f"Wp.transpose(1, 2), Wp contiguous), got strides {W.stride()}.")
+    return Wp
+
+
+def _vector(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
+    x = x.reshape(n, size)
+    return x if x.stride(1) == 1 else x.contiguous()
+
+
+def _block(size: int, cap: int) -> int:
+    return min(cap, triton.next_power_of_2(size))
+
+
+PROGRAMS = 2048  # about 15 per multiprocessor of an H100/H200: enough to hide latency
+
+
+def sparse_input_linear(W: torch.Tensor, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``b + h @ W^T`` (``torch.baddbmm(b, h, W.transpose(1, 2))``) for input-major ``W``
+    (logical ``(N, out, in)``), ``h`` ``(N, 1, in)`` and ``b`` ``(N, 1, out)``, reading only
+    the weights of the nonzero entries of ``h``."""
+    Wp = _input_major(W)
+    n, rows, cols = Wp.shape
+    x = _vector(h, n, rows)
+    block_j, block_o = 32, _block(cols, 128)
+    out_blocks = triton.cdiv(cols, block_o)
+    splits = max(1, min(triton.cdiv(rows, block_j), PROGRAMS // (n * out_blocks)))
+    rows_per_split = triton.cdiv(triton.cdiv(rows, splits), block_j) * block_j
+    splits = triton.cdiv(rows, rows_per_split)
+    partial = torch.empty(n, splits, cols, device=W.device, dtype=W.dtype)
+    _sparse_input_linear[(n, out_blocks, splits)](
+        Wp, x, partial, rows, cols, rows_per_split, Wp.stride(0), x.stride(0), splits * cols,
+        BLOCK_J=block_j, BLOCK_O=block_o)
+    return partial.sum(1, keepdim=True).add_(b)
+
+
+def prop_update_input_major(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float,
+                            prop: bool = True) -> torch.Tensor | None:
+    """:func:`prop_update` for input-major ``W`` in a ReLU net: ``W -= lr * delta^T h`` in
+    place, skipping the inputs where ``h`` is zero, and the error below ``delta @ W`` (weights
+    before the update) *where ``h`` is nonzero*, 0 elsewhere (the ReLU's derivative zeroes
+    it there: ``h`` must be the ReLU's output, or the stream's input without ``prop``)."""
+    Wp = _input_major(W)
+    n, rows, cols = Wp.shape
+    d, x = _vector(delta, n, cols), _vector(h, n, rows)
+    block_j = 16 if n * rows >= 16 * PROGRAMS else 4
+    block_o = _block(cols, 128)
+    below = torch.empty(n, 1, rows, device=W.device, dtype=W.dtype) if prop else W
+    _prop_update_t[(n, triton.cdiv(rows, block_j))](
+        Wp, d, x, below, float(lr), rows, cols, Wp.stride(0), d.stride(0), x.stride(0),
+        rows if prop else 0, PROP=prop, BLOCK_J=block_j, BLOCK_O=block_o)
+    return below if prop else None
 
 
 def dense_reference(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float,
