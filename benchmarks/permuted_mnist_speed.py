@@ -265,7 +265,8 @@ def gpu_section(root: Path, per_step: int) -> None:
     print(f"    {'stream / net':<30} {'N':>3} {'eager':>10} {'graphs':>10} {'+rows':>10} "
           f"{'+input-major':>13} {'best/eager':>10}")
     for hidden in (None, PAPER_WIDTH):  # warm-up: cuBLAS, the Triton kernels JIT-compiled
-        many_seeds(root, "backprop", hidden, 2, 200, device="cuda")
+        for kernels in ("rows", "1"):
+            many_seeds(root, "backprop", hidden, 2, 100, device="cuda", kernels=kernels)
     # The paper's permuted-MNIST continual backprop replaces at rate 1e-6 (the cpu tier's
     # preset, whose net is narrower, at 1e-4).
     paper_cbp = {"replacement_rate": 1e-6}

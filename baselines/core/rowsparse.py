@@ -132,49 +132,46 @@ def prop_update(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float
 if triton is not None:
 
     @triton.jit
-    def _sparse_input_linear(Wp, h, partial, rows, cols, rows_per_split, stride_w, stride_h,
-                             stride_p, BLOCK_J: tl.constexpr, BLOCK_O: tl.constexpr):
-        seed = tl.program_id(0)
-        out_block = tl.program_id(1)
-        split = tl.program_id(2)
-        o = out_block * BLOCK_O + tl.arange(0, BLOCK_O)
-        in_o = o < cols
-        acc = tl.zeros((BLOCK_O,), dtype=tl.float32)
-        start = split * rows_per_split
-        end = start + rows_per_split
-        for j0 in range(start, end, BLOCK_J):
-            j = j0 + tl.arange(0, BLOCK_J)
-            in_j = (j < rows) & (j < end)
-            x = tl.load(h + seed * stride_h + j, mask=in_j, other=0.0)
-            live = in_j & (x != 0.0)
-            w = tl.load(Wp + seed * stride_w + j[:, None] * cols + o[None, :],
-                        mask=live[:, None] & in_o[None, :], other=0.0)
-            acc += tl.sum(x[:, None] * w, axis=0)
-        tl.store(partial + seed * stride_p + split * cols + o, acc, mask=in_o)
-
-    @triton.jit
-    def _prop_update_t(Wp, delta, h, below, lr, rows, cols, stride_w, stride_d, stride_h,
-                       stride_b, PROP: tl.constexpr, BLOCK_J: tl.constexpr,
-                       BLOCK_O: tl.constexpr):
+    def _sparse_input_linear(Wp, h, partial, rows, cols, stride_w, stride_h, stride_p,
+                             BLOCK_J: tl.constexpr, BLOCK_O: tl.constexpr):
+        # One tile of input rows x outputs; its share of the outputs goes to ``partial``.
         seed = tl.program_id(0)
         row_block = tl.program_id(1)
+        out_block = tl.program_id(2)
         j = row_block * BLOCK_J + tl.arange(0, BLOCK_J)
+        o = out_block * BLOCK_O + tl.arange(0, BLOCK_O)
         in_j = j < rows
+        in_o = o < cols
         x = tl.load(h + seed * stride_h + j, mask=in_j, other=0.0)
         live = in_j & (x != 0.0)
-        acc = tl.zeros((BLOCK_J,), dtype=tl.float32)
-        for o0 in range(0, cols, BLOCK_O):
-            o = o0 + tl.arange(0, BLOCK_O)
-            in_o = o < cols
-            d = tl.load(delta + seed * stride_d + o, mask=in_o, other=0.0)
-            mask = live[:, None] & in_o[None, :]
-            ptrs = Wp + seed * stride_w + j[:, None] * cols + o[None, :]
-            w = tl.load(ptrs, mask=mask, other=0.0)
-            if PROP:
-                acc += tl.sum(w * d[None, :], axis=1)
-            tl.store(ptrs, w - lr * (x[:, None] * d[None, :]), mask=mask)
+        w = tl.load(Wp + seed * stride_w + j[:, None] * cols + o[None, :],
+                    mask=live[:, None] & in_o[None, :], other=0.0)
+        tl.store(partial + seed * stride_p + row_block * cols + o,
+                 tl.sum(x[:, None] * w, axis=0), mask=in_o)
+
+    @triton.jit
+    def _prop_update_t(Wp, delta, h, partial, lr, rows, cols, stride_w, stride_d, stride_h,
+                       stride_p, PROP: tl.constexpr, BLOCK_J: tl.constexpr,
+                       BLOCK_O: tl.constexpr):
+        # One tile of input rows x outputs: the rows of nonzero inputs are read, their share
+        # of the error below goes to ``partial``, and they are updated.
+        seed = tl.program_id(0)
+        row_block = tl.program_id(1)
+        out_block = tl.program_id(2)
+        j = row_block * BLOCK_J + tl.arange(0, BLOCK_J)
+        o = out_block * BLOCK_O + tl.arange(0, BLOCK_O)
+        in_j = j < rows
+        in_o = o < cols
+        x = tl.load(h + seed * stride_h + j, mask=in_j, other=0.0)
+        d = tl.load(delta + seed * stride_d + o, mask=in_o, other=0.0)
+        live = in_j & (x != 0.0)
+        mask = live[:, None] & in_o[None, :]
+        ptrs = Wp + seed * stride_w + j[:, None] * cols + o[None, :]
+        w = tl.load(ptrs, mask=mask, other=0.0)
         if PROP:
-            tl.store(below + seed * stride_b + j, acc, mask=in_j)
+            tl.store(partial + seed * stride_p + out_block * rows + j,
+                     tl.sum(w * d[None, :], axis=1), mask=in_j)
+        tl.store(ptrs, w - lr * (x[:, None] * d[None, :]), mask=mask)
 
 
 def _input_major(W: torch.Tensor) -> torch.Tensor:
@@ -192,11 +189,11 @@ def _vector(x: torch.Tensor, n: int, size: int) -> torch.Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
-def _block(size: int, cap: int) -> int:
-    return min(cap, triton.next_power_of_2(size))
-
-
-PROGRAMS = 2048  # about 15 per multiprocessor of an H100/H200: enough to hide latency
+def _blocks(rows: int, cols: int) -> tuple[int, int]:
+    """Tile sizes of the input-major kernels: 64 input rows x 128 outputs (fewer for a
+    narrow layer), as the row-sparse kernel's tiles."""
+    block_o = min(BLOCK_COLS, triton.next_power_of_2(cols))
+    return min(256, BLOCK_ROWS * BLOCK_COLS // block_o), block_o
 
 
 def sparse_input_linear(W: torch.Tensor, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -206,14 +203,11 @@ def sparse_input_linear(W: torch.Tensor, h: torch.Tensor, b: torch.Tensor) -> to
     Wp = _input_major(W)
     n, rows, cols = Wp.shape
     x = _vector(h, n, rows)
-    block_j, block_o = 32, _block(cols, 128)
-    out_blocks = triton.cdiv(cols, block_o)
-    splits = max(1, min(triton.cdiv(rows, block_j), PROGRAMS // (n * out_blocks)))
-    rows_per_split = triton.cdiv(triton.cdiv(rows, splits), block_j) * block_j
-    splits = triton.cdiv(rows, rows_per_split)
-    partial = torch.empty(n, splits, cols, device=W.device, dtype=W.dtype)
-    _sparse_input_linear[(n, out_blocks, splits)](
-        Wp, x, partial, rows, cols, rows_per_split, Wp.stride(0), x.stride(0), splits * cols,
+    block_j, block_o = _blocks(rows, cols)
+    row_blocks = triton.cdiv(rows, block_j)
+    partial = torch.empty(n, row_blocks, cols, device=W.device, dtype=W.dtype)
+    _sparse_input_linear[(n, row_blocks, triton.cdiv(cols, block_o))](
+        Wp, x, partial, rows, cols, Wp.stride(0), x.stride(0), row_blocks * cols,
         BLOCK_J=block_j, BLOCK_O=block_o)
     return partial.sum(1, keepdim=True).add_(b)
 
@@ -227,13 +221,16 @@ def prop_update_input_major(W: torch.Tensor, delta: torch.Tensor, h: torch.Tenso
     Wp = _input_major(W)
     n, rows, cols = Wp.shape
     d, x = _vector(delta, n, cols), _vector(h, n, rows)
-    block_j = 16 if n * rows >= 16 * PROGRAMS else 4
-    block_o = _block(cols, 128)
-    below = torch.empty(n, 1, rows, device=W.device, dtype=W.dtype) if prop else W
-    _prop_update_t[(n, triton.cdiv(rows, block_j))](
-        Wp, d, x, below, float(lr), rows, cols, Wp.stride(0), d.stride(0), x.stride(0),
-        rows if prop else 0, PROP=prop, BLOCK_J=block_j, BLOCK_O=block_o)
-    return below if prop else None
+    block_j, block_o = _blocks(rows, cols)
+    out_blocks = triton.cdiv(cols, block_o)
+    partial = (torch.empty(n, out_blocks, rows, device=W.device, dtype=W.dtype) if prop
+               else W)  # unused without prop
+    _prop_update_t[(n, triton.cdiv(rows, block_j), out_blocks)](
+        Wp, d, x, partial, float(lr), rows, cols, Wp.stride(0), d.stride(0), x.stride(0),
+        out_blocks * rows if prop else 0, PROP=prop, BLOCK_J=block_j, BLOCK_O=block_o)
+    if not prop:
+        return None
+    return partial.sum(1, keepdim=True)
 
 
 def dense_reference(W: torch.Tensor, delta: torch.Tensor, h: torch.Tensor, lr: float,

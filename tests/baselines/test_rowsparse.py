@@ -161,7 +161,7 @@ def test_on_a_gpu_the_kernel_is_the_dense_update_at_paper_width():
     silent = ~fire.reshape(n, rows)
     assert torch.equal(W[silent], dense[silent])
     torch.testing.assert_close(W, dense, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(below, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(below, expected, rtol=1e-4, atol=5e-4)
 
 
 @needs_gpu
@@ -192,7 +192,7 @@ def test_on_a_gpu_the_input_major_kernels_are_the_dense_ones_at_paper_width():
     h = torch.relu(torch.randn(n, 1, inputs, device="cuda", generator=g))
     b = torch.randn(n, 1, out, device="cuda", generator=g)
     torch.testing.assert_close(rowsparse.sparse_input_linear(W, h, b), torch.baddbmm(b, h, Wp),
-                               rtol=1e-4, atol=1e-4)
+                               rtol=1e-4, atol=5e-4)
     delta = torch.randn(n, 1, out, device="cuda", generator=g)
     dense = W.contiguous()
     below = rowsparse.prop_update_input_major(W, delta, h, 0.01)
@@ -200,4 +200,4 @@ def test_on_a_gpu_the_input_major_kernels_are_the_dense_ones_at_paper_width():
     silent = (h == 0).reshape(n, inputs)
     assert torch.equal(Wp[silent], dense.transpose(1, 2)[silent])
     torch.testing.assert_close(W, dense, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(below, torch.where(h > 0, expected, 0.0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(below, torch.where(h > 0, expected, 0.0), rtol=1e-4, atol=5e-4)
