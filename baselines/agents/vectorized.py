@@ -74,6 +74,7 @@ from baselines.agents.supervised import (
     ShrinkPerturbConfig,
     SupervisedConfig,
 )
+from baselines.core import rowsparse
 from baselines.core.activations import crelu, crelu_backward
 from baselines.core.gnt import DenseUnits, GenerateAndTest
 from baselines.core.nets import feature_width, kaiming_uniform_bound
@@ -232,7 +233,8 @@ class VectorMLPAgent:
             and not cfg.momentum and not cfg.weight_decay
             and not isinstance(cfg, (UPGDFields, L2InitFields, ShrinkPerturbConfig))
             and not (isinstance(cfg, LayerNormConfig) and cfg.layer_norm)
-            and all(W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W))
+            and all(W[0].numel() >= FUSED_MIN_WEIGHTS for W in self.W)
+            and max(W[0].numel() for W in self.W) >= rowsparse.INPUT_MAJOR_MIN_WEIGHTS)
         if self._input_major:
             self.W = [W.transpose(1, 2).contiguous().transpose(1, 2) for W in self.W]
         self.params = [t for pair in zip(self.W, self.b) for t in pair]

@@ -61,6 +61,14 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+INPUT_MAJOR_MIN_WEIGHTS = 1_000_000
+"""The input-major kernels are used for nets with a layer of at least this many weights
+per seed; narrower nets keep the output-major layout and the row-sparse update. Measured
+on an H200 (benchmarks/permuted_mnist_speed.py --gpu-only, CUDA graphs on, seed-steps/s,
+row-sparse / input-major): 784-2000x3-10 at N = 1, 5, 30 seeds: 9,883 / 9,781, 21,993 /
+23,082, 37,863 / 39,014; 784-100x3-10: 10,594 / 7,569, 50,501 / 48,780, 285,680 / 269,244."""
+
+
 def input_major_available(device: torch.device) -> bool:
     """Whether the input-major kernels run on ``device``: :func:`available`, and
     ``LOP_BENCH_TRITON`` is not ``rows`` (which keeps the output-major row-sparse kernel
