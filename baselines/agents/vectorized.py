@@ -53,7 +53,13 @@ and shift per seed, ``(N, units)``, trained by the same SGD (after the weights i
 On a CUDA device the whole step stays there: observations that are tensors on the
 device (the streams' ``device=`` mode) give predictions that stay there too (no host
 sync per step), and the step is replayed from CUDA graphs (:class:`_CudaGraphStep`;
-the environment variable ``LOP_BENCH_CUDA_GRAPHS=0`` turns them off).
+the environment variable ``LOP_BENCH_CUDA_GRAPHS=0`` turns them off). With Triton there,
+plain batch-1 SGD (backprop, continual backprop) moves only the weights that matter: the
+rows of nonzero error, and at the paper's width every layer's nonzero inputs, with the
+weights stored input-major (:mod:`baselines.core.rowsparse`; ``LOP_BENCH_TRITON=rows``
+or ``0``). Generate-and-test's test pass joins the step's graph; its count and
+replacements run after it. A GPU run draws from CUDA generators: it is another sample
+than the CPU run of the same seed (the same distribution), reproducible on its device.
 """
 
 from __future__ import annotations
