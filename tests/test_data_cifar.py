@@ -433,3 +433,16 @@ def test_import_does_not_load_torchvision_or_datasets(copies):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
     assert out.stdout.strip() == "[]"
+
+
+def test_make_takes_the_checksum_opt_out(tmp_path, monkeypatch):
+    import lop_bench
+    from tests import cifar_fixtures
+
+    monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)
+    cifar_fixtures.write_torchvision(tmp_path, *cifar_fixtures.fake_splits(10, 5))
+    env_id = "lop/IncrementalCIFAR100-v0"
+    with pytest.raises(ChecksumError, match=r"allow_checksum_mismatch=True \(lop_bench.make"):
+        lop_bench.make(env_id, tier="smoke", root=str(tmp_path))
+    env = lop_bench.make(env_id, tier="smoke", root=str(tmp_path), allow_checksum_mismatch=True)
+    assert set(env.unwrapped.dataset.md5_mismatches) >= {"train", "test"}

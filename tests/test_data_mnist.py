@@ -212,6 +212,27 @@ def test_the_opt_out_reads_differing_archives_and_records_them(tmp_path, monkeyp
     assert mnist.load_mnist(tmp_path).md5_mismatches == data.md5_mismatches
 
 
+def test_make_takes_the_opt_out_its_checksum_error_names(tmp_path, monkeypatch):
+    """The error says ``allow_checksum_mismatch=True``: ``make`` takes it (MNIST and
+    CIFAR-100, the streams whose files have published md5s)."""
+    import lop_bench
+    from lop_bench.errors import InvalidConfigError
+
+    monkeypatch.delenv(ALLOW_MISMATCH_ENV_VAR, raising=False)
+    write_torchvision(tmp_path, X, Y, gz=True, extracted=False)
+    env_id = "lop/PermutedMNIST-v0"
+    with pytest.raises(ChecksumError, match=r"allow_checksum_mismatch=True \(lop_bench.make"):
+        lop_bench.make(env_id, tier="smoke", root=tmp_path)
+    env = lop_bench.make(env_id, tier="smoke", root=tmp_path, allow_checksum_mismatch=True)
+    assert env.unwrapped.dataset.md5_mismatches == (
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    envs = lop_bench.make_vec(env_id, tier="smoke", seeds=[0, 1], root=tmp_path,
+                              allow_checksum_mismatch=True)
+    assert envs.unwrapped.reset()[0].shape[0] == 2
+    with pytest.raises(InvalidConfigError, match="allow_checksum_mismatch must be true, false"):
+        lop_bench.make(env_id, tier="smoke", root=tmp_path, allow_checksum_mismatch="yes")
+
+
 @pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte.gz"])
 def test_an_io_error_reading_an_idx_file_names_the_file_and_the_fix(tmp_path, monkeypatch, name):
     write_torchvision(tmp_path, X, Y, gz=name.endswith(".gz"), extracted=not name.endswith(".gz"))

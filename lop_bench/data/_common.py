@@ -135,9 +135,10 @@ def check_md5s(expected: Iterable[tuple[Path, str]], what: str, fix: str,
                 f"{path}: md5 {got}, expected {md5} (the published {what} file {path.name!r}). "
                 f"The file is corrupt, truncated or not the official one. {fix} If your copy "
                 f"differs on purpose (re-saved, a subset, your own data), allow it with "
-                f"allow_checksum_mismatch=True, `--allow-checksum-mismatch` or "
-                f"{ALLOW_MISMATCH_ENV_VAR}=1; the files that differ are then recorded with "
-                f"the data (md5_mismatches)."
+                f"allow_checksum_mismatch=True (lop_bench.make and the loaders), "
+                f"`--allow-checksum-mismatch` (lop-bench data) or {ALLOW_MISMATCH_ENV_VAR}=1 "
+                f"(everywhere, lop-bench run too); the files that differ are then recorded "
+                f"with the data (md5_mismatches)."
             )
         mismatched.append(path.name)
     return tuple(matched), tuple(mismatched)

@@ -372,6 +372,7 @@ class IncrementalCIFAR100Env(ContinualStream):
         download: bool = False,
         hf_id: str = HF_ID,
         device: str | torch.device | None = None,
+        allow_checksum_mismatch: bool | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(tier, **overrides)
@@ -384,7 +385,8 @@ class IncrementalCIFAR100Env(ContinualStream):
         cfg = self.config
         data_device = check_device(device)
         self._numpy = device is None
-        self.dataset = load_cifar100(root, source, download=download, hf_id=hf_id)
+        self.dataset = load_cifar100(root, source, download=download, hf_id=hf_id,
+                                     allow_checksum_mismatch=allow_checksum_mismatch)
         self.dataset_fingerprint = self.dataset.fingerprint
         train_labels = self.dataset.train.labels
         need = cfg.held_out_per_class + cfg.train_per_class

@@ -221,12 +221,14 @@ class _OnDevice:
         self.acts[: len(acts)] = acts
 
 
-def _load(root: Any, source: str, download: bool, hf_id: str) -> MNISTData:
+def _load(root: Any, source: str, download: bool, hf_id: str,
+          allow_checksum_mismatch: bool | None = None) -> MNISTData:
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise InvalidConfigError(f"root must be a path or None, got {root!r}.")
     if not isinstance(download, bool):
         raise InvalidConfigError(f"download must be true or false, got {download!r}.")
-    return load_mnist(root, source, download=download, hf_id=hf_id)
+    return load_mnist(root, source, download=download, hf_id=hf_id,
+                      allow_checksum_mismatch=allow_checksum_mismatch)
 
 
 class PermutedMNISTEnv(ContinualStream):
@@ -306,13 +308,14 @@ class PermutedMNISTEnv(ContinualStream):
         download: bool = False,
         hf_id: str = HF_ID,
         device: Any = None,
+        allow_checksum_mismatch: bool | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(tier, **overrides)
         if render_mode is not None:
             raise InvalidConfigError(f"{self.ENV_ID} has no render modes, got {render_mode!r}.")
         cfg = self.config
-        self.dataset = _load(root, source, download, hf_id)
+        self.dataset = _load(root, source, download, hf_id, allow_checksum_mismatch)
         if cfg.examples_per_task > len(self.dataset):
             raise InvalidConfigError(
                 f"{self.ENV_ID} [{tier}] shows {cfg.examples_per_task:,} images per task but the "
