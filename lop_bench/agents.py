@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from lop_bench.errors import InvalidConfigError, UnknownAgentError, did_you_mean
@@ -160,11 +160,27 @@ def select_preset(
     for key in ((env_id, tier), (env_id, "*")):
         if key in presets:
             return f"{agent_name}/{key[0]}/{key[1]}", presets[key]
-    known = sorted({k[0] for k in presets})
-    raise InvalidConfigError(
+    raise _no_preset(agent_name, env_id, tier, presets)
+
+
+def _no_preset(agent_name: str, env_id: Any, tier: Any,
+               keys: Iterable[tuple[str, str]]) -> InvalidConfigError:
+    known = sorted({k[0] for k in keys})
+    return InvalidConfigError(
         f"agent {agent_name!r} has no preset for {env_id!r} (tier {tier!r}). "
         f"It has presets for: {', '.join(known)}."
     )
+
+
+def check_preset(agent_name: str, factory: AgentFactory, env_id: str, tier: str) -> None:
+    """Refuse, before any stream is built (and its dataset looked for), an agent whose
+    factory says (``preset_keys()``) that it has no preset for ``(env_id, tier)``: the
+    error :func:`select_preset` would raise once the stream exists. A factory that lists
+    no preset at all (a plain function wrapped by ``fresh``) says nothing."""
+    keys = getattr(factory, "preset_keys", None)
+    keys = {(str(stream), str(t)) for stream, t in keys()} if callable(keys) else set()
+    if keys and (env_id, tier) not in keys and (env_id, "*") not in keys:
+        raise _no_preset(agent_name, env_id, tier, keys)
 
 
 def make_agent(

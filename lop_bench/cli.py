@@ -234,12 +234,13 @@ def _preset_table(agents: Sequence[str], env_ids: Sequence[str],
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lop_bench.registration import make
-    from lop_bench.runner import check_device, check_writable
+    from lop_bench.runner import check_device, check_fits, check_writable
 
     check_device(args.device)
     env_kwargs = _parse_assignments(args.set, "--set")
     agent_kwargs = _parse_assignments(args.hp, "--hp")
     seeds = parse_seeds(args.seeds) if args.seeds else None
+    check_fits(args.agent, args.env, args.tier)  # before the stream looks for its data
     env = make(args.env, tier=args.tier, **env_kwargs).unwrapped
     seeds = seeds if seeds is not None else list(env.seeds)
     out = Path(args.out)
@@ -296,7 +297,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from lop_bench.registration import make, stream_spec
-    from lop_bench.runner import check_device
+    from lop_bench.runner import check_device, check_fits
     from lop_bench.sweeps import Grid, RunSettings, SweepSpec, sweep
 
     spec = stream_spec(args.env)
@@ -307,6 +308,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not agents:
         raise LopBenchError(f"{args.env} has no reference agents yet; pass --agents a,b.")
     seeds = parse_seeds(args.seeds) if args.seeds else None
+    for agent in agents:  # before the stream looks for its data
+        check_fits(agent, args.env, args.tier)
     env = make(args.env, tier=args.tier).unwrapped
     seeds = seeds if seeds is not None else list(env.seeds)
     out = Path(args.out) if args.out else Path(_DEFAULT_OUT) / f"{args.env.split('/')[-1]}-{args.tier}"

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lop_bench.agents import AgentFactory, make_agent, resolve_factory
+from lop_bench.agents import AgentFactory, check_preset, make_agent, resolve_factory
 from lop_bench.errors import (
     CheckpointError,
     InvalidConfigError,
@@ -54,7 +54,7 @@ from lop_bench.identity import (
     run_identity,
 )
 from lop_bench.phase_check import PhaseGuard
-from lop_bench.registration import make
+from lop_bench.registration import env_class, make
 from lop_bench.results import Result, load, save
 
 __all__ = [
@@ -365,6 +365,17 @@ class _SeedGroup(_OneSeed):
         return [[float(v) for v in row] for row in np.stack(per_task, axis=1)]
 
 
+def check_fits(agent: str | AgentFactory, env_id: str, tier: str) -> None:
+    """An unknown stream id or tier, an unknown agent, then an agent with no preset for
+    that stream and tier: each refused before the stream is built, so before its dataset
+    is looked for (``run``, ``run_vectorized`` and the command line call this first)."""
+    cls = env_class(env_id)
+    cls.tier_config(tier)
+    name, factory = resolve_factory(agent)
+    check_preset(name, factory, cls.ENV_ID, tier)
+
+
+
 def run(
     env_id: str,
     agent: str | AgentFactory,
@@ -424,6 +435,7 @@ def run(
     _check_cadences(diagnostics_every, checkpoint_every)
     seed = check_run_seed(seed)
     device = check_device(device)
+    check_fits(agent, env_id, tier)
     name, factory = resolve_factory(agent)
     wrapped = make(env_id, tier=tier, **_with_data_device(env_id, env_kwargs, device))
     env = wrapped.unwrapped
@@ -766,10 +778,11 @@ def run_vectorized(
     (and of this run); else the group continues from its checkpoint (or starts over) and
     writes every seed's result.
     """
-    from lop_bench.registration import env_class, make_vec
+    from lop_bench.registration import make_vec
 
     _check_cadences(diagnostics_every, checkpoint_every)
     device = check_device(device)
+    check_fits(agent, env_id, tier)
     name, factory = resolve_factory(agent)
     if seeds is None:
         cfg = env_class(env_id).tier_config(tier)

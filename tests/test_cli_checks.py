@@ -214,3 +214,31 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
     plot = tmp_path / "p.png"
     _fails(["report", str(out), "--plot", str(plot)], capsys,
            f"{plot}: No space left on device")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "lop/IncrementalCIFAR100-v0", "--agent", "layernorm"],
+     "agent 'layernorm' has no preset for 'lop/IncrementalCIFAR100-v0'"),
+    (["run", "lop/PermutedMNIST-v0", "--agent", "fresh:ppo_cbp"],
+     "agent 'fresh:ppo_cbp' has no preset for 'lop/PermutedMNIST-v0'"),
+    (["reproduce", "lop/PermutedMNIST-v0", "--agents", "backprop,ppo"],
+     "agent 'ppo' has no preset for 'lop/PermutedMNIST-v0'"),
+])
+def test_an_agent_without_a_preset_is_refused_before_the_data_is_looked_for(
+        argv, message, tmp_path, capsys, monkeypatch, no_work):
+    """With no dataset anywhere: the missing preset is the error, not the missing data
+    (which would send the user to download a dataset the agent cannot run on)."""
+    monkeypatch.setenv("LOP_BENCH_DATA", str(tmp_path / "empty"))
+    _fails([*argv, "--tier", "smoke", "--out", str(tmp_path / "out")], capsys, message,
+           "It has presets for:")
+
+
+def test_run_refuses_an_agent_without_a_preset_before_the_stream_is_built(tmp_path,
+                                                                         monkeypatch):
+    import lop_bench.runner as runner
+    from lop_bench.errors import InvalidConfigError
+
+    monkeypatch.setenv("LOP_BENCH_DATA", str(tmp_path / "empty"))
+    for call in (runner.run, runner.run_vectorized):
+        with pytest.raises(InvalidConfigError, match="'layernorm' has no preset for 'lop/Incr"):
+            call("lop/IncrementalCIFAR100-v0", "layernorm", tier="smoke", progress=False)
