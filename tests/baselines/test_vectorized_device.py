@@ -55,6 +55,21 @@ def _pair(env_id, agent, seeds, hp):
     return envs.unwrapped, eager, graphed
 
 
+def _lockstep(venv, eager, graphed, steps):
+    """Step both agents on the same stream (the eager agent's predictions drive it), each
+    prediction equal; then their states equal bit for bit."""
+    obs, infos = venv.reset()
+    for _ in range(steps):
+        a, b = eager.act(obs, infos), graphed.act(obs, infos)
+        assert torch.equal(a, b)
+        nobs, r, te, tr, infos = venv.step(a)
+        eager.learn(obs, a, r, nobs, te, tr, infos)
+        graphed.learn(obs, b, r, nobs, te, tr, infos)
+        obs = nobs
+    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
+        assert torch.equal(x, y)
+
+
 def _tensors(state):
     if isinstance(state, torch.Tensor):
         return [state]
@@ -76,20 +91,11 @@ def _tensors(state):
 def test_replayed_steps_equal_eager_steps_bit_for_bit(env_id, agent, hp):
     seeds = (0, 5)
     venv, eager, graphed = _pair(env_id, agent, seeds, hp)
-    obs, infos = venv.reset()
     steps = 400
-    for _ in range(steps):
-        a, b = eager.act(obs, infos), graphed.act(obs, infos)
-        assert torch.equal(a, b)
-        nobs, r, te, tr, infos = venv.step(a)
-        eager.learn(obs, a, r, nobs, te, tr, infos)
-        graphed.learn(obs, b, r, nobs, te, tr, infos)
-        obs = nobs
+    _lockstep(venv, eager, graphed, steps)
     graphs = graphed._graph_steps
     assert graphs._forward.replays == steps - graphs.warmup
     assert graphs._step.replays == steps - graphs.warmup
-    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
-        assert torch.equal(x, y)
     if agent == "continual_backprop":
         assert sum(int(n.sum()) for n in graphed.gnt.num_replaced) > 0
 
@@ -213,23 +219,13 @@ def test_a_step_capture_that_fails_with_the_measure_is_retried_without_it():
     graphed.use_cuda_graphs = True
     graphed._graph_steps = _CudaGraphStep(graphed, graph=FailingOnce)
     assert graphed._measure_in_step
-    venv = envs.unwrapped
-    obs, infos = venv.reset()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for _ in range(300):
-            a, b = eager.act(obs, infos), graphed.act(obs, infos)
-            assert torch.equal(a, b)
-            nobs, r, te, tr, infos = venv.step(a)
-            eager.learn(obs, a, r, nobs, te, tr, infos)
-            graphed.learn(obs, b, r, nobs, te, tr, infos)
-            obs = nobs
+        _lockstep(envs.unwrapped, eager, graphed, 300)
     assert [str(w.message) for w in caught if "capture" in str(w.message)] == [
         "CUDA graph capture of the vectorized step with generate-and-test's measure failed "
         "(operation not permitted when stream is capturing); capturing it without."]
     graphs = graphed._graph_steps
     assert not graphs.failed and not graphed._measure_in_step
     assert graphs._step is not None and graphs._step.replays > 250
-    for x, y in zip(_tensors(eager.state_dict()), _tensors(graphed.state_dict()), strict=True):
-        assert torch.equal(x, y)
     assert sum(int(n.sum()) for n in graphed.gnt.num_replaced) > 0
