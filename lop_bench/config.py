@@ -26,6 +26,7 @@ __all__ = [
     "check_positive",
     "check_range",
     "check_choice",
+    "env_choice",
 ]
 
 C = TypeVar("C")
@@ -151,3 +152,17 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
             f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}."
             + did_you_mean(str(value), [str(c) for c in choices])
         )
+
+
+def env_choice(var: str, choices: tuple[str, ...], default: str) -> str:
+    """The environment variable ``var`` (``default`` when unset or empty), or
+    :class:`InvalidConfigError` naming it and its values when it is none of ``choices``."""
+    import os
+
+    value = os.environ.get(var) or default
+    if value not in choices:
+        raise InvalidConfigError(
+            f"${var} must be one of {', '.join(choices)} (unset: {default}), got {value!r}."
+            + did_you_mean(value, list(choices))
+        )
+    return value

@@ -40,3 +40,18 @@ def test_protocol_hash_covers_protocol_fields_only():
     assert a != protocol_hash("lop/X-v0", 1, Cfg(), "sha256:abc")
     assert "seeds" not in protocol_fields(Cfg())
     assert canonical_json({"b": 1, "a": [1.5]}) == '{"a":[1.5],"b":1}'
+
+
+def test_env_choice_reads_a_switch_and_names_its_values(monkeypatch):
+    from lop_bench.config import env_choice
+
+    monkeypatch.delenv("LOP_BENCH_TEST_SWITCH", raising=False)
+    assert env_choice("LOP_BENCH_TEST_SWITCH", ("1", "0"), "1") == "1"
+    monkeypatch.setenv("LOP_BENCH_TEST_SWITCH", "")
+    assert env_choice("LOP_BENCH_TEST_SWITCH", ("1", "0"), "1") == "1"
+    monkeypatch.setenv("LOP_BENCH_TEST_SWITCH", "0")
+    assert env_choice("LOP_BENCH_TEST_SWITCH", ("1", "0"), "1") == "0"
+    monkeypatch.setenv("LOP_BENCH_TEST_SWITCH", "false")
+    with pytest.raises(InvalidConfigError, match=r"\$LOP_BENCH_TEST_SWITCH must be one of 1, 0 "
+                                                 r"\(unset: 1\), got 'false'"):
+        env_choice("LOP_BENCH_TEST_SWITCH", ("1", "0"), "1")

@@ -65,7 +65,6 @@ than the CPU run of the same seed (the same distribution), reproducible on its d
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,7 +95,7 @@ from baselines.core.rowsparse import (
 )
 from baselines.core.upgd import BatchedUPGD, UPGDFields
 from lop_bench.agents import vector_seeds
-from lop_bench.config import config_to_dict
+from lop_bench.config import config_to_dict, env_choice
 from lop_bench.errors import VectorizationNotSupported
 from lop_bench.seeding import check_seed
 
@@ -302,7 +301,7 @@ class VectorMLPAgent:
         # On CUDA the step is replayed from CUDA graphs, unless LOP_BENCH_CUDA_GRAPHS=0 (or
         # ``agent.use_cuda_graphs = False`` before the first step) runs it eagerly.
         self.use_cuda_graphs = (self.device.type == "cuda"
-                                and os.environ.get("LOP_BENCH_CUDA_GRAPHS", "1") != "0"
+                                and env_choice("LOP_BENCH_CUDA_GRAPHS", ("1", "0"), "1") == "1"
                                 and self.upgd is None  # UPGD's noise draws: eager
                                 and not self.norm_scale)  # the norms' backward: eager
         self._graph_steps: _CudaGraphStep | None = None

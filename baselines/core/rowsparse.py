@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from lop_bench.config import env_choice
+
 __all__ = [
     "available",
     "input_major_available",
@@ -70,7 +72,7 @@ def available(device: torch.device) -> bool:
     """Whether the kernels run for tensors on ``device``: Triton is installed and the
     device is a CUDA GPU (or Triton's interpreter is on, for the tests), and
     ``LOP_BENCH_TRITON`` is not ``0``."""
-    if triton is None or os.environ.get("LOP_BENCH_TRITON", "1") == "0":
+    if _setting() == "0" or triton is None:
         return False
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -87,7 +89,12 @@ def input_major_available(device: torch.device) -> bool:
     """Whether the input-major kernels run on ``device``: :func:`available`, and
     ``LOP_BENCH_TRITON`` is not ``rows`` (which keeps the output-major row-sparse kernel
     alone)."""
-    return available(device) and os.environ.get("LOP_BENCH_TRITON", "1") != "rows"
+    return available(device) and _setting() != "rows"
+
+
+def _setting() -> str:
+    """``$LOP_BENCH_TRITON``: 1 (unset) the kernels, rows the row-sparse update alone, 0 none."""
+    return env_choice("LOP_BENCH_TRITON", ("1", "rows", "0"), "1")
 
 
 if triton is not None:

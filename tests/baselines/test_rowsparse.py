@@ -146,10 +146,15 @@ def test_the_vectorized_agent_uses_it_unless_turned_off():
 
 
 def test_it_is_off_without_a_gpu_or_when_turned_off(monkeypatch):
+    from lop_bench.errors import InvalidConfigError
+
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not rowsparse.available(torch.device("cpu"))
     monkeypatch.setenv("LOP_BENCH_TRITON", "0")
     assert not rowsparse.available(torch.device("cuda"))
+    monkeypatch.setenv("LOP_BENCH_TRITON", "off")  # not a value: said, not read as "on"
+    with pytest.raises(InvalidConfigError, match=r"\$LOP_BENCH_TRITON must be one of 1, rows, 0"):
+        rowsparse.available(torch.device("cuda"))
 
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
