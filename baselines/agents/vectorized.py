@@ -232,7 +232,8 @@ class VectorMLPAgent:
         # On CUDA with Triton, a batch-1 ReLU net taking plain SGD steps (no momentum, decay,
         # L2 Init, noise, normalization or UPGD) stores its weights input-major: its forward
         # pass, backward pass and update skip the zero inputs of every layer
-        # (baselines.core.rowsparse). The same values; LOP_BENCH_TRITON=0 turns it off.
+        # (baselines.core.rowsparse). The same values up to float rounding;
+        # LOP_BENCH_TRITON=rows or 0 turns it off.
         self._input_major = (
             input_major_available(self.device) and batch == 1 and cfg.activation == "relu"
             and not cfg.momentum and not cfg.weight_decay
@@ -461,9 +462,9 @@ class VectorMLPAgent:
         relu = self.activation == "relu"
         crelu_layers = self.activation == "crelu"
         decay = self._decay
-        rowsparse = self._rowsparse and batch == 1 and decay == 1.0 and self._pull is None
+        kernels = self._rowsparse and batch == 1 and decay == 1.0 and self._pull is None
         for k in range(len(self.W) - 1, -1, -1):
-            if rowsparse and self._fused[k]:
+            if kernels and self._fused[k]:
                 # One pass over the rows of W[k] with a nonzero error: the error below
                 # (from the weights before the update) and the update (module docstring).
                 update = prop_update_input_major if self._input_major else prop_update
