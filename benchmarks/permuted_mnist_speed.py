@@ -295,12 +295,10 @@ def gpu_section(root: Path, per_step: int) -> None:
     for (agent, n), rate in best_paper.items():
         if n == PAPER["seeds"]:
             hours = PAPER["seeds"] * PAPER["steps"] / rate / 3600
+            h100 = (f"; an H100 at 3.35/4.8 of this H200's bandwidth: {hours * 4.8 / 3.35:,.1f} h"
+                    if "H200" in torch.cuda.get_device_name() else "")
             print(f"    paper tier, {agent}, 30 seeds x 48M steps in one process: {hours:,.1f} "
-                  f"GPU-hours ({rate / bound:.2f} of the dense bound; an H100 at 3.35/4.8 of "
-                  f"this H200's bandwidth: {hours * 4.8 / 3.35:,.1f} h)"
-                  if "H200" in torch.cuda.get_device_name() else
-                  f"    paper tier, {agent}, 30 seeds x 48M steps in one process: {hours:,.1f} "
-                  f"GPU-hours ({rate / bound:.2f} of the dense bound)")
+                  f"GPU-hours ({rate / bound:.2f} of the dense bound{h100})")
 
 
 def reproduce_estimate(args: argparse.Namespace, root: Path, cfg: Any) -> None:

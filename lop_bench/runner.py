@@ -365,14 +365,17 @@ class _SeedGroup(_OneSeed):
         return [[float(v) for v in row] for row in np.stack(per_task, axis=1)]
 
 
-def check_fits(agent: str | AgentFactory, env_id: str, tier: str) -> None:
+def check_fits(agent: str | AgentFactory, env_id: str,
+               tier: str) -> tuple[str, AgentFactory]:
     """An unknown stream id or tier, an unknown agent, then an agent with no preset for
     that stream and tier: each refused before the stream is built, so before its dataset
-    is looked for (``run``, ``run_vectorized`` and the command line call this first)."""
+    is looked for (``run``, ``run_vectorized`` and the command line call this first).
+    Returns the agent's ``(name, factory)``."""
     cls = env_class(env_id)
     cls.tier_config(tier)
     name, factory = resolve_factory(agent)
     check_preset(name, factory, cls.ENV_ID, tier)
+    return name, factory
 
 
 
@@ -435,8 +438,7 @@ def run(
     _check_cadences(diagnostics_every, checkpoint_every)
     seed = check_run_seed(seed)
     device = check_device(device)
-    check_fits(agent, env_id, tier)
-    name, factory = resolve_factory(agent)
+    name, factory = check_fits(agent, env_id, tier)
     wrapped = make(env_id, tier=tier, **_with_data_device(env_id, env_kwargs, device))
     env = wrapped.unwrapped
     obs, info = env.reset(seed=seed)
@@ -782,8 +784,7 @@ def run_vectorized(
 
     _check_cadences(diagnostics_every, checkpoint_every)
     device = check_device(device)
-    check_fits(agent, env_id, tier)
-    name, factory = resolve_factory(agent)
+    name, factory = check_fits(agent, env_id, tier)
     if seeds is None:
         cfg = env_class(env_id).tier_config(tier)
         seeds = tuple(range(cfg.num_seeds))

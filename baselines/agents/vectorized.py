@@ -307,9 +307,10 @@ class VectorMLPAgent:
                                 and not self.norm_scale)  # the norms' backward: eager
         self._graph_steps: _CudaGraphStep | None = None
         # On CUDA with Triton, the batch-1 backward pass and update of a fused layer
-        # without decay read and write only the rows with a nonzero error, in one pass
+        # without decay or pull read and write only the rows with a nonzero error, in one pass
         # (baselines.core.rowsparse; LOP_BENCH_TRITON=0 turns it off).
-        self._rowsparse = rowsparse_available(self.device)
+        self._rowsparse = (rowsparse_available(self.device) and batch == 1
+                           and self._decay == 1.0 and self._pull is None)
 
     @property
     def _graphs(self) -> _CudaGraphStep | None:
@@ -462,9 +463,8 @@ class VectorMLPAgent:
         relu = self.activation == "relu"
         crelu_layers = self.activation == "crelu"
         decay = self._decay
-        kernels = self._rowsparse and batch == 1 and decay == 1.0 and self._pull is None
         for k in range(len(self.W) - 1, -1, -1):
-            if kernels and self._fused[k]:
+            if self._rowsparse and self._fused[k]:
                 # One pass over the rows of W[k] with a nonzero error: the error below
                 # (from the weights before the update) and the update (module docstring).
                 update = prop_update_input_major if self._input_major else prop_update
